@@ -1,0 +1,202 @@
+"""The `granary` command: it parses, calls the library and prints; every failure exits non-zero."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from granary_flows.definition import find_definition, load_definitions
+from granary_flows.errors import GranaryError
+
+app = typer.Typer(help="Run containerized geospatial algorithms as Prefect flows.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+console = Console()
+err_console = Console(stderr=True)
+DEPLOYMENTS = Path(os.environ.get("GRANARY_DEPLOYMENTS", "deployments"))
+DeploymentsOption = typer.Option(DEPLOYMENTS, "--deployments", "-d", help="Folder or file of task definitions.")
+
+
+def fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(1)
+
+
+@app.command()
+def check(paths: Optional[list[Path]] = typer.Argument(None, help="Task files or folders (default: deployments/).")) -> None:
+    """Check task definitions: fields, schemas (against their own draft) and schedules."""
+    definitions, errors = load_definitions(paths or [DEPLOYMENTS])
+    for definition in definitions:
+        console.print(f"[green]ok[/]    {definition.source}  [dim]{definition.name} {definition.version} "
+                      f"({definition.runtime_kind})[/]", highlight=False)
+    for error in errors:
+        console.print(f"[red]error[/] {error.path}", highlight=False)
+        for problem in error.problems:
+            console.print(f"      {problem}", highlight=False, markup=False)
+    if errors:
+        raise fail(f"{len(errors)} broken task definition(s)")
+    if not definitions:
+        raise fail("no task definitions found")
+
+
+@app.command()
+def serve(
+    deployments: Path = DeploymentsOption,
+    limit: int = typer.Option(8, help="How many executions run at once."),
+    results: Optional[str] = typer.Option(None, help="Results root (default: $GRANARY_RESULTS_URI or ~/.granary/results)."),
+) -> None:
+    """Register every task under deployments/ and execute their runs in this process until interrupted."""
+    from prefect.client.orchestration import get_client
+
+    from granary_flows.flows import build_flow
+    from granary_flows.runner import InProcessRunner, new_runner_id, reap_orphans
+    from granary_flows.runtimes.docker import DockerRuntime, docker_client
+    from granary_flows.server import local_server
+    from granary_flows.deployment import register
+    from granary_flows.store import ResultsStore
+
+    definitions = _definitions_or_exit(deployments)
+    if results:
+        os.environ["GRANARY_RESULTS_URI"] = results
+    stop = threading.Event()
+    with ExitStack() as stack:
+        try:
+            store = ResultsStore()
+            store.check_writable()
+            runtime = DockerRuntime(docker_client(max_pool_size=limit * 4))
+            if not os.environ.get("PREFECT_API_URL"):
+                console.print("[dim]PREFECT_API_URL is not set: starting a local Prefect server (SQLite)...[/]")
+                os.environ["PREFECT_API_URL"] = stack.enter_context(local_server(port=4200))
+            runner_id = new_runner_id()
+            flows = {}
+            with get_client(sync_client=True) as client:
+                reaped = reap_orphans(runtime, client)
+                for definition in definitions:
+                    deployment_id = register(client, definition)
+                    flows[deployment_id] = build_flow(definition, store, runtime, runner_id)
+        except GranaryError as err:
+            raise fail(str(err)) from err
+        if reaped:
+            console.print(f"removed {len(reaped)} container(s) left by a runner that died")
+        _print_served(definitions, store.root)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        InProcessRunner(flows, runtime, runner_id, limit=limit).serve(stop)
+    console.print("stopped")
+
+
+@app.command()
+def deploy(
+    pool: str = typer.Option(..., "--pool", help="The work pool whose workers run the executions."),
+    deployments: Path = DeploymentsOption,
+) -> None:
+    """Create or update a deployment per task for a work pool (production)."""
+    from prefect.client.orchestration import get_client
+
+    from granary_flows.deployment import register
+
+    definitions = _definitions_or_exit(deployments)
+    with get_client(sync_client=True) as client:
+        for definition in definitions:
+            deployment_id = register(client, definition, work_pool=pool)
+            console.print(f"[green]deployed[/] {definition.name}/{definition.name} -> pool {pool} "
+                          f"[dim]({deployment_id})[/]", highlight=False)
+
+
+@app.command()
+def run(
+    task: str = typer.Argument(..., help="The task's name."),
+    param: list[str] = typer.Option([], "--param", "-p", help="An argument, NAME=VALUE (VALUE read as JSON if it is)."),
+    params: Optional[str] = typer.Option(None, "--params", help="All arguments as one JSON object."),
+    watch: bool = typer.Option(False, "--watch", help="Follow state and logs; print the results; exit 1 on failure."),
+    deployments: Path = DeploymentsOption,
+) -> None:
+    """Start an execution of TASK, validated here before anything is created."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_UI_URL
+
+    from granary_flows import submission
+
+    try:
+        definition = find_definition(task, [deployments])
+        arguments = (json.loads(params) if params else {}) | submission.parse_parameters(param)
+        with get_client(sync_client=True) as client:
+            flow_run = submission.submit(client, definition, arguments)
+            console.print(f"execution [bold]{flow_run.id}[/] of {task} created ({flow_run.name})", highlight=False)
+            ui = PREFECT_UI_URL.value()
+            if ui:
+                console.print(f"UI: {ui}/runs/flow-run/{flow_run.id}", highlight=False)
+            if not watch:
+                return
+            final = submission.watch(
+                client, flow_run.id,
+                on_state=lambda name, message: console.print(
+                    f"[bold]state[/] {name}" + (f": {message}" if message else ""), highlight=False),
+                on_log=lambda log: console.print(f"[dim]{log.timestamp:%H:%M:%S}[/] {log.message}", highlight=False,
+                                                 markup=False),
+            )
+            if not final.state or not final.state.is_completed():
+                raise fail(f"execution {flow_run.id} ended {final.state.name if final.state else 'unknown'}")
+            _print_results(submission.results_document(client, str(flow_run.id)))
+    except (GranaryError, ValueError) as err:
+        raise fail(str(err)) from err
+
+
+@app.command()
+def results(execution_id: str = typer.Argument(..., help="The execution (flow run) id.")) -> None:
+    """Print an execution's results document as JSON."""
+    from prefect.client.orchestration import get_client
+
+    from granary_flows.submission import results_document
+
+    try:
+        with get_client(sync_client=True) as client:
+            document = results_document(client, execution_id)
+    except GranaryError as err:
+        raise fail(str(err)) from err
+    print(json.dumps(document, indent=2))
+
+
+def _definitions_or_exit(deployments: Path) -> list[Any]:
+    definitions, errors = load_definitions([deployments])
+    for error in errors:
+        err_console.print(f"[red]error[/] {error}", highlight=False, markup=False)
+    if errors:
+        raise fail(f"{len(errors)} broken task definition(s); fix them or run `granary check`")
+    if not definitions:
+        raise fail(f"no task definitions in {deployments}")
+    return definitions
+
+
+def _print_served(definitions: list[Any], results_root: str) -> None:
+    from prefect.settings import PREFECT_UI_URL
+
+    table = Table(title="granary serve", title_justify="left")
+    for column in ("task", "version", "runtime", "deployment"):
+        table.add_column(column)
+    for definition in definitions:
+        table.add_row(definition.name, definition.version, definition.runtime_kind,
+                      f"{definition.name}/{definition.name}")
+    console.print(table)
+    console.print(f"results: {results_root}", highlight=False)
+    console.print(f"UI: {PREFECT_UI_URL.value() or os.environ['PREFECT_API_URL'].removesuffix('/api')}", highlight=False)
+    console.print("[dim]waiting for runs; Ctrl+C to stop[/]")
+
+
+def _print_results(document: dict[str, Any]) -> None:
+    table = Table(title=f"results of {document['task']} {document['execution_id']}", title_justify="left")
+    for column in ("title", "type", "size", "href"):
+        table.add_column(column, overflow="fold")
+    for asset in document["results"]:
+        table.add_row(asset.get("title") or "", asset.get("type") or "", str(asset.get("size") or ""), asset["href"])
+    console.print(table)
+    if document.get("value") is not None:
+        console.print(f"value: {json.dumps(document['value'])}", highlight=False)

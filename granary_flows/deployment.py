@@ -1,0 +1,62 @@
+"""Deployments: one per task, its run form the task's schema, created or updated in place."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.actions import DeploymentScheduleCreate, DeploymentUpdate
+from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
+
+from granary_flows.definition import ScheduleSpec, TaskDefinition
+from granary_flows.form import parameter_schema
+
+ENTRYPOINT_MODULE = "granary_flows.entrypoint"
+
+
+def register(client: SyncPrefectClient, definition: TaskDefinition, work_pool: str | None = None) -> UUID:
+    """Create the deployment `<task>/<task>`, or bring an existing one up to date (schema, schedules, tags...).
+
+    Args:
+        client: a synchronous Prefect client.
+        definition: the task.
+        work_pool: for `granary deploy`; None for deployments served by `granary serve`.
+
+    Returns:
+        The deployment id, the same one each time the task is registered again.
+    """
+    flow_id = client.create_flow_from_name(definition.name)
+    fields: dict[str, Any] = {
+        "version": definition.version,
+        "description": definition.description or definition.title,
+        "tags": definition.tags,
+        "parameter_openapi_schema": parameter_schema(definition.arguments_schema),
+        "enforce_parameter_schema": True,
+        "entrypoint": f"{ENTRYPOINT_MODULE}:{definition.name}",
+        "work_pool_name": work_pool,
+    }
+    deployment_id = client.create_deployment(flow_id=flow_id, name=definition.name, **fields)
+    # Creating an existing deployment updates it in place but keeps its old schedules and may keep fields it was
+    # not given: replace the schedules and set the rest again explicitly.
+    for schedule in client.read_deployment(deployment_id).schedules:
+        client.delete_deployment_schedule(deployment_id, schedule.id)
+    if definition.schedules:
+        client.create_deployment_schedules(deployment_id, [_schedule(spec) for spec in definition.schedules])
+    client.update_deployment(deployment_id, DeploymentUpdate(
+        version=definition.version, description=fields["description"], tags=definition.tags,
+        parameter_openapi_schema=fields["parameter_openapi_schema"], enforce_parameter_schema=True,
+    ))
+    return deployment_id
+
+
+def _schedule(spec: ScheduleSpec) -> DeploymentScheduleCreate:
+    if spec.cron:
+        schedule: Any = CronSchedule(cron=spec.cron, timezone=spec.timezone)
+    elif spec.interval:
+        schedule = IntervalSchedule(interval=timedelta(seconds=spec.interval), timezone=spec.timezone)
+    else:
+        schedule = RRuleSchedule(rrule=spec.rrule, timezone=spec.timezone)
+    return DeploymentScheduleCreate(schedule=schedule, active=spec.active, parameters=spec.parameters)
+

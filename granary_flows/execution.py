@@ -1,0 +1,174 @@
+"""The shared execution workflow, written once for every runtime: validate, stage, attempt (with retries by error
+category), store and collect results, report."""
+
+from __future__ import annotations
+
+import contextvars
+import tempfile
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.runtime import flow_run as current_flow_run
+from prefect.runtime import task_run as current_task_run
+from pydantic import BaseModel
+
+from granary_flows import artifacts
+from granary_flows.contract import environment, parse_progress
+from granary_flows.definition import TaskDefinition
+from granary_flows.errors import ErrorCategory, ExecutionCancelled, ExecutionFailed
+from granary_flows.results import CollectedResults, ResultAsset, collect
+from granary_flows.runtimes.base import Attempt, AttemptOutcome, Runtime
+from granary_flows.staging import stage_inputs, uri_arguments
+from granary_flows.store import EXECUTION_DOCUMENT, ResultsStore
+from granary_flows.validation import prepare_arguments
+
+# Execution ids whose cancellation was asked for; the runner adds to it before it stops their containers, so that
+# the attempt ends as cancelled instead of failed and is never retried.
+cancel_requested: set[str] = set()
+
+
+class ExecutionDocument(BaseModel):
+    """The results document of one execution: the flow run's return value and `granary-execution.json`."""
+
+    execution_id: str
+    task: str
+    version: str
+    status: str
+    arguments: dict[str, Any]
+    results: list[ResultAsset]
+    value: Any = None
+    source: str | None = None
+    results_uri: str
+    image: str | None = None
+    exit_code: int | None = None
+    attempts: int = 0
+    duration: float = 0.0
+    reason: str | None = None
+    started: datetime
+    finished: datetime
+
+
+def run_execution(definition: TaskDefinition, arguments: dict[str, Any], *, store: ResultsStore,
+                  runtime: Runtime, runner_id: str = "") -> dict[str, Any]:
+    """Run one execution of `definition` inside the current flow run.
+
+    Returns:
+        The results document (`ExecutionDocument`) as JSON-ready data.
+
+    Raises:
+        ArgumentsInvalid: before anything starts, listing every violation.
+        StagingError: when an input could not be fetched, before any container exists.
+        ExecutionFailed: when the last attempt failed; the summary artifact says why.
+        ExecutionCancelled: when the execution was cancelled.
+    """
+    logger = get_run_logger()
+    execution_id = str(current_flow_run.id)
+    started = datetime.now(timezone.utc)
+    validated = prepare_arguments(definition.name, definition.arguments_schema, arguments)
+    summary: dict[str, Any] = {
+        "task": definition.name, "version": definition.version, "execution_id": execution_id,
+        "image": definition.image, "arguments": validated,
+        "results_uri": store.execution_uri(definition.name, execution_id),
+    }
+    progress = artifacts.ProgressArtifact(definition.name)
+    attempts: list[int] = []
+    with tempfile.TemporaryDirectory(prefix=f"granary-{execution_id[:8]}-") as work:
+        container_arguments, input_dir = _stage(definition, validated, Path(work))
+
+        def attempt_once() -> tuple[AttemptOutcome, CollectedResults]:
+            number = current_task_run.run_count or 1
+            attempts.append(number)
+            if number > 1:
+                logger.info("attempt %d of %d", number, definition.retries.attempts + 1)
+            output_dir = Path(work) / f"attempt-{number}" / "outputs"
+            output_dir.mkdir(parents=True)
+            attempt = Attempt(
+                execution_id=execution_id, attempt=number, task=definition, arguments=container_arguments,
+                environment=environment(container_arguments, execution_id, definition.name, number),
+                output_dir=output_dir, input_dir=input_dir, runner_id=runner_id,
+            )
+            outcome = runtime.run(attempt, _line_handler(logger, progress))
+            _raise_for_failure(definition, execution_id, outcome)
+            stored = store.put_outputs(output_dir, definition.name, execution_id)
+            return outcome, collect(output_dir, stored, outcome.last_stdout_line, definition.outputs.files)
+
+        try:
+            outcome, collected = _attempt_task(definition)(attempt_once)
+        except ExecutionFailed as err:
+            summary |= {"status": "failed", "reason": err.reason, "exit_code": err.exit_code,
+                        "attempts": len(attempts), "duration": _seconds_since(started)}
+            artifacts.record_summary(summary, err.log_tail)
+            raise
+    document = ExecutionDocument(
+        **summary, status="successful", results=collected.assets, value=collected.value, source=collected.source,
+        exit_code=outcome.exit_code, attempts=len(attempts), duration=_seconds_since(started),
+        started=started, finished=datetime.now(timezone.utc),
+    )
+    store.write_json(definition.name, execution_id, EXECUTION_DOCUMENT, document.model_dump(mode="json"))
+    artifacts.record_results(definition.name, document.results)
+    artifacts.record_summary(document.model_dump(mode="json"), outcome.log_tail)
+    logger.info("%d result(s) stored under %s", len(document.results), document.results_uri)
+    return document.model_dump(mode="json")
+
+
+def _stage(definition: TaskDefinition, arguments: dict[str, Any], work: Path) -> tuple[dict[str, Any], Path | None]:
+    """Fetch `format: uri` inputs for local Docker; Batch containers read their URIs themselves."""
+    uris = uri_arguments(definition.arguments_schema, arguments)
+    if definition.runtime_kind != "docker" or not uris:
+        return arguments, None
+    input_dir = work / "inputs"
+    staged = stage_inputs(uris, input_dir)
+    get_run_logger().info("staged %s", ", ".join(f"{name} <- {uris[name]}" for name in staged))
+    return arguments | staged, input_dir
+
+
+def _attempt_task(definition: TaskDefinition) -> Callable[[Callable[[], Any]], Any]:
+    """A Prefect task run per execution whose retries follow the task's policy, so each attempt shows in the run."""
+    policy = definition.retries
+
+    def retry_on_category(_task: Any, _task_run: Any, state: Any) -> bool:
+        error = state.data
+        return isinstance(error, ExecutionFailed) and error.category in policy.on
+
+    @task(name=f"run-{definition.name}", retries=policy.attempts, retry_delay_seconds=policy.delay,
+          retry_condition_fn=retry_on_category, persist_result=False, cache_policy=None)
+    def attempt(run_once: Callable[[], Any]) -> Any:
+        return run_once()
+
+    return attempt
+
+
+def _line_handler(logger: Any, progress: artifacts.ProgressArtifact) -> Callable[[str], None]:
+    """Each container line goes to the run's logs; progress lines also drive the progress artifact."""
+    context = contextvars.copy_context()
+
+    def on_line(line: str) -> None:
+        parsed = parse_progress(line)
+        if parsed is not None:
+            context.run(progress.update, *parsed)
+        logger.info(line)
+
+    return on_line
+
+
+def _raise_for_failure(definition: TaskDefinition, execution_id: str, outcome: AttemptOutcome) -> None:
+    if execution_id in cancel_requested:
+        raise ExecutionCancelled(f"execution {execution_id} was cancelled; its container was stopped")
+    if outcome.killed_reason:
+        raise ExecutionFailed(outcome.killed_reason, ErrorCategory.SYSTEM, outcome.exit_code, outcome.log_tail)
+    if outcome.exit_code == 0:
+        return
+    known = definition.errors.get(outcome.exit_code) if outcome.exit_code is not None else None
+    if known:
+        detail = f": {known.description}" if known.description else ""
+        reason = f"exit code {outcome.exit_code} ({known.name}, a {known.category.value} error){detail}"
+        raise ExecutionFailed(reason, known.category, outcome.exit_code, outcome.log_tail)
+    raise ExecutionFailed(f"exit code {outcome.exit_code}", ErrorCategory.JOB, outcome.exit_code, outcome.log_tail)
+
+
+def _seconds_since(started: datetime) -> float:
+    return round((datetime.now(timezone.utc) - started).total_seconds(), 3)
+

@@ -1,0 +1,62 @@
+"""Each task becomes a Prefect flow named after it, taking the task's arguments as flat parameters."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from prefect import Flow, flow
+
+from granary_flows.definition import TaskDefinition
+from granary_flows.errors import RuntimeUnavailable
+from granary_flows.execution import run_execution
+from granary_flows.runtimes.base import Runtime
+from granary_flows.store import ResultsStore
+
+
+def build_flow(definition: TaskDefinition, store: ResultsStore | None = None,
+               runtime: Runtime | None = None, runner_id: str = "") -> Flow[..., dict[str, Any]]:
+    """The Prefect flow that executes `definition`.
+
+    Its signature has one keyword-only parameter per argument, all defaulting to None, so that a deployment
+    accepts `-p name=value` and a missing required argument is reported by our validation, with the others.
+
+    Example:
+        >>> ndvi = build_flow(load_definition("deployments/ndvi.yaml"))  # doctest: +SKIP
+        >>> ndvi(redBand=3, nirBand=4, tiffLocation="file:///data/scene.tif")  # doctest: +SKIP
+    """
+
+    def execute(**arguments: Any) -> dict[str, Any]:
+        return run_execution(definition, arguments, store=store or ResultsStore(),
+                             runtime=runtime or runtime_for(definition), runner_id=runner_id)
+
+    execute.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in definition.argument_names]
+    )
+    execute.__name__ = definition.name.replace("-", "_")
+    execute.__doc__ = definition.description or definition.title
+    return flow(
+        execute,
+        name=definition.name,
+        version=definition.version,
+        description=definition.description or definition.title,
+        persist_result=True,
+        result_serializer="json",
+        validate_parameters=False,
+        log_prints=False,
+    )
+
+
+_docker_runtime: Runtime | None = None
+
+
+def runtime_for(definition: TaskDefinition) -> Runtime:
+    """The runtime a task asks for; the Docker one is shared by every flow of a process."""
+    global _docker_runtime
+    if definition.runtime_kind == "docker":
+        if _docker_runtime is None:
+            from granary_flows.runtimes.docker import DockerRuntime
+
+            _docker_runtime = DockerRuntime()
+        return _docker_runtime
+    raise RuntimeUnavailable(f"task {definition.name!r} runs on AWS Batch, which this version cannot run yet")

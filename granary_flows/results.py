@@ -1,0 +1,134 @@
+"""What an execution produced: result assets and the results document, collected the same way for every runtime.
+
+Precedence (DESIGN.md): `results.json` in Granary's webhook shape, then a last stdout line `{"plugin_results": ...}`,
+then the output files (those matching the task's declared patterns, when it declares any).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import mimetypes
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from granary_flows.contract import parse_plugin_results
+from granary_flows.definition import OutputFile
+from granary_flows.errors import ErrorCategory, ExecutionFailed
+
+RESULTS_FILE = "results.json"
+SIDECAR_SUFFIX = ".metadata.json"
+mimetypes.add_type("image/tiff; application=geotiff", ".tif")
+mimetypes.add_type("image/tiff; application=geotiff", ".tiff")
+mimetypes.add_type("application/geo+json", ".geojson")
+
+
+class ResultAsset(BaseModel):
+    """One result: Granary's `{href, title, description, roles, type}`, keeping any other keys a container gave."""
+
+    model_config = ConfigDict(extra="allow")
+
+    href: str
+    title: str | None = None
+    description: str | None = None
+    roles: list[str] = Field(default_factory=lambda: ["data"])
+    type: str | None = None
+    size: int | None = None
+
+
+class CollectedResults(BaseModel):
+    """The assets, and where they came from (`results.json`, `plugin_results` or `files`)."""
+
+    source: str
+    assets: list[ResultAsset]
+    value: Any = None
+
+
+def collect(output_dir: Path, stored: dict[str, str], last_stdout_line: str | None,
+            declared: list[OutputFile]) -> CollectedResults:
+    """Collect an attempt's results from its output folder (already stored) and its last stdout line.
+
+    Args:
+        output_dir: the local copy of what the container wrote.
+        stored: relative path -> stored URI, as `ResultsStore.put_outputs` returns.
+        last_stdout_line: the container's last line on stdout.
+        declared: the task's `outputs.files`.
+
+    Raises:
+        ExecutionFailed: for `{"message": ...}` in results.json, a malformed results.json, or a missing required output.
+    """
+    results_file = output_dir / RESULTS_FILE
+    if results_file.is_file():
+        return CollectedResults(source=RESULTS_FILE, assets=_from_results_json(results_file, stored))
+    plugin_results = parse_plugin_results(last_stdout_line or "")
+    if plugin_results is not None:
+        return _from_plugin_results(plugin_results, stored)
+    return CollectedResults(source="files", assets=_from_files(output_dir, stored, declared))
+
+
+def _from_results_json(path: Path, stored: dict[str, str]) -> list[ResultAsset]:
+    try:
+        document = json.loads(path.read_text())
+    except ValueError as err:
+        raise ExecutionFailed(f"{RESULTS_FILE} is not JSON: {err}", ErrorCategory.JOB) from err
+    if isinstance(document, dict) and "message" in document and "results" not in document:
+        raise ExecutionFailed(f"the container reported failure: {document['message']}", ErrorCategory.JOB)
+    if not isinstance(document, dict) or not isinstance(document.get("results"), list):
+        raise ExecutionFailed(f'{RESULTS_FILE} must be {{"results": [...]}} or {{"message": "..."}}', ErrorCategory.JOB)
+    return [_asset(entry, stored) for entry in document["results"]]
+
+
+def _from_plugin_results(value: Any, stored: dict[str, str]) -> CollectedResults:
+    if isinstance(value, list) and all(isinstance(v, dict) and "href" in v for v in value):
+        return CollectedResults(source="plugin_results", assets=[_asset(v, stored) for v in value])
+    return CollectedResults(source="plugin_results", assets=[], value=value)
+
+
+def _asset(entry: Any, stored: dict[str, str]) -> ResultAsset:
+    if not isinstance(entry, dict) or not isinstance(entry.get("href"), str):
+        raise ExecutionFailed(f"a result must be an object with an 'href': {entry!r}", ErrorCategory.JOB)
+    href = entry["href"]
+    relative = href.removeprefix("./").removeprefix("/granary/outputs/")
+    if relative in stored:
+        entry = entry | {"href": stored[relative]}
+    asset = ResultAsset.model_validate(entry)
+    if asset.type is None:
+        asset.type = mimetypes.guess_type(relative)[0]
+    return asset
+
+
+def _from_files(output_dir: Path, stored: dict[str, str], declared: list[OutputFile]) -> list[ResultAsset]:
+    files = [name for name in stored if name != RESULTS_FILE]
+    if not declared:
+        return [_file_asset(output_dir, name, stored[name]) for name in files]
+    assets = []
+    for output in declared:
+        matches = [name for name in files if fnmatch.fnmatch(name, output.pattern)
+                   and not (name.endswith(SIDECAR_SUFFIX) and not output.pattern.endswith(SIDECAR_SUFFIX))]
+        if output.required and not matches:
+            raise ExecutionFailed(f"required output {output.name!r} ({output.pattern}) was not written", ErrorCategory.JOB)
+        if len(matches) > 1 and not output.multiple:
+            raise ExecutionFailed(
+                f"output {output.name!r} ({output.pattern}) matched {len(matches)} files but is not 'multiple'",
+                ErrorCategory.JOB,
+            )
+        for name in matches:
+            asset = _file_asset(output_dir, name, stored[name], title=output.name, media_type=output.mediaType)
+            assets.append(asset)
+            if f"{name}{SIDECAR_SUFFIX}" in stored:
+                assets.append(_file_asset(output_dir, f"{name}{SIDECAR_SUFFIX}", stored[f"{name}{SIDECAR_SUFFIX}"]))
+    return assets
+
+
+def _file_asset(output_dir: Path, name: str, href: str, title: str | None = None,
+                media_type: str | None = None) -> ResultAsset:
+    sidecar = name.endswith(SIDECAR_SUFFIX)
+    return ResultAsset(
+        href=href,
+        title=title or name,
+        roles=["metadata"] if sidecar else ["data"],
+        type=media_type or ("application/geo+json" if sidecar else mimetypes.guess_type(name)[0]),
+        size=(output_dir / name).stat().st_size,
+    )

@@ -1,0 +1,57 @@
+"""The whole boundary between the shared execution workflow and a runtime."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from granary_flows.definition import TaskDefinition
+
+LABEL_EXECUTION = "granary.execution-id"
+LABEL_TASK = "granary.task"
+LABEL_RUNNER = "granary.runner"
+
+
+class Attempt(BaseModel):
+    """One attempt of an execution, as the runtime needs it."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    execution_id: str
+    attempt: int
+    task: TaskDefinition
+    arguments: dict[str, Any]
+    environment: dict[str, str]
+    output_dir: Path
+    input_dir: Path | None = None
+    runner_id: str = ""
+
+
+class AttemptOutcome(BaseModel):
+    """How an attempt ended. `killed_reason` is set when the platform killed it (time, memory, cancellation)."""
+
+    exit_code: int | None
+    killed_reason: str | None = None
+    last_stdout_line: str | None = None
+    log_tail: list[str] = []
+    duration: float = 0.0
+
+
+class Runtime(ABC):
+    """Starts an attempt, streams its log lines to `on_line` while it runs, waits, and always cleans up."""
+
+    @abstractmethod
+    def run(self, attempt: Attempt, on_line: Callable[[str], None]) -> AttemptOutcome:
+        """Run one attempt to its end.
+
+        Raises:
+            RuntimeUnavailable: when it could not be started at all (missing image, no engine); nothing is left.
+        """
+
+    @abstractmethod
+    def stop(self, execution_id: str) -> int:
+        """Stop whatever runs for an execution (cancellation). Returns how many containers or jobs it stopped."""

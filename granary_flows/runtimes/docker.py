@@ -1,0 +1,189 @@
+"""The local Docker runtime: a sandboxed container per attempt, found again by its labels."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import ReadTimeout
+
+from granary_flows.contract import ARGUMENTS_FILE, INPUT_DIR, OUTPUT_DIR
+from granary_flows.errors import RuntimeUnavailable
+from granary_flows.runtimes.base import LABEL_EXECUTION, LABEL_RUNNER, LABEL_TASK, Attempt, AttemptOutcome, Runtime
+
+LOG_TAIL = 20
+PIDS_LIMIT = 512
+TMP_SIZE = "256m"
+
+
+def docker_client(max_pool_size: int = 32) -> docker.DockerClient:
+    """A client for the engine `DOCKER_HOST` names (the local socket by default).
+
+    Raises:
+        RuntimeUnavailable: when no engine answers.
+    """
+    try:
+        client = docker.from_env(max_pool_size=max_pool_size)
+        client.ping()
+    except DockerException as err:
+        raise RuntimeUnavailable(f"no Docker engine answers ({os.environ.get('DOCKER_HOST', 'local socket')}): {err}") from err
+    return client
+
+
+class DockerRuntime(Runtime):
+    """Runs attempts as containers on a Docker engine.
+
+    Args:
+        client: a docker SDK client; `docker_client()` when not given.
+
+    Example:
+        >>> runtime = DockerRuntime()  # doctest: +SKIP
+        >>> runtime.run(attempt, on_line=print)  # doctest: +SKIP
+    """
+
+    def __init__(self, client: docker.DockerClient | None = None):
+        self._client = client
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = docker_client()
+        return self._client
+
+    def run(self, attempt: Attempt, on_line: Callable[[str], None]) -> AttemptOutcome:
+        spec = attempt.task.runtime.docker
+        assert spec is not None, "DockerRuntime runs docker tasks only"
+        arguments_file = attempt.output_dir.parent / "arguments.json"
+        arguments_file.write_text(attempt.environment["GRANARY_ARGUMENTS"])
+        try:
+            container = self.client.containers.create(**self._container_options(attempt, arguments_file))
+        except ImageNotFound as err:
+            raise RuntimeUnavailable(f"image {spec.image!r} is not on this Docker engine: build or pull it first") from err
+        except APIError as err:
+            raise RuntimeUnavailable(f"Docker refused to create the container: {err.explanation or err}") from err
+        started = time.monotonic()
+        tail: deque[str] = deque(maxlen=LOG_TAIL)
+        try:
+            container.start()
+            streamer = threading.Thread(target=self._stream_logs, args=(container, on_line, tail), daemon=True)
+            streamer.start()
+            exit_code, killed_reason = self._wait(container, attempt.task.timeout)
+            streamer.join(timeout=10)
+            container.reload()
+            if container.attrs["State"].get("OOMKilled"):
+                killed_reason = f"killed: out of memory (limit {attempt.task.resources.memory} MiB)"
+            return AttemptOutcome(
+                exit_code=exit_code,
+                killed_reason=killed_reason,
+                last_stdout_line=self._last_stdout_line(container),
+                log_tail=list(tail),
+                duration=time.monotonic() - started,
+            )
+        finally:
+            self._remove(container)
+
+    def stop(self, execution_id: str) -> int:
+        containers = self.client.containers.list(all=True, filters={"label": f"{LABEL_EXECUTION}={execution_id}"})
+        for container in containers:
+            self._remove(container)
+        return len(containers)
+
+    def labelled_containers(self) -> list[Any]:
+        """Every container granary started on this engine, running or not."""
+        return self.client.containers.list(all=True, filters={"label": LABEL_EXECUTION})
+
+    def _container_options(self, attempt: Attempt, arguments_file: Any) -> dict[str, Any]:
+        task = attempt.task
+        spec = task.runtime.docker
+        assert spec is not None
+        volumes = {
+            str(attempt.output_dir): {"bind": OUTPUT_DIR, "mode": "rw"},
+            str(arguments_file): {"bind": ARGUMENTS_FILE, "mode": "ro"},
+        }
+        if attempt.input_dir is not None:
+            volumes[str(attempt.input_dir)] = {"bind": INPUT_DIR, "mode": "ro"}
+        options: dict[str, Any] = {
+            "image": spec.image,
+            "environment": spec.environment | attempt.environment,
+            "labels": {
+                LABEL_EXECUTION: attempt.execution_id,
+                LABEL_TASK: task.name,
+                LABEL_RUNNER: attempt.runner_id,
+            },
+            "volumes": volumes,
+            "network_mode": "bridge" if spec.network else "none",
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "read_only": True,
+            "tmpfs": {"/tmp": f"rw,size={TMP_SIZE}"},
+            "pids_limit": PIDS_LIMIT,
+            "mem_limit": f"{task.resources.memory}m",
+            "memswap_limit": f"{task.resources.memory}m",
+            "nano_cpus": int(task.resources.cpus * 1e9),
+            "name": f"granary-{task.name}-{attempt.execution_id[:8]}-{attempt.attempt}",
+        }
+        if spec.command:
+            options["command"] = spec.command
+        if task.resources.gpus:
+            options["device_requests"] = [docker.types.DeviceRequest(count=task.resources.gpus, capabilities=[["gpu"]])]
+        return options
+
+    def _wait(self, container: Any, timeout: float | None) -> tuple[int | None, str | None]:
+        try:
+            status = container.wait(timeout=timeout) if timeout else container.wait()
+            return status.get("StatusCode"), None
+        except (ReadTimeout, RequestsConnectionError):
+            self._kill(container)
+            return None, f"killed: timed out after {timeout:g} s"
+        except NotFound:
+            return None, "killed: the container was removed (cancelled)"
+
+    @staticmethod
+    def _stream_logs(container: Any, on_line: Callable[[str], None], tail: deque[str]) -> None:
+        pending = b""
+        try:
+            for chunk in container.logs(stream=True, follow=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    line = raw.decode(errors="replace").rstrip("\r")
+                    tail.append(line)
+                    on_line(line)
+        except (NotFound, APIError, RequestsConnectionError):
+            pass
+        if pending:
+            line = pending.decode(errors="replace")
+            tail.append(line)
+            on_line(line)
+
+    @staticmethod
+    def _last_stdout_line(container: Any) -> str | None:
+        try:
+            output = container.logs(stdout=True, stderr=False, tail=3).decode(errors="replace").strip()
+        except (NotFound, APIError):
+            return None
+        return output.splitlines()[-1] if output else None
+
+    @staticmethod
+    def _kill(container: Any) -> None:
+        try:
+            container.kill()
+        except (NotFound, APIError):
+            pass
+
+    @staticmethod
+    def _remove(container: Any) -> None:
+        try:
+            container.remove(force=True)
+        except NotFound:
+            pass
+        except APIError as err:
+            if err.status_code != 409:  # removal already in progress
+                raise

@@ -1,0 +1,71 @@
+"""The embedded default: a local Prefect server with SQLite, started when no `PREFECT_API_URL` is set."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from granary_flows.errors import GranaryError
+
+QUIET = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def local_server(port: int | None = None, log_file: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """Start `prefect server start` on 127.0.0.1, wait until healthy, and stop it on exit.
+
+    Yields:
+        The API URL (`http://127.0.0.1:PORT/api`).
+
+    Raises:
+        GranaryError: when it is not healthy within 60 s; its log is named.
+    """
+    port = port or free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = os.environ | QUIET | {"PREFECT_UI_API_URL": api_url} | (extra_env or {})
+    env.pop("PREFECT_API_URL", None)
+    log = open(log_file, "ab") if log_file else subprocess.DEVNULL
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        wait_healthy(api_url, process)
+        yield api_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        if log_file:
+            log.close()  # type: ignore[union-attr]
+
+
+def wait_healthy(api_url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise GranaryError(f"the Prefect server exited with code {process.returncode}")
+        try:
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise GranaryError(f"the Prefect server at {api_url} was not healthy after {timeout:g} s")

@@ -1,0 +1,95 @@
+"""Starting executions from outside a flow: validated locally first, then created as flow runs, then watched."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.objects import FlowRun, Log
+from prefect.client.schemas.sorting import LogSort
+from prefect.exceptions import ObjectNotFound
+
+from granary_flows.definition import TaskDefinition
+from granary_flows.errors import GranaryError, UnknownTask
+from granary_flows.store import EXECUTION_DOCUMENT, ResultsStore
+from granary_flows.validation import prepare_arguments
+
+
+def parse_parameters(pairs: list[str]) -> dict[str, Any]:
+    """`name=value` pairs; a value is read as JSON where it is JSON (`3`, `true`, `[1,2]`), else as a string.
+
+    Example:
+        >>> parse_parameters(["redBand=3", "name=world"])
+        {'redBand': 3, 'name': 'world'}
+    """
+    parameters = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise GranaryError(f"parameter {pair!r} must be NAME=VALUE")
+        try:
+            parameters[name] = json.loads(value)
+        except ValueError:
+            parameters[name] = value
+    return parameters
+
+
+def submit(client: SyncPrefectClient, definition: TaskDefinition, arguments: dict[str, Any]) -> FlowRun:
+    """Create a flow run of the task's deployment, after validating the arguments with the task's own schema.
+
+    Raises:
+        ArgumentsInvalid: nothing is created.
+        UnknownTask: the task has no deployment on this server (run `granary serve` or `granary deploy`).
+    """
+    prepare_arguments(definition.name, definition.arguments_schema, arguments)
+    try:
+        deployment = client.read_deployment_by_name(f"{definition.name}/{definition.name}")
+    except ObjectNotFound as err:
+        raise UnknownTask(f"task {definition.name!r} has no deployment on this Prefect server: "
+                          "start `granary serve` or run `granary deploy`") from err
+    return client.create_flow_run_from_deployment(deployment.id, parameters=arguments)
+
+
+def watch(client: SyncPrefectClient, flow_run_id: UUID, on_state: Callable[[str, str | None], None],
+          on_log: Callable[[Log], None], interval: float = 0.5) -> FlowRun:
+    """Follow a flow run to a final state, reporting each state change once and each log line once, in order."""
+    seen_state, seen_logs = None, set()
+    while True:
+        flow_run = client.read_flow_run(flow_run_id)
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                                sort=LogSort.TIMESTAMP_ASC, limit=200, offset=len(seen_logs))
+        for log in logs:
+            if log.id not in seen_logs:
+                seen_logs.add(log.id)
+                on_log(log)
+        state = flow_run.state
+        if state and (state.name, state.message) != seen_state:
+            seen_state = (state.name, state.message)
+            on_state(state.name, state.message)
+        if state and state.is_final() and len(logs) < 200:
+            return flow_run
+        time.sleep(interval)
+
+
+def results_document(client: SyncPrefectClient, execution_id: str, store: ResultsStore | None = None) -> dict[str, Any]:
+    """The results document of an execution, read from the results store.
+
+    Raises:
+        GranaryError: naming the execution when it does not exist or has no results yet.
+    """
+    try:
+        flow_run = client.read_flow_run(UUID(execution_id))
+    except (ObjectNotFound, ValueError) as err:
+        raise GranaryError(f"no execution {execution_id!r} on this Prefect server") from err
+    task = client.read_flow(flow_run.flow_id).name
+    state = flow_run.state.name if flow_run.state else "unknown"
+    if flow_run.state is None or not flow_run.state.is_completed():
+        message = flow_run.state.message if flow_run.state else None
+        raise GranaryError(f"execution {execution_id} of {task} is {state}: it has no results"
+                           + (f" ({message})" if message else ""))
+    return (store or ResultsStore()).read_json(task, execution_id, EXECUTION_DOCUMENT)

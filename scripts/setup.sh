@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Sets up everything granary-flows needs on a fresh Debian machine, as root, and is cheap to re-run:
+# a Docker engine (installed and started if none answers), the example images (built locally, since no registry
+# is reachable, and cached), and the package in ./.venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${GRANARY_CACHE:-$HOME/.cache/granary-flows}"
+mkdir -p "$CACHE"
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
+
+apt_install() {
+  if [ ! -f "$CACHE/apt-updated" ]; then apt-get update -q >/dev/null && touch "$CACHE/apt-updated"; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+
+start_docker() {
+  if docker info >/dev/null 2>&1; then return; fi
+  command -v dockerd >/dev/null || { log "installing the Docker engine"; apt_install docker.io; }
+  log "starting dockerd (overlay2)"
+  mkdir -p /var/lib/docker
+  nohup dockerd --storage-driver=overlay2 >/var/log/granary-dockerd.log 2>&1 &
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && return; sleep 0.5; done
+  echo "dockerd did not start; see /var/log/granary-dockerd.log" >&2; exit 1
+}
+
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+build_hello() {
+  have_image granary/hello:1 && return
+  log "building granary/hello:1 (busybox)"
+  [ -x /bin/busybox ] || apt_install busybox-static
+  local root; root=$(mktemp -d)
+  mkdir -p "$root"/{bin,tmp,app}
+  cp /bin/busybox "$root/bin/busybox"
+  for applet in sh echo cat ls mkdir sleep printf env head tail dd seq wc true false kill date; do
+    ln -s busybox "$root/bin/$applet"
+  done
+  cp examples/hello/hello.sh "$root/app/hello.sh"
+  tar -C "$root" -c . | docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh", "/app/hello.sh"]' - granary/hello:1 >/dev/null
+  rm -rf "$root"
+}
+
+build_ndvi() {
+  local base="$CACHE/debian-rasterio.tar"
+  if ! have_image granary/ndvi:1; then
+    if [ ! -f "$base" ]; then
+      log "building a Debian root filesystem with rasterio (debootstrap, about a minute)"
+      command -v debootstrap >/dev/null || apt_install debootstrap
+      local root; root=$(mktemp -d)
+      debootstrap --variant=minbase --include=python3-rasterio,python3-numpy bookworm "$root" \
+        http://deb.debian.org/debian >"$CACHE/debootstrap.log" 2>&1
+      rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+      tar -C "$root" -cf "$base.tmp" . && mv "$base.tmp" "$base"
+      rm -rf "$root"
+    fi
+    log "importing granary/ndvi-base:1"
+    docker import -c 'ENV PATH=/usr/local/bin:/usr/bin:/bin' "$base" granary/ndvi-base:1 >/dev/null
+    log "building granary/ndvi:1"
+    local cid; cid=$(docker create granary/ndvi-base:1 true)
+    docker cp examples/ndvi/app "$cid:/app"
+    docker commit -c 'CMD ["python3", "/app/ndvi.py"]' "$cid" granary/ndvi:1 >/dev/null
+    docker rm "$cid" >/dev/null
+  fi
+}
+
+install_package() {
+  if [ ! -x .venv/bin/granary ] || [ pyproject.toml -nt .venv/.installed ]; then
+    log "installing granary-flows into .venv"
+    python3 -m venv .venv
+    .venv/bin/pip install -q -e ".[test]" >"$CACHE/pip.log" 2>&1 || { cat "$CACHE/pip.log" >&2; exit 1; }
+    touch .venv/.installed
+  fi
+}
+
+start_docker
+build_hello
+build_ndvi
+install_package
+log "ready"
