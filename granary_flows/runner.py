@@ -21,6 +21,7 @@ from prefect import Flow
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import Abort, ObjectNotFound
 from prefect.flow_engine import run_flow
 from prefect.states import Cancelled, Crashed, Pending
@@ -66,10 +67,13 @@ class InProcessRunner:
             next_poll = 0.0
             while not stop.is_set():
                 now = datetime.now(timezone.utc).timestamp()
-                if now >= next_poll:
-                    self._claim_due_runs(client, pool)
-                    next_poll = now + self.poll_interval
-                self._stop_cancelling_runs(client)
+                try:
+                    if now >= next_poll:
+                        self._claim_due_runs(client, pool)
+                        next_poll = now + self.poll_interval
+                    self._stop_cancelling_runs(client)
+                except Exception:  # a server that is away for a while must not end the runner
+                    logger.exception("polling the Prefect server failed; trying again")
                 stop.wait(WATCH_INTERVAL)
             for flow_run_id in list(self.in_flight):
                 self._cancel(flow_run_id, "the runner is stopping")
@@ -115,7 +119,7 @@ class InProcessRunner:
         cancelling = client.read_flow_runs(flow_run_filter=FlowRunFilter(
             id=FlowRunFilterId(any_=ids),
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLING])),
-        ))
+        ), sort=FlowRunSort.ID_DESC, limit=len(ids))
         for flow_run in cancelling:
             self._cancel(flow_run.id, "cancellation was requested")
 

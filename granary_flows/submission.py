@@ -56,23 +56,30 @@ def submit(client: SyncPrefectClient, definition: TaskDefinition, arguments: dic
 
 
 def watch(client: SyncPrefectClient, flow_run_id: UUID, on_state: Callable[[str, str | None], None],
-          on_log: Callable[[Log], None], interval: float = 0.5) -> FlowRun:
-    """Follow a flow run to a final state, reporting each state change once and each log line once, in order."""
+          on_log: Callable[[Log], None], interval: float = 0.5, log_grace: float = 3.0) -> FlowRun:
+    """Follow a flow run to a final state, reporting each state change once and each log line once, in order.
+
+    Prefect ships logs in batches (every 2 s by default), so after the final state it keeps reading for
+    `log_grace` seconds without a new line before it returns.
+    """
     seen_state, seen_logs = None, set()
+    quiet_since = None
     while True:
         flow_run = client.read_flow_run(flow_run_id)
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
                                 sort=LogSort.TIMESTAMP_ASC, limit=200, offset=len(seen_logs))
-        for log in logs:
-            if log.id not in seen_logs:
-                seen_logs.add(log.id)
-                on_log(log)
+        fresh = [log for log in logs if log.id not in seen_logs]
+        for log in fresh:
+            seen_logs.add(log.id)
+            on_log(log)
         state = flow_run.state
         if state and (state.name, state.message) != seen_state:
             seen_state = (state.name, state.message)
             on_state(state.name, state.message)
-        if state and state.is_final() and len(logs) < 200:
-            return flow_run
+        if state and state.is_final():
+            quiet_since = time.monotonic() if fresh or quiet_since is None else quiet_since
+            if time.monotonic() - quiet_since >= log_grace:
+                return flow_run
         time.sleep(interval)
 
 

@@ -29,7 +29,10 @@ def violations(schema: dict[str, Any], arguments: dict[str, Any]) -> list[str]:
 
 
 def prepare_arguments(task: str, schema: dict[str, Any], arguments: dict[str, Any]) -> dict[str, Any]:
-    """The document a container receives: optional arguments left empty dropped, top-level defaults filled in.
+    """The document a container receives: empty (null) arguments dropped, top-level defaults filled in.
+
+    Prefect passes `None` for an argument nobody gave (the flow's signature default), and its UI sends `null` for an
+    empty field: both mean "not given", unless the argument's schema accepts null.
 
     Args:
         task: the task's name, for the error message.
@@ -42,9 +45,9 @@ def prepare_arguments(task: str, schema: dict[str, Any], arguments: dict[str, An
     Raises:
         ArgumentsInvalid: listing every violation.
     """
-    required = set(schema.get("required", []))
     properties = schema.get("properties", {})
-    document = {name: value for name, value in arguments.items() if value is not None or name in required}
+    document = {name: value for name, value in arguments.items()
+                if value is not None or _accepts_null(properties.get(name))}
     for name, spec in properties.items():
         if name not in document and isinstance(spec, dict) and "default" in spec:
             document[name] = spec["default"]
@@ -52,3 +55,10 @@ def prepare_arguments(task: str, schema: dict[str, Any], arguments: dict[str, An
     if found:
         raise ArgumentsInvalid(task, found)
     return document
+
+
+def _accepts_null(spec: Any) -> bool:
+    if not isinstance(spec, dict):
+        return False
+    kind = spec.get("type")
+    return kind == "null" or (isinstance(kind, list) and "null" in kind)

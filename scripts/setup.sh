@@ -25,24 +25,29 @@ start_docker() {
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
+# An image is rebuilt when its recipe changed: the recipe's hash is kept in a label.
+recipe_hash() { cat "$@" | sha256sum | cut -c1-16; }
+image_hash() { docker image inspect -f '{{index .Config.Labels "granary.recipe"}}' "$1" 2>/dev/null || true; }
+
 build_hello() {
-  have_image granary/hello:1 && return
+  local hash; hash=$(recipe_hash scripts/setup.sh examples/hello/hello.sh)
+  [ "$(image_hash granary/hello:1)" = "$hash" ] && return
   log "building granary/hello:1 (busybox)"
   [ -x /bin/busybox ] || apt_install busybox-static
   local root; root=$(mktemp -d)
   mkdir -p "$root"/{bin,tmp,app}
   cp /bin/busybox "$root/bin/busybox"
-  for applet in sh echo cat ls mkdir sleep printf env head tail dd seq wc true false kill date; do
+  for applet in sh echo cat ls mkdir sleep printf env head tail dd seq wc true false kill date grep touch id rm; do
     ln -s busybox "$root/bin/$applet"
   done
   cp examples/hello/hello.sh "$root/app/hello.sh"
-  tar -C "$root" -c . | docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh", "/app/hello.sh"]' - granary/hello:1 >/dev/null
+  tar -C "$root" -c . | docker import -c 'ENV PATH=/bin' -c "LABEL granary.recipe=$hash" -c 'CMD ["/bin/sh", "/app/hello.sh"]' - granary/hello:1 >/dev/null
   rm -rf "$root"
 }
 
 build_ndvi() {
-  local base="$CACHE/debian-rasterio.tar"
-  if ! have_image granary/ndvi:1; then
+  local base="$CACHE/debian-rasterio.tar" hash; hash=$(recipe_hash examples/ndvi/app/*)
+  if [ "$(image_hash granary/ndvi:1)" != "$hash" ]; then
     if [ ! -f "$base" ]; then
       log "building a Debian root filesystem with rasterio (debootstrap, about a minute)"
       command -v debootstrap >/dev/null || apt_install debootstrap
@@ -53,13 +58,17 @@ build_ndvi() {
       tar -C "$root" -cf "$base.tmp" . && mv "$base.tmp" "$base"
       rm -rf "$root"
     fi
-    log "importing granary/ndvi-base:1"
-    docker import -c 'ENV PATH=/usr/local/bin:/usr/bin:/bin' "$base" granary/ndvi-base:1 >/dev/null
+    have_image granary/ndvi-base:1 || { log "importing granary/ndvi-base:1"; docker import -c 'ENV PATH=/usr/local/bin:/usr/bin:/bin' "$base" granary/ndvi-base:1 >/dev/null; }
     log "building granary/ndvi:1"
     local cid; cid=$(docker create granary/ndvi-base:1 true)
     docker cp examples/ndvi/app "$cid:/app"
-    docker commit -c 'CMD ["python3", "/app/ndvi.py"]' "$cid" granary/ndvi:1 >/dev/null
+    docker commit -c 'CMD ["python3", "/app/ndvi.py"]' -c "LABEL granary.recipe=$hash" "$cid" granary/ndvi:1 >/dev/null
     docker rm "$cid" >/dev/null
+  fi
+  local sample="$CACHE/sample/scene.tif"
+  if [ ! -f "$sample" ]; then
+    mkdir -p "$CACHE/sample"
+    docker run --rm --network none -v "$CACHE/sample:/out" granary/ndvi:1 python3 /app/make_sample.py /out/scene.tif
   fi
 }
 

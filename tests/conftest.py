@@ -1,0 +1,154 @@
+"""Shared fixtures: one real Prefect server, one Docker engine and one in-process runner per test session.
+
+The environment is set before Prefect is imported, so every client in this process talks to the session's server.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+SESSION_DIR = Path(tempfile.mkdtemp(prefix="granary-tests-"))
+ROOT = Path(__file__).resolve().parent.parent
+from granary_flows.server import free_port  # noqa: E402  (imports no Prefect)
+
+PORT = free_port()
+os.environ |= {
+    "PREFECT_HOME": str(SESSION_DIR / "prefect"),
+    "PREFECT_API_URL": f"http://127.0.0.1:{PORT}/api",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "GRANARY_RESULTS_URI": str(SESSION_DIR / "results"),
+    "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
+}
+
+from prefect.client.orchestration import SyncPrefectClient, get_client  # noqa: E402
+from prefect.client.schemas.objects import FlowRun  # noqa: E402
+
+DEPLOYMENTS = ROOT / "deployments"
+TEST_TASKS = ROOT / "tests" / "tasks"
+SAMPLE_TIFF = Path(os.environ.get("GRANARY_CACHE", Path.home() / ".cache" / "granary-flows")) / "sample" / "scene.tif"
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    from granary_flows.server import local_server
+
+    with local_server(port=PORT, log_file=SESSION_DIR / "prefect-server.log") as api_url:
+        yield api_url
+
+
+@pytest.fixture(scope="session")
+def docker_runtime():
+    from granary_flows.runtimes.docker import DockerRuntime, docker_client
+
+    return DockerRuntime(docker_client(max_pool_size=64))
+
+
+@pytest.fixture(scope="session")
+def results_root() -> Path:
+    return SESSION_DIR / "results"
+
+
+@pytest.fixture(scope="session")
+def client(prefect_server: str) -> Iterator[SyncPrefectClient]:
+    with get_client(sync_client=True) as prefect_client:
+        yield prefect_client
+
+
+@pytest.fixture(scope="session")
+def runner(prefect_server: str, client: SyncPrefectClient, docker_runtime: Any) -> Iterator[Any]:
+    """`granary serve`'s runner, serving the example tasks and the test tasks, in a thread of this process."""
+    from granary_flows.definition import load_definitions
+    from granary_flows.deployment import register
+    from granary_flows.flows import build_flow
+    from granary_flows.runner import InProcessRunner, new_runner_id
+    from granary_flows.store import ResultsStore
+
+    definitions, errors = load_definitions([DEPLOYMENTS, TEST_TASKS])
+    assert not errors, errors
+    runner_id = new_runner_id()
+    store = ResultsStore()
+    flows = {register(client, d): build_flow(d, store, docker_runtime, runner_id) for d in definitions}
+    in_process = InProcessRunner(flows, docker_runtime, runner_id, limit=8, poll_interval=0.2)
+    stop = threading.Event()
+    thread = threading.Thread(target=in_process.serve, args=(stop,), daemon=True)
+    thread.start()
+    yield in_process
+    stop.set()
+    thread.join(timeout=30)
+
+
+def start(client: SyncPrefectClient, task: str, server_checks: bool = True, **arguments: Any) -> FlowRun:
+    """Create a run of the task's deployment; `server_checks=False` is the UI form with validation switched off."""
+    deployment = client.read_deployment_by_name(f"{task}/{task}")
+    if server_checks:
+        return client.create_flow_run_from_deployment(deployment.id, parameters=arguments)
+    response = api_post(f"/deployments/{deployment.id}/create_flow_run",
+                        {"parameters": arguments, "enforce_parameter_schema": False})
+    return FlowRun.model_validate(response.json())
+
+
+def api_post(path: str, body: dict[str, Any]) -> httpx.Response:
+    """POST to the server's REST API, retrying a busy SQLite server's 503 as Prefect's own client does."""
+    for attempt in range(6):
+        response = httpx.post(f"{os.environ['PREFECT_API_URL']}{path}", json=body, timeout=30)
+        if response.status_code != 503:
+            break
+        time.sleep(0.5 * (attempt + 1))
+    response.raise_for_status()
+    return response
+
+
+def wait_final(client: SyncPrefectClient, flow_run_id: Any, timeout: float = 90) -> FlowRun:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        flow_run = client.read_flow_run(flow_run_id)
+        if flow_run.state and flow_run.state.is_final():
+            return flow_run
+        time.sleep(0.2)
+    raise AssertionError(f"flow run {flow_run_id} not final after {timeout} s: {flow_run.state}")
+
+
+def execute(client: SyncPrefectClient, task: str, timeout: float = 90, server_checks: bool = True,
+            **arguments: Any) -> FlowRun:
+    """Start an execution through its deployment and wait until it is final."""
+    return wait_final(client, start(client, task, server_checks, **arguments).id, timeout)
+
+
+def logs_of(client: SyncPrefectClient, flow_run_id: Any, settle: float = 1.0) -> list[str]:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    time.sleep(settle)  # logs arrive in batches
+    logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                            sort=LogSort.TIMESTAMP_ASC, limit=200, offset=0)
+    return [log.message for log in logs]
+
+
+def artifacts_of(client: SyncPrefectClient, flow_run_id: Any) -> list[Any]:
+    """The run's artifacts, read through the REST API (3.8.8's sync client sends nulls the server refuses)."""
+    from prefect.client.schemas.objects import Artifact
+
+    response = api_post("/artifacts/filter", {
+        "artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}, "sort": "CREATED_DESC", "limit": 200, "offset": 0})
+    return [Artifact.model_validate(item) for item in response.json()]
+
+
+def containers_of(docker_runtime: Any, execution_id: Any, since: float) -> list[str]:
+    """Ids of every container the engine created for an execution since `since` (from its event log)."""
+    from granary_flows.runtimes.base import LABEL_EXECUTION
+
+    events = docker_runtime.client.events(
+        since=int(since), until=int(time.time()) + 1, decode=True,
+        filters={"type": "container", "event": "create", "label": f"{LABEL_EXECUTION}={execution_id}"},
+    )
+    return [event["id"] for event in events]
