@@ -52,6 +52,7 @@ def serve(
     deployments: Path = DeploymentsOption,
     limit: int = typer.Option(8, help="How many executions run at once."),
     results: Optional[str] = typer.Option(None, help="Results root (default: $GRANARY_RESULTS_URI or ~/.granary/results)."),
+    port: int = typer.Option(4200, help="Port of the local Prefect server started when PREFECT_API_URL is unset."),
 ) -> None:
     """Register every task under deployments/ and execute their runs in this process until interrupted."""
     from prefect.client.orchestration import get_client
@@ -74,7 +75,7 @@ def serve(
             runtime = DockerRuntime(docker_client(max_pool_size=limit * 4))
             if not os.environ.get("PREFECT_API_URL"):
                 console.print("[dim]PREFECT_API_URL is not set: starting a local Prefect server (SQLite)...[/]")
-                os.environ["PREFECT_API_URL"] = stack.enter_context(local_server(port=4200))
+                os.environ["PREFECT_API_URL"] = stack.enter_context(local_server(port=port))
             runner_id = new_runner_id()
             flows = {}
             with get_client(sync_client=True) as client:
@@ -101,10 +102,13 @@ def deploy(
     """Create or update a deployment per task for a work pool (production)."""
     from prefect.client.orchestration import get_client
 
-    from granary_flows.deployment import register
+    from granary_flows.deployment import ensure_work_pool, register
 
     definitions = _definitions_or_exit(deployments)
     with get_client(sync_client=True) as client:
+        if ensure_work_pool(client, pool):
+            console.print(f"created work pool {pool} (process); start a worker: prefect worker start --pool {pool}",
+                          highlight=False)
         for definition in definitions:
             deployment_id = register(client, definition, work_pool=pool)
             console.print(f"[green]deployed[/] {definition.name}/{definition.name} -> pool {pool} "
@@ -200,3 +204,7 @@ def _print_results(document: dict[str, Any]) -> None:
     console.print(table)
     if document.get("value") is not None:
         console.print(f"value: {json.dumps(document['value'])}", highlight=False)
+
+
+if __name__ == "__main__":
+    app()

@@ -7,7 +7,8 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.actions import DeploymentScheduleCreate, DeploymentUpdate
+from prefect.client.schemas.actions import DeploymentScheduleCreate, DeploymentUpdate, WorkPoolCreate
+from prefect.exceptions import ObjectNotFound
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
 
 from granary_flows.definition import ScheduleSpec, TaskDefinition
@@ -49,6 +50,16 @@ def register(client: SyncPrefectClient, definition: TaskDefinition, work_pool: s
         parameter_openapi_schema=fields["parameter_openapi_schema"], enforce_parameter_schema=True,
     ))
     return deployment_id
+
+
+def ensure_work_pool(client: SyncPrefectClient, name: str, pool_type: str = "process") -> bool:
+    """Create the work pool when it does not exist yet. Returns True when it was created."""
+    try:
+        client.read_work_pool(name)
+        return False
+    except ObjectNotFound:
+        client.create_work_pool(WorkPoolCreate(name=name, type=pool_type))
+        return True
 
 
 def _schedule(spec: ScheduleSpec) -> DeploymentScheduleCreate:

@@ -28,6 +28,7 @@ os.environ |= {
     "DO_NOT_TRACK": "1",
     "GRANARY_RESULTS_URI": str(SESSION_DIR / "results"),
     "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
+    "COLUMNS": "250",  # rich wraps at 80 columns otherwise
 }
 
 from prefect.client.orchestration import SyncPrefectClient, get_client  # noqa: E402

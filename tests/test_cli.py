@@ -1,0 +1,129 @@
+"""The `granary` command as a user types it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT, SESSION_DIR, start, wait_final
+from typer.testing import CliRunner
+
+from granary_flows.cli import app
+from granary_flows.runtimes.base import LABEL_EXECUTION, LABEL_RUNNER, LABEL_TASK
+from granary_flows.server import free_port
+
+cli = CliRunner()
+
+
+def test_check_passes_the_shipped_tasks():
+    result = cli.invoke(app, ["check", str(ROOT / "deployments"), str(ROOT / "tests" / "tasks")])
+    assert result.exit_code == 0, result.output
+    assert "ok    " in result.output and "ndvi 1.0.0 (docker)" in result.output
+
+
+@pytest.mark.unit
+def test_check_names_the_broken_file_and_field_and_fails(tmp_path):
+    (tmp_path / "broken.yaml").write_text("name: x\nvalidator: {schema: {type: object}}\nruntime:\n  docker: {}\n")
+    result = cli.invoke(app, ["check", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "broken.yaml" in result.output and "runtime.docker.image (line 4): Field required" in result.output
+
+
+def test_run_refuses_invalid_arguments_before_creating_anything(client, runner):
+    before = client.read_flow_runs(limit=200, sort="ID_DESC", offset=0)
+    result = cli.invoke(app, ["run", "ndvi", "-p", "redBand=0", "-p", "tiffLocation=nope", "-d", str(ROOT / "deployments")])
+    assert result.exit_code == 1
+    assert "$.redBand: 0 is less than the minimum of 1" in result.output
+    assert "$.tiffLocation: 'nope' is not a 'uri'" in result.output
+    assert "$: 'nirBand' is a required property" in result.output
+    assert len(client.read_flow_runs(limit=200, sort="ID_DESC", offset=0)) == len(before)
+
+
+def test_run_watch_streams_logs_and_prints_the_results(runner):
+    result = cli.invoke(app, ["run", "hello", "-p", "name=Lin", "-p", "times=2", "--watch", "-d", str(ROOT / "deployments")])
+    assert result.exit_code == 0, result.output
+    assert "Hello, Lin! (2/2)" in result.output
+    assert "state Completed" in result.output
+    assert "greeting.txt" in result.output
+
+
+def test_run_watch_exits_non_zero_when_the_execution_fails(runner):
+    result = cli.invoke(app, ["run", "bad-data", "--watch", "-d", str(ROOT / "tests" / "tasks")])
+    assert result.exit_code == 1
+    assert "the input is corrupt" in result.output
+    assert "ended Failed" in result.output
+
+
+def test_run_of_an_unknown_task_names_the_known_ones():
+    result = cli.invoke(app, ["run", "nope", "-d", str(ROOT / "deployments")])
+    assert result.exit_code == 1 and "known tasks: hello, ndvi" in result.output
+
+
+def test_results_prints_the_results_document(client, runner):
+    flow_run = wait_final(client, start(client, "hello", name="Bo").id)
+    result = cli.invoke(app, ["results", str(flow_run.id)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["execution_id"] == str(flow_run.id) and document["results"][0]["title"] == "greeting"
+
+
+def test_results_of_a_failed_execution_says_why(client, runner):
+    flow_run = wait_final(client, start(client, "bad-data").id)
+    result = cli.invoke(app, ["results", str(flow_run.id)])
+    assert result.exit_code == 1 and "is Failed: it has no results" in result.output
+
+
+def test_serve_refuses_a_results_root_that_cannot_be_written():
+    result = cli.invoke(app, ["serve", "--results", "/proc/granary-cannot-write", "-d", str(ROOT / "deployments")])
+    assert result.exit_code == 1 and "cannot be written" in result.output
+
+
+def test_serve_starts_its_own_server_reaps_orphans_runs_and_stops_on_sigint(docker_runtime, tmp_path):
+    orphan = docker_runtime.client.containers.run(
+        "granary/hello:1", ["sleep", "300"], detach=True, network_mode="none",
+        labels={LABEL_EXECUTION: "00000000-0000-0000-0000-000000000000", LABEL_TASK: "hello",
+                LABEL_RUNNER: f"{os.uname().nodename}:999999:dead"})
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "GRANARY_RESULTS_URI": str(tmp_path / "results"),
+            "COLUMNS": "200"}
+    serve = subprocess.Popen([sys.executable, "-m", "granary_flows.cli", "serve", "--port", str(port)], cwd=ROOT,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output = _read_until(serve, "waiting for runs", timeout=90)
+        assert f"UI: http://127.0.0.1:{port}" in output
+        assert "removed 1 container(s) left by a runner that died" in output
+        assert docker_runtime.client.containers.list(all=True, filters={"id": orphan.id}) == []
+        api = f"http://127.0.0.1:{port}/api"
+        deployment = httpx.get(f"{api}/deployments/name/hello/hello").json()
+        flow_run = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run",
+                              json={"parameters": {"name": "served"}}).json()
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{api}/flow_runs/{flow_run['id']}").json()["state"]["type"] != "COMPLETED":
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        assert (tmp_path / "results" / "hello" / flow_run["id"] / "greeting.txt").read_text() == "Hello, served!\n"
+        serve.send_signal(signal.SIGINT)
+        assert serve.wait(timeout=30) == 0
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{api}/health", timeout=2)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        orphan.remove(force=True) if docker_runtime.client.containers.list(all=True, filters={"id": orphan.id}) else None
+
+
+def _read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while marker not in "".join(lines):
+        assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
+        time.sleep(0.2)
+    return "".join(lines)

@@ -1,0 +1,99 @@
+"""Deployments on a real Prefect server: the run form, updates in place, schedules, Prefect's own CLI and workers."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT, wait_final
+from prefect.client.schemas.sorting import DeploymentSort
+from typer.testing import CliRunner
+
+from granary_flows.cli import app
+from granary_flows.definition import load_definition
+from granary_flows.deployment import register
+
+TASK = """name: {name}
+description: {description}
+version: {version}
+validator:
+  schema:
+    type: object
+    required: [name]
+    properties:
+      name: {{type: string, title: Name}}
+      {extra}
+runtime:
+  docker: {{image: "granary/hello:1", command: [/bin/sh, /app/hello.sh]}}
+resources: {{memory: 32}}
+tags: {tags}
+schedules: {schedules}
+"""
+
+
+def task_file(tmp_path: Path, name: str, **fields) -> Path:
+    values = {"description": "first", "version": "1.0.0", "extra": "", "tags": "[a]", "schedules": "[]"} | fields
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(TASK.format(name=name, **values))
+    return path
+
+
+def test_the_form_schema_is_stored_as_the_ui_needs_it(client, runner):
+    deployment = client.read_deployment_by_name("ndvi/ndvi")
+    schema = deployment.parameter_openapi_schema
+    assert [schema["properties"][n]["title"] for n in ("redBand", "nirBand", "tiffLocation", "outputName")] == [
+        "Red band", "Near-infrared band", "GeoTIFF", "Output file name"]
+    assert [schema["properties"][n]["position"] for n in ("redBand", "nirBand", "tiffLocation", "outputName")] == [0, 1, 2, 3]
+    assert schema["properties"]["outputName"]["default"] == "ndvi.tif"
+    assert deployment.enforce_parameter_schema and deployment.version == "1.0.0"
+
+
+def test_registering_an_edited_task_updates_its_deployment_in_place(client, prefect_server, tmp_path):
+    first = register(client, load_definition(task_file(tmp_path, "edited")))
+    second = register(client, load_definition(task_file(
+        tmp_path, "edited", description="second", version="1.1.0", tags="[b, c]",
+        extra="times: {type: integer, title: Times}",
+        schedules="[{cron: '0 6 * * *', timezone: UTC, parameters: {name: dawn}}]")))
+    assert first == second
+    deployment = client.read_deployment(second)
+    assert deployment.description == "second" and deployment.version == "1.1.0" and deployment.tags == ["b", "c"]
+    assert list(deployment.parameter_openapi_schema["properties"]) == ["name", "times"]
+    [schedule] = deployment.schedules
+    assert schedule.schedule.cron == "0 6 * * *" and schedule.parameters == {"name": "dawn"}
+    assert len([d for d in client.read_deployments(limit=200, sort=DeploymentSort.NAME_ASC) if d.name == "edited"]) == 1
+
+    register(client, load_definition(task_file(tmp_path, "edited", version="1.2.0")))
+    assert client.read_deployment(second).schedules == []
+
+
+def test_prefect_deployment_run_takes_flat_parameters(client, runner):
+    result = subprocess.run(
+        [sys.executable, "-m", "prefect", "deployment", "run", "hello/hello", "-p", "name=Grace", "-p", "times=2"],
+        capture_output=True, text=True, env=os.environ, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", result.stdout).group(1)
+    flow_run = wait_final(client, flow_run_id)
+    assert flow_run.state.is_completed(), flow_run.state.message
+    assert flow_run.state.result()["arguments"] == {"name": "Grace", "times": 2}
+
+
+def test_granary_deploy_targets_a_work_pool_that_prefects_own_worker_runs(client, prefect_server, tmp_path):
+    task_file(tmp_path, "pooled")
+    deployed = CliRunner().invoke(app, ["deploy", "--pool", "granary-test-pool", "--deployments", str(tmp_path)])
+    assert deployed.exit_code == 0, deployed.output
+    assert "created work pool granary-test-pool" in deployed.output
+    deployment = client.read_deployment_by_name("pooled/pooled")
+    assert deployment.work_pool_name == "granary-test-pool"
+    assert deployment.entrypoint == "granary_flows.entrypoint:pooled"
+
+    flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={"name": "pool"})
+    worker = subprocess.run(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "granary-test-pool", "--run-once"],
+        capture_output=True, text=True, timeout=180, cwd=ROOT,
+        env=os.environ | {"GRANARY_DEPLOYMENTS": str(tmp_path)},
+    )
+    final = wait_final(client, flow_run.id, timeout=120)
+    assert final.state.is_completed(), (final.state.message, worker.stdout[-2000:], worker.stderr[-2000:])
+    assert final.state.result()["results"][0]["title"] == "greeting.txt"

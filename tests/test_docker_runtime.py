@@ -1,0 +1,111 @@
+"""The sandbox and the contract as a container sees them, on the real Docker engine."""
+
+import json
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from conftest import execute
+
+from granary_flows.definition import TaskDefinition
+from granary_flows.errors import RuntimeUnavailable
+from granary_flows.runtimes.base import Attempt
+
+
+def outputs(document) -> dict[str, str]:
+    return {a["title"]: Path(urlparse(a["href"]).path).read_text() for a in document["results"]}
+
+
+@pytest.fixture(scope="module")
+def probed(client, runner, tmp_path_factory):
+    scene = tmp_path_factory.mktemp("inputs") / "scene.txt"
+    scene.write_text("pixels\n")
+    flow_run = execute(client, "probe", scene=scene.as_uri(), bands=[3, 4])
+    assert flow_run.state.is_completed(), flow_run.state.message
+    return scene, flow_run.state.result()
+
+
+def test_the_container_runs_without_capabilities_network_or_a_writable_root(probed):
+    _, document = probed
+    files = outputs(document)
+    assert "CapEff:\t0000000000000000" in files["caps.txt"]
+    assert "NoNewPrivs:\t1" in files["caps.txt"]
+    assert files["interfaces.txt"].split() == ["lo"]
+    assert files["root.txt"].strip() == "read-only"
+    assert files["tmp.txt"].strip() == "writable"
+    assert files["pids.txt"].strip() == "512"
+    assert files["memory.txt"].strip() == str(48 * 1024 * 1024)
+
+
+def test_arguments_arrive_as_json_as_a_file_and_one_variable_each(probed):
+    scene, document = probed
+    files = outputs(document)
+    staged = "/granary/inputs/scene/scene.txt"
+    assert json.loads(files["arguments.json"]) == {"scene": staged, "bands": [3, 4], "level": 2}
+    env = dict(line.split("=", 1) for line in files["env.txt"].splitlines())
+    assert env["LEVEL"] == "2" and env["BANDS"] == "[3, 4]" and env["SCENE"] == staged
+    assert env["OUTPUT_DIR"] == "/granary/outputs" and env["GRANARY_ATTEMPT"] == "1"
+    assert document["arguments"]["scene"] == scene.as_uri()  # the execution keeps the original URI
+
+
+def test_a_file_input_is_staged_read_only(probed):
+    _, document = probed
+    files = outputs(document)
+    assert files["scene-copy.txt"] == "pixels\n"
+    assert files["input.txt"].strip() == "read-only"
+
+
+def test_an_https_input_is_fetched_by_the_runtime(client, runner, http_server):
+    flow_run = execute(client, "probe", scene=f"{http_server}/tiles/scene.txt")
+    assert flow_run.state.is_completed(), flow_run.state.message
+    assert outputs(flow_run.state.result())["scene-copy.txt"] == "served pixels\n"
+
+
+def test_an_unreadable_input_fails_before_any_container(client, runner, tmp_path):
+    flow_run = execute(client, "probe", scene=(tmp_path / "absent.tif").as_uri())
+    assert flow_run.state.is_failed()
+    assert "cannot read input 'scene'" in flow_run.state.message and "absent.tif" in flow_run.state.message
+
+
+def test_log_lines_reach_the_caller_while_the_container_still_runs(docker_runtime, tmp_path):
+    task = TaskDefinition.model_validate({
+        "name": "talker", "validator": {"schema": {"type": "object"}}, "resources": {"memory": 32},
+        "runtime": {"docker": {"image": "granary/hello:1", "command": ["/bin/sh", "-c", "echo first; sleep 2; echo second"]}},
+    })
+    (tmp_path / "out").mkdir()
+    seen: list[tuple[str, float]] = []
+    started = time.monotonic()
+    attempt = Attempt(execution_id="live-logs-test", attempt=1, task=task, arguments={},
+                      environment={"GRANARY_ARGUMENTS": "{}"}, output_dir=tmp_path / "out")
+    outcome = docker_runtime.run(attempt, lambda line: seen.append((line, time.monotonic() - started)))
+    assert [line for line, _ in seen] == ["first", "second"]
+    assert seen[0][1] < seen[1][1] - 1.5  # "first" arrived before the container slept
+    assert outcome.exit_code == 0 and outcome.last_stdout_line == "second"
+    assert docker_runtime.stop("live-logs-test") == 0  # the container was removed
+
+
+def test_a_missing_image_is_refused_before_anything_runs(docker_runtime, tmp_path):
+    task = TaskDefinition.model_validate({"name": "ghost", "validator": {"schema": {"type": "object"}},
+                                          "runtime": {"docker": {"image": "granary/ghost:0"}}})
+    (tmp_path / "out").mkdir()
+    attempt = Attempt(execution_id="ghost", attempt=1, task=task, arguments={},
+                      environment={"GRANARY_ARGUMENTS": "{}"}, output_dir=tmp_path / "out")
+    with pytest.raises(RuntimeUnavailable, match="granary/ghost:0"):
+        docker_runtime.run(attempt, print)
+
+
+@pytest.fixture(scope="module")
+def http_server(tmp_path_factory):
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = tmp_path_factory.mktemp("www")
+    (root / "tiles").mkdir()
+    (root / "tiles" / "scene.txt").write_text("served pixels\n")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
