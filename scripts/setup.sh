@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything granary-flows needs on a fresh Debian machine, as root, and is cheap to re-run:
 # a Docker engine (installed and started if none answers), the example images (built locally, since no registry
-# is reachable, and cached), and the package in ./.venv.
+# is reachable, and cached), a sample GeoTIFF, and the package in ./.venv. `--test` adds what the tests need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${GRANARY_CACHE:-$HOME/.cache/granary-flows}"
@@ -81,8 +81,18 @@ install_package() {
   fi
 }
 
+install_test_tools() {
+  command -v chromium >/dev/null || { log "installing Chromium (for the UI test)"; apt_install chromium; }
+  command -v npm >/dev/null || { log "installing Node.js"; apt_install nodejs npm; }
+  if [ ! -d tests/ui/node_modules/playwright-core ]; then
+    log "installing playwright-core (no browser download: it drives Debian's Chromium)"
+    (cd tests/ui && npm ci --no-audit --no-fund >"$CACHE/npm.log" 2>&1) || { cat "$CACHE/npm.log" >&2; exit 1; }
+  fi
+}
+
 start_docker
 build_hello
 build_ndvi
 install_package
+[ "${1:-}" = "--test" ] && install_test_tools
 log "ready"

@@ -1,0 +1,43 @@
+"""The run form a user sees in both of Prefect's UIs, driven in Debian's Chromium by playwright-core."""
+
+import json
+import subprocess
+import time
+
+from conftest import ROOT, SAMPLE_TIFF, wait_final
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.client.schemas.sorting import FlowRunSort
+
+FIELDS = ["Red band", "Near-infrared band", "GeoTIFF", "Output file name (Optional)"]
+
+
+def test_the_ndvi_run_form_shows_the_task_arguments_and_accepts_only_valid_runs(client, runner, prefect_server, tmp_path):
+    deployment = client.read_deployment_by_name("ndvi/ndvi")
+    valid = {"Red band": 3, "Near-infrared band": 4, "GeoTIFF": SAMPLE_TIFF.as_uri()}
+    invalid = {"Red band": 0, "Near-infrared band": 4, "GeoTIFF": SAMPLE_TIFF.as_uri()}
+    started = time.time()
+    driven = subprocess.run(
+        ["node", str(ROOT / "tests" / "ui" / "run_form.mjs"), prefect_server.removesuffix("/api"), str(deployment.id),
+         str(tmp_path), json.dumps(valid), json.dumps(invalid)],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert driven.returncode == 0, driven.stderr
+    report = json.loads(driven.stdout)
+
+    for ui in ("v1", "v2"):
+        seen = report[ui]
+        assert [label for label in seen["labels"] if label in FIELDS] == FIELDS, ui
+        assert "1-based index of the near-infrared band." in seen["text"], ui
+        assert seen["invalidUrl"].endswith("/run"), f"{ui}: an invalid run left the form"
+        assert not seen["validUrl"].endswith("/run"), f"{ui}: a valid run was not submitted"
+    assert "0 is less than the minimum of 1" in report["v1"]["invalidText"]
+    assert report["v2"]["invalidMessages"]["Red band"] == "Value must be greater than or equal to 1."
+
+    runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                                 sort=FlowRunSort.ID_DESC, limit=200, offset=0)
+    from_form = [r for r in runs if r.created.timestamp() >= started - 1]
+    assert sorted(r.parameters["redBand"] for r in from_form) == [3, 3]  # one per UI, none with the invalid 0
+    for flow_run in from_form:
+        final = wait_final(client, flow_run.id)
+        assert final.state.is_completed(), final.state.message
+        assert final.state.result()["arguments"]["tiffLocation"] == SAMPLE_TIFF.as_uri()
