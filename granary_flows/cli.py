@@ -65,12 +65,10 @@ def serve(
     from granary_flows.store import ResultsStore
 
     definitions = _definitions_or_exit(deployments)
-    if results:
-        os.environ["GRANARY_RESULTS_URI"] = results
     stop = threading.Event()
     with ExitStack() as stack:
         try:
-            store = ResultsStore()
+            store = ResultsStore(results)
             store.check_writable()
             runtime = DockerRuntime(docker_client(max_pool_size=limit * 4))
             if not os.environ.get("PREFECT_API_URL"):

@@ -109,3 +109,15 @@ def http_server(tmp_path_factory):
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+def test_a_docker_host_block_names_the_engine(prefect_server, docker_runtime):
+    from prefect_docker.host import DockerHost
+
+    from granary_flows.runtimes.docker import docker_client
+
+    DockerHost(base_url="unix:///var/run/docker.sock").save("granary-test-engine", overwrite=True)
+    assert docker_client(host_block="granary-test-engine").ping()
+    DockerHost(base_url="unix:///nonexistent/docker.sock").save("granary-test-nowhere", overwrite=True)
+    with pytest.raises(RuntimeUnavailable, match="DockerHost block 'granary-test-nowhere'"):
+        docker_client(host_block="granary-test-nowhere")

@@ -23,17 +23,30 @@ PIDS_LIMIT = 512
 TMP_SIZE = "256m"
 
 
-def docker_client(max_pool_size: int = 32) -> docker.DockerClient:
-    """A client for the engine `DOCKER_HOST` names (the local socket by default).
+def docker_client(max_pool_size: int = 32, host_block: str | None = None) -> docker.DockerClient:
+    """A client for the Docker engine.
+
+    Args:
+        max_pool_size: connections kept; at least the number of executions run at once.
+        host_block: the name of a prefect-docker `DockerHost` block; default `$GRANARY_DOCKER_HOST_BLOCK`, and
+            without one, the engine `DOCKER_HOST` names (the local socket by default).
 
     Raises:
-        RuntimeUnavailable: when no engine answers.
+        RuntimeUnavailable: when no engine answers, or the block does not exist.
     """
+    host_block = host_block or os.environ.get("GRANARY_DOCKER_HOST_BLOCK")
+    where = f"DockerHost block {host_block!r}" if host_block else os.environ.get("DOCKER_HOST", "the local socket")
     try:
-        client = docker.from_env(max_pool_size=max_pool_size)
+        if host_block:
+            from prefect_docker.host import DockerHost
+
+            host = DockerHost.load(host_block)
+            client = host.model_copy(update={"max_pool_size": max(host.max_pool_size or 0, max_pool_size)}).get_client()
+        else:
+            client = docker.from_env(max_pool_size=max_pool_size)
         client.ping()
-    except DockerException as err:
-        raise RuntimeUnavailable(f"no Docker engine answers ({os.environ.get('DOCKER_HOST', 'local socket')}): {err}") from err
+    except (DockerException, ValueError) as err:
+        raise RuntimeUnavailable(f"no Docker engine answers at {where}: {err}") from err
     return client
 
 

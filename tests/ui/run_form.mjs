@@ -57,8 +57,10 @@ try {
 
     await open(page, url, Object.keys(valid)[0]);
     await fill(page, valid);
+    await page.waitForTimeout(500);
     await submit(page);
-    await page.waitForURL(/flow-run/, { timeout: 15000 }).catch(() => {});
+    await page.waitForURL((u) => !u.pathname.endsWith("/run"), { timeout: 30000 }).catch(() => {});
+    await page.screenshot({ path: `${shots}/${name}-valid.png`, fullPage: true });
     report[name] = { labels, text, invalidUrl, invalidText, invalidMessages, validUrl: page.url() };
     await page.close();
   }
