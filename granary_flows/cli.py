@@ -13,6 +13,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from granary_flows.definition import find_definition, load_definitions
 from granary_flows.errors import GranaryError
@@ -142,8 +143,7 @@ def run(
                 client, flow_run.id,
                 on_state=lambda name, message: console.print(
                     f"[bold]state[/] {name}" + (f": {message}" if message else ""), highlight=False),
-                on_log=lambda log: console.print(f"[dim]{log.timestamp:%H:%M:%S}[/] {log.message}", highlight=False,
-                                                 markup=False),
+                on_log=lambda log: console.print(Text.assemble((f"{log.timestamp:%H:%M:%S} ", "dim"), log.message)),
             )
             if not final.state or not final.state.is_completed():
                 raise fail(f"execution {flow_run.id} ended {final.state.name if final.state else 'unknown'}")

@@ -33,6 +33,7 @@ os.environ |= {
 
 from prefect.client.orchestration import SyncPrefectClient, get_client  # noqa: E402
 from prefect.client.schemas.objects import FlowRun  # noqa: E402
+from prefect.logging.handlers import APILogWorker  # noqa: E402
 
 DEPLOYMENTS = ROOT / "deployments"
 TEST_TASKS = ROOT / "tests" / "tasks"
@@ -86,6 +87,7 @@ def runner(prefect_server: str, client: SyncPrefectClient, docker_runtime: Any) 
     yield in_process
     stop.set()
     thread.join(timeout=30)
+    APILogWorker.drain_all(timeout=5)  # before the server stops
 
 
 def start(client: SyncPrefectClient, task: str, server_checks: bool = True, **arguments: Any) -> FlowRun:
