@@ -61,7 +61,7 @@ def serve(
     from granary_flows.flows import build_flow
     from granary_flows.runner import InProcessRunner, new_runner_id, reap_orphans
     from granary_flows.runtimes.docker import DockerRuntime, docker_client
-    from granary_flows.server import local_server
+    from granary_flows.server import configured_api_url, local_server
     from granary_flows.deployment import register
     from granary_flows.store import ResultsStore
 
@@ -72,9 +72,11 @@ def serve(
             store = ResultsStore(results)
             store.check_writable()
             runtime = DockerRuntime(docker_client(max_pool_size=limit * 4))
-            if not os.environ.get("PREFECT_API_URL"):
+            api_url = configured_api_url()
+            if not api_url:
                 console.print("[dim]PREFECT_API_URL is not set: starting a local Prefect server (SQLite)...[/]")
-                os.environ["PREFECT_API_URL"] = stack.enter_context(local_server(port=port))
+                api_url = stack.enter_context(local_server(port=port))
+            os.environ["PREFECT_API_URL"] = api_url  # this process's flow runs talk to that server
             runner_id = new_runner_id()
             flows = {}
             with get_client(sync_client=True) as client:
@@ -99,19 +101,21 @@ def deploy(
     deployments: Path = DeploymentsOption,
 ) -> None:
     """Create or update a deployment per task for a work pool (production)."""
-    from prefect.client.orchestration import get_client
-
     from granary_flows.deployment import ensure_work_pool, register
+    from granary_flows.server import prefect_client
 
     definitions = _definitions_or_exit(deployments)
-    with get_client(sync_client=True) as client:
-        if ensure_work_pool(client, pool):
-            console.print(f"created work pool {pool} (process); start a worker: prefect worker start --pool {pool}",
-                          highlight=False)
-        for definition in definitions:
-            deployment_id = register(client, definition, work_pool=pool)
-            console.print(f"[green]deployed[/] {definition.name}/{definition.name} -> pool {pool} "
-                          f"[dim]({deployment_id})[/]", highlight=False)
+    try:
+        with prefect_client() as client:
+            if ensure_work_pool(client, pool):
+                console.print(f"created work pool {pool} (process); start a worker: prefect worker start --pool {pool}",
+                              highlight=False)
+            for definition in definitions:
+                deployment_id = register(client, definition, work_pool=pool)
+                console.print(f"[green]deployed[/] {definition.name}/{definition.name} -> pool {pool} "
+                              f"[dim]({deployment_id})[/]", highlight=False)
+    except GranaryError as err:
+        raise fail(str(err)) from err
 
 
 @app.command()
@@ -123,15 +127,16 @@ def run(
     deployments: Path = DeploymentsOption,
 ) -> None:
     """Start an execution of TASK, validated here before anything is created."""
-    from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_UI_URL
 
     from granary_flows import submission
+    from granary_flows.server import prefect_client
 
     try:
         definition = find_definition(task, [deployments])
         arguments = (json.loads(params) if params else {}) | submission.parse_parameters(param)
-        with get_client(sync_client=True) as client:
+        submission.validate(definition, arguments)
+        with prefect_client() as client:
             flow_run = submission.submit(client, definition, arguments)
             console.print(f"execution [bold]{flow_run.id}[/] of {task} created ({flow_run.name})", highlight=False)
             ui = PREFECT_UI_URL.value()
@@ -155,12 +160,11 @@ def run(
 @app.command()
 def results(execution_id: str = typer.Argument(..., help="The execution (flow run) id.")) -> None:
     """Print an execution's results document as JSON."""
-    from prefect.client.orchestration import get_client
-
+    from granary_flows.server import prefect_client
     from granary_flows.submission import results_document
 
     try:
-        with get_client(sync_client=True) as client:
+        with prefect_client() as client:
             document = results_document(client, execution_id)
     except GranaryError as err:
         raise fail(str(err)) from err

@@ -10,6 +10,7 @@ import time
 from contextlib import contextmanager
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -69,3 +70,45 @@ def wait_healthy(api_url: str, process: subprocess.Popen[bytes] | None = None, t
             pass
         time.sleep(0.3)
     raise GranaryError(f"the Prefect server at {api_url} was not healthy after {timeout:g} s")
+
+
+DEFAULT_LOCAL_API = "http://127.0.0.1:4200/api"
+
+
+def is_healthy(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def configured_api_url() -> str | None:
+    """`PREFECT_API_URL`, else the local server `granary serve` starts on port 4200 if one answers there.
+
+    Without either, Prefect would start a throwaway server inside this process, with none of our deployments.
+    """
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        return url
+    return DEFAULT_LOCAL_API if is_healthy(DEFAULT_LOCAL_API) else None
+
+
+@contextmanager
+def prefect_client() -> Iterator[Any]:
+    """A synchronous Prefect client for the configured server; connection failures become a clear GranaryError.
+
+    Raises:
+        GranaryError: when no server is configured or it does not answer.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = configured_api_url()
+    if not url:
+        raise GranaryError("no Prefect server: set PREFECT_API_URL, or start `granary serve`, "
+                           "which starts one on 127.0.0.1:4200")
+    with temporary_settings(updates={PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        try:
+            yield client
+        except httpx.HTTPError as err:
+            raise GranaryError(f"the Prefect server at {url} did not answer: {err}") from err

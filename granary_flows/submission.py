@@ -39,6 +39,11 @@ def parse_parameters(pairs: list[str]) -> dict[str, Any]:
     return parameters
 
 
+def validate(definition: TaskDefinition, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments as the container would get them; raises ArgumentsInvalid naming every violation."""
+    return prepare_arguments(definition.name, definition.arguments_schema, arguments)
+
+
 def submit(client: SyncPrefectClient, definition: TaskDefinition, arguments: dict[str, Any]) -> FlowRun:
     """Create a flow run of the task's deployment, after validating the arguments with the task's own schema.
 
@@ -46,7 +51,7 @@ def submit(client: SyncPrefectClient, definition: TaskDefinition, arguments: dic
         ArgumentsInvalid: nothing is created.
         UnknownTask: the task has no deployment on this server (run `granary serve` or `granary deploy`).
     """
-    prepare_arguments(definition.name, definition.arguments_schema, arguments)
+    validate(definition, arguments)
     try:
         deployment = client.read_deployment_by_name(f"{definition.name}/{definition.name}")
     except ObjectNotFound as err:

@@ -127,3 +127,18 @@ def _read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
         assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
         time.sleep(0.2)
     return "".join(lines)
+
+
+def test_run_against_a_server_that_does_not_answer_says_so(monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{free_port()}/api")
+    result = cli.invoke(app, ["run", "hello", "-p", "name=x", "-d", str(ROOT / "deployments")])
+    assert result.exit_code == 1 and "did not answer" in result.output
+
+
+def test_run_without_a_configured_server_says_how_to_get_one(monkeypatch):
+    import granary_flows.server
+
+    monkeypatch.delenv("PREFECT_API_URL")
+    monkeypatch.setattr(granary_flows.server, "DEFAULT_LOCAL_API", f"http://127.0.0.1:{free_port()}/api")
+    result = cli.invoke(app, ["run", "hello", "-p", "name=x", "-d", str(ROOT / "deployments")])
+    assert result.exit_code == 1 and "no Prefect server: set PREFECT_API_URL, or start `granary serve`" in result.output
