@@ -22,8 +22,12 @@ from pathlib import Path
 
 WORK = Path(tempfile.mkdtemp(prefix="granary-bench-"))
 ROOT = Path(__file__).resolve().parent.parent
-os.environ |= {"PREFECT_HOME": str(WORK / "prefect"), "GRANARY_RESULTS_URI": str(WORK / "results"),
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+os.environ |= {
+    "PREFECT_HOME": str(WORK / "prefect"),
+    "GRANARY_RESULTS_URI": str(WORK / "results"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+}
 sys.path.insert(0, str(ROOT))
 
 from granary_flows.server import free_port, local_server  # noqa: E402
@@ -54,9 +58,14 @@ def bare_docker_run(client, runs: int) -> list[float]:
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        client.containers.run("granary/hello:1", ["/bin/sh", "/app/hello.sh"], remove=True, network_mode="none",
-                              environment={"NAME": "bench", "OUTPUT_DIR": "/out"},
-                              volumes={str(out): {"bind": "/out", "mode": "rw"}})
+        client.containers.run(
+            "granary/hello:1",
+            ["/bin/sh", "/app/hello.sh"],
+            remove=True,
+            network_mode="none",
+            environment={"NAME": "bench", "OUTPUT_DIR": "/out"},
+            volumes={str(out): {"bind": "/out", "mode": "rw"}},
+        )
         times.append(time.perf_counter() - started)
     return times
 
@@ -69,8 +78,10 @@ def latency(client: SyncPrefectClient, deployment_id, parameters: dict) -> tuple
         if current.state and current.state.is_final():
             assert current.state.is_completed(), current.state.message
             pending = next(s for s in client.read_flow_run_states(flow_run.id) if s.type.value == "PENDING")
-            return ((current.state.timestamp - current.created).total_seconds(),
-                    (current.state.timestamp - pending.timestamp).total_seconds())
+            return (
+                (current.state.timestamp - current.created).total_seconds(),
+                (current.state.timestamp - pending.timestamp).total_seconds(),
+            )
         time.sleep(0.05)
 
 
@@ -121,16 +132,25 @@ def main() -> None:
         APILogWorker.drain_all(timeout=5)
 
     median = statistics.median
-    waited = {name: median(t[0] for t in times) for name, times in (("noop", noop_times), ("granary", granary_times))}
-    cost = {name: median(t[1] for t in times) for name, times in (("noop", noop_times), ("granary", granary_times))}
-    print(f"\nmedians of {args.runs} runs                         creation->Completed  claimed->Completed")
-    print(f"  {'bare docker run (hello image)':<46} {median(bare):8.3f} s {median(bare):14.3f} s")
-    print(f"  {'no-op Prefect flow run, in-process runner':<46} {waited['noop']:8.3f} s {cost['noop']:14.3f} s")
-    print(f"  {'granary hello execution, in-process runner':<46} {waited['granary']:8.3f} s {cost['granary']:14.3f} s")
-    print(f"  {'granary / no-op flow run':<46} {waited['granary'] / waited['noop']:8.2f} x {cost['granary'] / cost['noop']:14.2f} x")
-    print(f"  {'granary / (no-op flow run + bare docker run)':<46} "
-          f"{waited['granary'] / (waited['noop'] + median(bare)):8.2f} x {cost['granary'] / (cost['noop'] + median(bare)):14.2f} x")
-    print(f"  {'bench process CPU per granary execution':<46} {cpu_per_execution:8.3f} s (runner and this polling client)")
+    bare_s = median(bare)
+    waited = {name: median(t[0] for t in runs) for name, runs in (("noop", noop_times), ("granary", granary_times))}
+    cost = {name: median(t[1] for t in runs) for name, runs in (("noop", noop_times), ("granary", granary_times))}
+    rows = [
+        ("bare docker run (hello image)", bare_s, bare_s, "s"),
+        ("no-op Prefect flow run, in-process runner", waited["noop"], cost["noop"], "s"),
+        ("granary hello execution, in-process runner", waited["granary"], cost["granary"], "s"),
+        ("granary / no-op flow run", waited["granary"] / waited["noop"], cost["granary"] / cost["noop"], "x"),
+        (
+            "granary / (no-op flow run + bare docker run)",
+            waited["granary"] / (waited["noop"] + bare_s),
+            cost["granary"] / (cost["noop"] + bare_s),
+            "x",
+        ),
+    ]
+    print(f"\nmedians of {args.runs} runs{'':<30}creation->Completed  claimed->Completed")
+    for label, first, second, unit in rows:
+        print(f"  {label:<46} {first:8.3f} {unit} {second:14.3f} {unit}")
+    print(f"  {'bench process CPU per granary execution':<46} {cpu_per_execution:8.3f} s (runner and polling client)")
     print(f"  {f'throughput, {args.burst} created at once (limit {args.limit})':<46} {per_minute:8.1f} executions/min")
 
 

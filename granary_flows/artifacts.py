@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from prefect.artifacts import (
@@ -25,31 +25,50 @@ def artifact_key(task: str, kind: str) -> str:
 def record_results(task: str, assets: list[ResultAsset]) -> None:
     """A table of the results and a link artifact per asset."""
     rows = [
-        {"title": a.title or "", "href": a.href, "type": a.type or "", "roles": ", ".join(a.roles),
-         "size": "" if a.size is None else a.size}
+        {
+            "title": a.title or "",
+            "href": a.href,
+            "type": a.type or "",
+            "roles": ", ".join(a.roles),
+            "size": "" if a.size is None else a.size,
+        }
         for a in assets
     ]
-    create_table_artifact(table=rows or [{"title": "(no results)", "href": "", "type": "", "roles": "", "size": ""}],
-                          key=artifact_key(task, "results"), description=f"Results of {task}")
+    create_table_artifact(
+        table=rows or [{"title": "(no results)", "href": "", "type": "", "roles": "", "size": ""}],
+        key=artifact_key(task, "results"),
+        description=f"Results of {task}",
+    )
     for asset in assets:
-        create_link_artifact(link=asset.href, link_text=asset.title or asset.href,
-                             description=f"{task}: {asset.title or asset.href}")
+        create_link_artifact(
+            link=asset.href, link_text=asset.title or asset.href, description=f"{task}: {asset.title or asset.href}"
+        )
 
 
 def record_summary(summary: dict[str, Any], log_tail: list[str]) -> None:
     """A markdown summary: task, version, image, arguments, exit code, duration, failure reason, last log lines."""
     lines = [f"# {summary['task']} {summary.get('version', '')}".rstrip(), "", "| | |", "|---|---|"]
-    for label, key in (("status", "status"), ("execution", "execution_id"), ("image", "image"),
-                       ("exit code", "exit_code"), ("attempts", "attempts"), ("duration (s)", "duration"),
-                       ("failure", "reason"), ("results", "results_uri")):
+    for label, key in (
+        ("status", "status"),
+        ("execution", "execution_id"),
+        ("image", "image"),
+        ("exit code", "exit_code"),
+        ("attempts", "attempts"),
+        ("duration (s)", "duration"),
+        ("failure", "reason"),
+        ("results", "results_uri"),
+    ):
         value = summary.get(key)
         if value is not None and value != "":
             lines.append(f"| {label} | `{value}` |")
     lines += ["", "## Arguments", "```json", json.dumps(summary.get("arguments", {}), indent=2), "```"]
     if log_tail:
         lines += ["", "## Last log lines", "```", *log_tail, "```"]
-    create_markdown_artifact(markdown="\n".join(lines), key=artifact_key(summary["task"], "summary"),
-                             description=f"Summary of {summary['task']} execution {summary.get('execution_id')}")
+    create_markdown_artifact(
+        markdown="\n".join(lines),
+        key=artifact_key(summary["task"], "summary"),
+        description=f"Summary of {summary['task']} execution {summary.get('execution_id')}",
+    )
 
 
 class ProgressArtifact:
@@ -66,7 +85,10 @@ class ProgressArtifact:
         self.progress = percent
         description = message or f"{self.task}: {percent:g}%"
         if self.artifact_id is None:
-            self.artifact_id = create_progress_artifact(progress=percent, key=artifact_key(self.task, "progress"),
-                                                        description=description)
+            # create_progress_artifact returns a UUID when called from sync code, as here
+            created = create_progress_artifact(
+                progress=percent, key=artifact_key(self.task, "progress"), description=description
+            )
+            self.artifact_id = cast(UUID, created)
         else:
             update_progress_artifact(artifact_id=self.artifact_id, progress=percent, description=description)

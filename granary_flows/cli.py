@@ -8,7 +8,7 @@ import signal
 import threading
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -18,8 +18,11 @@ from rich.text import Text
 from granary_flows.definition import find_definition, load_definitions
 from granary_flows.errors import GranaryError
 
-app = typer.Typer(help="Run containerized geospatial algorithms as Prefect flows.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Run containerized geospatial algorithms as Prefect flows.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 console = Console()
 err_console = Console(stderr=True)
 DEPLOYMENTS = Path(os.environ.get("GRANARY_DEPLOYMENTS", "deployments"))
@@ -32,12 +35,17 @@ def fail(message: str) -> typer.Exit:
 
 
 @app.command()
-def check(paths: Optional[list[Path]] = typer.Argument(None, help="Task files or folders (default: deployments/).")) -> None:
+def check(
+    paths: list[Path] | None = typer.Argument(None, help="Task files or folders (default: deployments/)."),
+) -> None:
     """Check task definitions: fields, schemas (against their own draft) and schedules."""
     definitions, errors = load_definitions(paths or [DEPLOYMENTS])
     for definition in definitions:
-        console.print(f"[green]ok[/]    {definition.source}  [dim]{definition.name} {definition.version} "
-                      f"({definition.runtime_kind})[/]", highlight=False)
+        console.print(
+            f"[green]ok[/]    {definition.source}  [dim]{definition.name} {definition.version} "
+            f"({definition.runtime_kind})[/]",
+            highlight=False,
+        )
     for error in errors:
         console.print(f"[red]error[/] {error.path}", highlight=False)
         for problem in error.problems:
@@ -52,17 +60,19 @@ def check(paths: Optional[list[Path]] = typer.Argument(None, help="Task files or
 def serve(
     deployments: Path = DeploymentsOption,
     limit: int = typer.Option(8, help="How many executions run at once."),
-    results: Optional[str] = typer.Option(None, help="Results root (default: $GRANARY_RESULTS_URI or ~/.granary/results)."),
+    results: str | None = typer.Option(
+        None, help="Results root (default: $GRANARY_RESULTS_URI or ~/.granary/results)."
+    ),
     port: int = typer.Option(4200, help="Port of the local Prefect server started when PREFECT_API_URL is unset."),
 ) -> None:
     """Register every task under deployments/ and execute their runs in this process until interrupted."""
     from prefect.client.orchestration import get_client
 
+    from granary_flows.deployment import register
     from granary_flows.flows import build_flow
     from granary_flows.runner import InProcessRunner, new_runner_id, reap_orphans
     from granary_flows.runtimes.docker import DockerRuntime, docker_client
     from granary_flows.server import configured_api_url, local_server
-    from granary_flows.deployment import register
     from granary_flows.store import ResultsStore
 
     definitions = _definitions_or_exit(deployments)
@@ -108,12 +118,16 @@ def deploy(
     try:
         with prefect_client() as client:
             if ensure_work_pool(client, pool):
-                console.print(f"created work pool {pool} (process); start a worker: prefect worker start --pool {pool}",
-                              highlight=False)
+                console.print(
+                    f"created work pool {pool} (process); start a worker: prefect worker start --pool {pool}",
+                    highlight=False,
+                )
             for definition in definitions:
                 deployment_id = register(client, definition, work_pool=pool)
-                console.print(f"[green]deployed[/] {definition.name}/{definition.name} -> pool {pool} "
-                              f"[dim]({deployment_id})[/]", highlight=False)
+                console.print(
+                    f"[green]deployed[/] {definition.name}/{definition.name} -> pool {pool} [dim]({deployment_id})[/]",
+                    highlight=False,
+                )
     except GranaryError as err:
         raise fail(str(err)) from err
 
@@ -122,7 +136,7 @@ def deploy(
 def run(
     task: str = typer.Argument(..., help="The task's name."),
     param: list[str] = typer.Option([], "--param", "-p", help="An argument, NAME=VALUE (VALUE read as JSON if it is)."),
-    params: Optional[str] = typer.Option(None, "--params", help="All arguments as one JSON object."),
+    params: str | None = typer.Option(None, "--params", help="All arguments as one JSON object."),
     watch: bool = typer.Option(False, "--watch", help="Follow state and logs; print the results; exit 1 on failure."),
     deployments: Path = DeploymentsOption,
 ) -> None:
@@ -145,9 +159,11 @@ def run(
             if not watch:
                 return
             final = submission.watch(
-                client, flow_run.id,
+                client,
+                flow_run.id,
                 on_state=lambda name, message: console.print(
-                    f"[bold]state[/] {name}" + (f": {message}" if message else ""), highlight=False),
+                    f"[bold]state[/] {name}" + (f": {message}" if message else ""), highlight=False
+                ),
                 on_log=lambda log: console.print(Text.assemble((f"{log.timestamp:%H:%M:%S} ", "dim"), log.message)),
             )
             if not final.state or not final.state.is_completed():
@@ -189,11 +205,14 @@ def _print_served(definitions: list[Any], results_root: str) -> None:
     for column in ("task", "version", "runtime", "deployment"):
         table.add_column(column)
     for definition in definitions:
-        table.add_row(definition.name, definition.version, definition.runtime_kind,
-                      f"{definition.name}/{definition.name}")
+        table.add_row(
+            definition.name, definition.version, definition.runtime_kind, f"{definition.name}/{definition.name}"
+        )
     console.print(table)
     console.print(f"results: {results_root}", highlight=False)
-    console.print(f"UI: {PREFECT_UI_URL.value() or os.environ['PREFECT_API_URL'].removesuffix('/api')}", highlight=False)
+    console.print(
+        f"UI: {PREFECT_UI_URL.value() or os.environ['PREFECT_API_URL'].removesuffix('/api')}", highlight=False
+    )
     console.print("[dim]waiting for runs; Ctrl+C to stop[/]")
 
 

@@ -27,8 +27,9 @@ def environment(
 
     Strings are given as they are, everything else as JSON (`3`, `true`, `[1, 2]`).
     """
-    variables = {variable_name(name): value if isinstance(value, str) else json.dumps(value)
-                 for name, value in arguments.items()}
+    variables = {
+        variable_name(name): value if isinstance(value, str) else json.dumps(value) for name, value in arguments.items()
+    }
     return variables | {
         "GRANARY_ARGUMENTS": json.dumps(arguments),
         "GRANARY_ARGUMENTS_FILE": ARGUMENTS_FILE,

@@ -32,8 +32,9 @@ _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 class _Model(BaseModel):
@@ -236,12 +237,12 @@ def schema_problems(schema: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]
     except SchemaError as err:
         return [(base + tuple(err.absolute_path), f"not a valid JSON Schema: {err.message}")]
     if schema.get("type") != "object":
-        return [(base + ("type",), "the argument schema must have type 'object' (one property per argument)")]
+        return [((*base, "type"), "the argument schema must have type 'object' (one property per argument)")]
     problems = []
     for name in schema.get("properties", {}):
         if not name.isidentifier() or keyword.iskeyword(name):
             problems.append(
-                (base + ("properties", name), f"argument name {name!r} must be a letter or _ then letters, digits, _")
+                ((*base, "properties", name), f"argument name {name!r} must be a letter or _ then letters, digits, _")
             )
     return problems
 
@@ -259,7 +260,9 @@ def schedule_problems(definition: TaskDefinition) -> list[tuple[tuple[Any, ...],
 
 def load_definitions(paths: list[Path]) -> tuple[list[TaskDefinition], list[DefinitionError]]:
     """Read every task file under `paths` (files or folders); broken ones are returned beside the good ones."""
-    definitions, errors, names = [], [], {}
+    definitions: list[TaskDefinition] = []
+    errors: list[DefinitionError] = []
+    names: dict[str, str] = {}
     for path in definition_files(paths):
         try:
             definition = load_definition(path)
@@ -267,7 +270,9 @@ def load_definitions(paths: list[Path]) -> tuple[list[TaskDefinition], list[Defi
             errors.append(err)
             continue
         if definition.name in names:
-            errors.append(DefinitionError(str(path), [f"name: {definition.name!r} is also defined in {names[definition.name]}"]))
+            errors.append(
+                DefinitionError(str(path), [f"name: {definition.name!r} is also defined in {names[definition.name]}"])
+            )
             continue
         names[definition.name] = str(path)
         definitions.append(definition)

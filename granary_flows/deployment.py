@@ -8,8 +8,8 @@ from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import DeploymentScheduleCreate, DeploymentUpdate, WorkPoolCreate
-from prefect.exceptions import ObjectNotFound
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
+from prefect.exceptions import ObjectNotFound
 
 from granary_flows.definition import ScheduleSpec, TaskDefinition
 from granary_flows.form import parameter_schema
@@ -45,10 +45,16 @@ def register(client: SyncPrefectClient, definition: TaskDefinition, work_pool: s
         client.delete_deployment_schedule(deployment_id, schedule.id)
     if definition.schedules:
         client.create_deployment_schedules(deployment_id, [_schedule(spec) for spec in definition.schedules])
-    client.update_deployment(deployment_id, DeploymentUpdate(
-        version=definition.version, description=fields["description"], tags=definition.tags,
-        parameter_openapi_schema=fields["parameter_openapi_schema"], enforce_parameter_schema=True,
-    ))
+    client.update_deployment(
+        deployment_id,
+        DeploymentUpdate(
+            version=definition.version,
+            description=fields["description"],
+            tags=definition.tags,
+            parameter_openapi_schema=fields["parameter_openapi_schema"],
+            enforce_parameter_schema=True,
+        ),
+    )
     return deployment_id
 
 
@@ -68,6 +74,5 @@ def _schedule(spec: ScheduleSpec) -> DeploymentScheduleCreate:
     elif spec.interval:
         schedule = IntervalSchedule(interval=timedelta(seconds=spec.interval), timezone=spec.timezone)
     else:
-        schedule = RRuleSchedule(rrule=spec.rrule, timezone=spec.timezone)
+        schedule = RRuleSchedule(rrule=spec.rrule or "", timezone=spec.timezone)
     return DeploymentScheduleCreate(schedule=schedule, active=spec.active, parameters=spec.parameters)
-

@@ -65,8 +65,9 @@ class ExecutionFailed(GranaryError):
         exit_code: the container's exit code, where there was one.
     """
 
-    def __init__(self, reason: str, category: ErrorCategory, exit_code: int | None = None,
-                 log_tail: list[str] | None = None):
+    def __init__(
+        self, reason: str, category: ErrorCategory, exit_code: int | None = None, log_tail: list[str] | None = None
+    ):
         self.reason = reason
         self.category = category
         self.exit_code = exit_code

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as current_flow_run
 from prefect.runtime import task_run as current_task_run
 from pydantic import BaseModel
@@ -51,8 +52,9 @@ class ExecutionDocument(BaseModel):
     finished: datetime
 
 
-def run_execution(definition: TaskDefinition, arguments: dict[str, Any], *, store: ResultsStore,
-                  runtime: Runtime, runner_id: str = "") -> dict[str, Any]:
+def run_execution(
+    definition: TaskDefinition, arguments: dict[str, Any], *, store: ResultsStore, runtime: Runtime, runner_id: str = ""
+) -> dict[str, Any]:
     """Run one execution of `definition` inside the current flow run.
 
     Returns:
@@ -69,8 +71,11 @@ def run_execution(definition: TaskDefinition, arguments: dict[str, Any], *, stor
     started = datetime.now(timezone.utc)
     validated = prepare_arguments(definition.name, definition.arguments_schema, arguments)
     summary: dict[str, Any] = {
-        "task": definition.name, "version": definition.version, "execution_id": execution_id,
-        "image": definition.image, "arguments": validated,
+        "task": definition.name,
+        "version": definition.version,
+        "execution_id": execution_id,
+        "image": definition.image,
+        "arguments": validated,
         "results_uri": store.execution_uri(definition.name, execution_id),
     }
     progress = artifacts.ProgressArtifact(definition.name)
@@ -86,9 +91,14 @@ def run_execution(definition: TaskDefinition, arguments: dict[str, Any], *, stor
             output_dir = Path(work) / f"attempt-{number}" / "outputs"
             output_dir.mkdir(parents=True)
             attempt = Attempt(
-                execution_id=execution_id, attempt=number, task=definition, arguments=container_arguments,
+                execution_id=execution_id,
+                attempt=number,
+                task=definition,
+                arguments=container_arguments,
                 environment=environment(container_arguments, execution_id, definition.name, number),
-                output_dir=output_dir, input_dir=input_dir, runner_id=runner_id,
+                output_dir=output_dir,
+                input_dir=input_dir,
+                runner_id=runner_id,
             )
             outcome = runtime.run(attempt, _line_handler(logger, progress))
             _raise_for_failure(definition, execution_id, outcome)
@@ -98,14 +108,26 @@ def run_execution(definition: TaskDefinition, arguments: dict[str, Any], *, stor
         try:
             outcome, collected = _attempt_task(definition)(attempt_once)
         except ExecutionFailed as err:
-            summary |= {"status": "failed", "reason": err.reason, "exit_code": err.exit_code,
-                        "attempts": len(attempts), "duration": _seconds_since(started)}
+            summary |= {
+                "status": "failed",
+                "reason": err.reason,
+                "exit_code": err.exit_code,
+                "attempts": len(attempts),
+                "duration": _seconds_since(started),
+            }
             artifacts.record_summary(summary, err.log_tail)
             raise
     document = ExecutionDocument(
-        **summary, status="successful", results=collected.assets, value=collected.value, source=collected.source,
-        exit_code=outcome.exit_code, attempts=len(attempts), duration=_seconds_since(started),
-        started=started, finished=datetime.now(timezone.utc),
+        **summary,
+        status="successful",
+        results=collected.assets,
+        value=collected.value,
+        source=collected.source,
+        exit_code=outcome.exit_code,
+        attempts=len(attempts),
+        duration=_seconds_since(started),
+        started=started,
+        finished=datetime.now(timezone.utc),
     )
     store.write_json(definition.name, execution_id, EXECUTION_DOCUMENT, document.model_dump(mode="json"))
     artifacts.record_results(definition.name, document.results)
@@ -133,8 +155,14 @@ def _attempt_task(definition: TaskDefinition) -> Callable[[Callable[[], Any]], A
         error = state.data
         return isinstance(error, ExecutionFailed) and error.category in policy.on
 
-    @task(name=f"run-{definition.name}", retries=policy.attempts, retry_delay_seconds=policy.delay,
-          retry_condition_fn=retry_on_category, persist_result=False, cache_policy=None)
+    @task(
+        name=f"run-{definition.name}",
+        retries=policy.attempts,
+        retry_delay_seconds=policy.delay,
+        retry_condition_fn=retry_on_category,
+        persist_result=False,
+        cache_policy=NO_CACHE,
+    )
     def attempt(run_once: Callable[[], Any]) -> Any:
         return run_once()
 
@@ -171,4 +199,3 @@ def _raise_for_failure(definition: TaskDefinition, execution_id: str, outcome: A
 
 def _seconds_since(started: datetime) -> float:
     return round((datetime.now(timezone.utc) - started).total_seconds(), 3)
-

@@ -14,8 +14,9 @@ from granary_flows.runtimes.base import Runtime
 from granary_flows.store import ResultsStore
 
 
-def build_flow(definition: TaskDefinition, store: ResultsStore | None = None,
-               runtime: Runtime | None = None, runner_id: str = "") -> Flow[..., dict[str, Any]]:
+def build_flow(
+    definition: TaskDefinition, store: ResultsStore | None = None, runtime: Runtime | None = None, runner_id: str = ""
+) -> Flow[..., dict[str, Any]]:
     """The Prefect flow that executes `definition`.
 
     Its signature has one keyword-only parameter per argument, all defaulting to None, so that a deployment
@@ -27,8 +28,13 @@ def build_flow(definition: TaskDefinition, store: ResultsStore | None = None,
     """
 
     def execute(**arguments: Any) -> dict[str, Any]:
-        return run_execution(definition, arguments, store=store or ResultsStore(),
-                             runtime=runtime or runtime_for(definition), runner_id=runner_id)
+        return run_execution(
+            definition,
+            arguments,
+            store=store or ResultsStore(),
+            runtime=runtime or runtime_for(definition),
+            runner_id=runner_id,
+        )
 
     execute.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in definition.argument_names]
@@ -36,7 +42,6 @@ def build_flow(definition: TaskDefinition, store: ResultsStore | None = None,
     execute.__name__ = definition.name.replace("-", "_")
     execute.__doc__ = definition.description or definition.title
     return flow(
-        execute,
         name=definition.name,
         version=definition.version,
         description=definition.description or definition.title,
@@ -44,7 +49,7 @@ def build_flow(definition: TaskDefinition, store: ResultsStore | None = None,
         result_serializer="json",
         validate_parameters=False,
         log_prints=False,
-    )
+    )(execute)
 
 
 _docker_runtime: Runtime | None = None

@@ -46,8 +46,9 @@ class CollectedResults(BaseModel):
     value: Any = None
 
 
-def collect(output_dir: Path, stored: dict[str, str], last_stdout_line: str | None,
-            declared: list[OutputFile]) -> CollectedResults:
+def collect(
+    output_dir: Path, stored: dict[str, str], last_stdout_line: str | None, declared: list[OutputFile]
+) -> CollectedResults:
     """Collect an attempt's results from its output folder (already stored) and its last stdout line.
 
     Args:
@@ -105,10 +106,16 @@ def _from_files(output_dir: Path, stored: dict[str, str], declared: list[OutputF
         return [_file_asset(output_dir, name, stored[name]) for name in files]
     assets = []
     for output in declared:
-        matches = [name for name in files if fnmatch.fnmatch(name, output.pattern)
-                   and not (name.endswith(SIDECAR_SUFFIX) and not output.pattern.endswith(SIDECAR_SUFFIX))]
+        matches = [
+            name
+            for name in files
+            if fnmatch.fnmatch(name, output.pattern)
+            and not (name.endswith(SIDECAR_SUFFIX) and not output.pattern.endswith(SIDECAR_SUFFIX))
+        ]
         if output.required and not matches:
-            raise ExecutionFailed(f"required output {output.name!r} ({output.pattern}) was not written", ErrorCategory.JOB)
+            raise ExecutionFailed(
+                f"required output {output.name!r} ({output.pattern}) was not written", ErrorCategory.JOB
+            )
         if len(matches) > 1 and not output.multiple:
             raise ExecutionFailed(
                 f"output {output.name!r} ({output.pattern}) matched {len(matches)} files but is not 'multiple'",
@@ -122,8 +129,9 @@ def _from_files(output_dir: Path, stored: dict[str, str], declared: list[OutputF
     return assets
 
 
-def _file_asset(output_dir: Path, name: str, href: str, title: str | None = None,
-                media_type: str | None = None) -> ResultAsset:
+def _file_asset(
+    output_dir: Path, name: str, href: str, title: str | None = None, media_type: str | None = None
+) -> ResultAsset:
     sidecar = name.endswith(SIDECAR_SUFFIX)
     return ResultAsset(
         href=href,

@@ -51,8 +51,14 @@ class InProcessRunner:
         poll_interval: seconds between looks for due runs.
     """
 
-    def __init__(self, flows: dict[UUID, Flow[..., Any]], runtime: DockerRuntime, runner_id: str,
-                 limit: int = 8, poll_interval: float = 1.0):
+    def __init__(
+        self,
+        flows: dict[UUID, Flow[..., Any]],
+        runtime: DockerRuntime,
+        runner_id: str,
+        limit: int = 8,
+        poll_interval: float = 1.0,
+    ):
         self.flows = flows
         self.runtime = runtime
         self.runner_id = runner_id
@@ -83,7 +89,8 @@ class InProcessRunner:
         if free <= 0:
             return
         due = client.get_scheduled_flow_runs_for_deployments(
-            list(self.flows), scheduled_before=datetime.now(timezone.utc), limit=free)
+            list(self.flows), scheduled_before=datetime.now(timezone.utc), limit=free
+        )
         for flow_run in due:
             if flow_run.id in self.in_flight or flow_run.deployment_id not in self.flows:
                 continue
@@ -103,8 +110,9 @@ class InProcessRunner:
                 flow_run = client.read_flow_run(flow_run_id)
                 run_flow(flow, flow_run=flow_run, return_type="state")
                 if str(flow_run_id) in cancel_requested:
-                    client.set_flow_run_state(flow_run_id, Cancelled(message="cancelled; its container was stopped"),
-                                              force=True)
+                    client.set_flow_run_state(
+                        flow_run_id, Cancelled(message="cancelled; its container was stopped"), force=True
+                    )
         except Exception:  # a crash of one run must not stop the runner
             logger.exception("flow run %s crashed in the runner", flow_run_id)
         finally:
@@ -116,10 +124,14 @@ class InProcessRunner:
         ids = [i for i in self.in_flight if str(i) not in cancel_requested]
         if not ids:
             return
-        cancelling = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=ids),
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLING])),
-        ), sort=FlowRunSort.ID_DESC, limit=len(ids))
+        cancelling = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=ids),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLING])),
+            ),
+            sort=FlowRunSort.ID_DESC,
+            limit=len(ids),
+        )
         for flow_run in cancelling:
             self._cancel(flow_run.id, "cancellation was requested")
 
@@ -151,8 +163,9 @@ def reap_orphans(runtime: DockerRuntime, client: SyncPrefectClient) -> list[str]
         except (ObjectNotFound, ValueError):
             continue
         if flow_run.state and not flow_run.state.is_final():
-            client.set_flow_run_state(flow_run.id, Crashed(message="the process running it died; container removed"),
-                                      force=True)
+            client.set_flow_run_state(
+                flow_run.id, Crashed(message="the process running it died; container removed"), force=True
+            )
     return reaped
 
 

@@ -7,8 +7,8 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_server(port: int | None = None, log_file: Path | None = None,
-                 extra_env: dict[str, str] | None = None) -> Iterator[str]:
+def local_server(
+    port: int | None = None, log_file: Path | None = None, extra_env: dict[str, str] | None = None
+) -> Iterator[str]:
     """Start `prefect server start` on 127.0.0.1, wait until healthy, and stop it on exit.
 
     Yields:
@@ -40,10 +41,13 @@ def local_server(port: int | None = None, log_file: Path | None = None,
     api_url = f"http://127.0.0.1:{port}/api"
     env = os.environ | QUIET | {"PREFECT_UI_API_URL": api_url} | (extra_env or {})
     env.pop("PREFECT_API_URL", None)
-    log = open(log_file, "ab") if log_file else subprocess.DEVNULL
+    log = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115  (closed in the finally below)
     process = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         wait_healthy(api_url, process)
@@ -105,8 +109,9 @@ def prefect_client() -> Iterator[Any]:
 
     url = configured_api_url()
     if not url:
-        raise GranaryError("no Prefect server: set PREFECT_API_URL, or start `granary serve`, "
-                           "which starts one on 127.0.0.1:4200")
+        raise GranaryError(
+            "no Prefect server: set PREFECT_API_URL, or start `granary serve`, which starts one on 127.0.0.1:4200"
+        )
     with temporary_settings(updates={PREFECT_API_URL: url}), get_client(sync_client=True) as client:
         try:
             yield client

@@ -20,9 +20,9 @@ def uri_arguments(schema: dict[str, Any], arguments: dict[str, Any]) -> dict[str
     found = {}
     for name, spec in schema.get("properties", {}).items():
         value = arguments.get(name)
-        if isinstance(spec, dict) and spec.get("format") == "uri" and isinstance(value, str):
-            if urlparse(value).scheme in STAGED_SCHEMES:
-                found[name] = value
+        declared_uri = isinstance(spec, dict) and spec.get("format") == "uri"
+        if declared_uri and isinstance(value, str) and urlparse(value).scheme in STAGED_SCHEMES:
+            found[name] = value
     return found
 
 

@@ -50,8 +50,11 @@ class ResultsStore:
 
     def uri_of(self, path: str) -> str:
         """The URI for a path of this store's file system."""
-        return self.fs.unstrip_protocol(path) if self.fs.protocol != "file" and "file" not in self.fs.protocol \
+        return (
+            self.fs.unstrip_protocol(path)
+            if self.fs.protocol != "file" and "file" not in self.fs.protocol
             else Path(path).as_uri()
+        )
 
     def check_writable(self) -> None:
         """Raises StorageError unless a file can be written and removed under the root."""

@@ -55,32 +55,45 @@ def submit(client: SyncPrefectClient, definition: TaskDefinition, arguments: dic
     try:
         deployment = client.read_deployment_by_name(f"{definition.name}/{definition.name}")
     except ObjectNotFound as err:
-        raise UnknownTask(f"task {definition.name!r} has no deployment on this Prefect server: "
-                          "start `granary serve` or run `granary deploy`") from err
+        raise UnknownTask(
+            f"task {definition.name!r} has no deployment on this Prefect server: "
+            "start `granary serve` or run `granary deploy`"
+        ) from err
     return client.create_flow_run_from_deployment(deployment.id, parameters=arguments)
 
 
-def watch(client: SyncPrefectClient, flow_run_id: UUID, on_state: Callable[[str, str | None], None],
-          on_log: Callable[[Log], None], interval: float = 0.5, log_grace: float = 3.0) -> FlowRun:
+def watch(
+    client: SyncPrefectClient,
+    flow_run_id: UUID,
+    on_state: Callable[[str, str | None], None],
+    on_log: Callable[[Log], None],
+    interval: float = 0.5,
+    log_grace: float = 3.0,
+) -> FlowRun:
     """Follow a flow run to a final state, reporting each state change once and each log line once, in order.
 
     Prefect ships logs in batches (every 2 s by default), so after the final state it keeps reading for
     `log_grace` seconds without a new line before it returns.
     """
-    seen_state, seen_logs = None, set()
+    seen_state: tuple[str, str | None] | None = None
+    seen_logs: set[UUID] = set()
     quiet_since = None
     while True:
         flow_run = client.read_flow_run(flow_run_id)
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
-                                sort=LogSort.TIMESTAMP_ASC, limit=200, offset=len(seen_logs))
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+            sort=LogSort.TIMESTAMP_ASC,
+            limit=200,
+            offset=len(seen_logs),
+        )
         fresh = [log for log in logs if log.id not in seen_logs]
         for log in fresh:
             seen_logs.add(log.id)
             on_log(log)
         state = flow_run.state
-        if state and (state.name, state.message) != seen_state:
-            seen_state = (state.name, state.message)
-            on_state(state.name, state.message)
+        if state and (state.name or state.type.value, state.message) != seen_state:
+            seen_state = (state.name or state.type.value, state.message)
+            on_state(*seen_state)
         if state and state.is_final():
             quiet_since = time.monotonic() if fresh or quiet_since is None else quiet_since
             if time.monotonic() - quiet_since >= log_grace:
@@ -102,6 +115,7 @@ def results_document(client: SyncPrefectClient, execution_id: str, store: Result
     state = flow_run.state.name if flow_run.state else "unknown"
     if flow_run.state is None or not flow_run.state.is_completed():
         message = flow_run.state.message if flow_run.state else None
-        raise GranaryError(f"execution {execution_id} of {task} is {state}: it has no results"
-                           + (f" ({message})" if message else ""))
+        raise GranaryError(
+            f"execution {execution_id} of {task} is {state}: it has no results" + (f" ({message})" if message else "")
+        )
     return (store or ResultsStore()).read_json(task, execution_id, EXECUTION_DOCUMENT)

@@ -46,8 +46,9 @@ def prepare_arguments(task: str, schema: dict[str, Any], arguments: dict[str, An
         ArgumentsInvalid: listing every violation.
     """
     properties = schema.get("properties", {})
-    document = {name: value for name, value in arguments.items()
-                if value is not None or _accepts_null(properties.get(name))}
+    document = {
+        name: value for name, value in arguments.items() if value is not None or _accepts_null(properties.get(name))
+    }
     for name, spec in properties.items():
         if name not in document and isinstance(spec, dict) and "default" in spec:
             document[name] = spec["default"]

@@ -95,8 +95,9 @@ def start(client: SyncPrefectClient, task: str, server_checks: bool = True, **ar
     deployment = client.read_deployment_by_name(f"{task}/{task}")
     if server_checks:
         return client.create_flow_run_from_deployment(deployment.id, parameters=arguments)
-    response = api_post(f"/deployments/{deployment.id}/create_flow_run",
-                        {"parameters": arguments, "enforce_parameter_schema": False})
+    response = api_post(
+        f"/deployments/{deployment.id}/create_flow_run", {"parameters": arguments, "enforce_parameter_schema": False}
+    )
     return FlowRun.model_validate(response.json())
 
 
@@ -121,8 +122,9 @@ def wait_final(client: SyncPrefectClient, flow_run_id: Any, timeout: float = 90)
     raise AssertionError(f"flow run {flow_run_id} not final after {timeout} s: {flow_run.state}")
 
 
-def execute(client: SyncPrefectClient, task: str, timeout: float = 90, server_checks: bool = True,
-            **arguments: Any) -> FlowRun:
+def execute(
+    client: SyncPrefectClient, task: str, timeout: float = 90, server_checks: bool = True, **arguments: Any
+) -> FlowRun:
     """Start an execution through its deployment and wait until it is final."""
     return wait_final(client, start(client, task, server_checks, **arguments).id, timeout)
 
@@ -132,8 +134,12 @@ def logs_of(client: SyncPrefectClient, flow_run_id: Any, settle: float = 1.0) ->
     from prefect.client.schemas.sorting import LogSort
 
     time.sleep(settle)  # logs arrive in batches
-    logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
-                            sort=LogSort.TIMESTAMP_ASC, limit=200, offset=0)
+    logs = client.read_logs(
+        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+        sort=LogSort.TIMESTAMP_ASC,
+        limit=200,
+        offset=0,
+    )
     return [log.message for log in logs]
 
 
@@ -141,8 +147,10 @@ def artifacts_of(client: SyncPrefectClient, flow_run_id: Any) -> list[Any]:
     """The run's artifacts, read through the REST API (3.8.8's sync client sends nulls the server refuses)."""
     from prefect.client.schemas.objects import Artifact
 
-    response = api_post("/artifacts/filter", {
-        "artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}, "sort": "CREATED_DESC", "limit": 200, "offset": 0})
+    response = api_post(
+        "/artifacts/filter",
+        {"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}, "sort": "CREATED_DESC", "limit": 200, "offset": 0},
+    )
     return [Artifact.model_validate(item) for item in response.json()]
 
 
@@ -151,7 +159,9 @@ def containers_of(docker_runtime: Any, execution_id: Any, since: float) -> list[
     from granary_flows.runtimes.base import LABEL_EXECUTION
 
     events = docker_runtime.client.events(
-        since=int(since), until=int(time.time()) + 1, decode=True,
+        since=int(since),
+        until=int(time.time()) + 1,
+        decode=True,
         filters={"type": "container", "event": "create", "label": f"{LABEL_EXECUTION}={execution_id}"},
     )
     return [event["id"] for event in events]

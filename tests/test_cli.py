@@ -7,11 +7,10 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, SESSION_DIR, start, wait_final
+from conftest import ROOT, start, wait_final
 from typer.testing import CliRunner
 
 from granary_flows.cli import app
@@ -37,7 +36,9 @@ def test_check_names_the_broken_file_and_field_and_fails(tmp_path):
 
 def test_run_refuses_invalid_arguments_before_creating_anything(client, runner):
     before = client.read_flow_runs(limit=200, sort="ID_DESC", offset=0)
-    result = cli.invoke(app, ["run", "ndvi", "-p", "redBand=0", "-p", "tiffLocation=nope", "-d", str(ROOT / "deployments")])
+    result = cli.invoke(
+        app, ["run", "ndvi", "-p", "redBand=0", "-p", "tiffLocation=nope", "-d", str(ROOT / "deployments")]
+    )
     assert result.exit_code == 1
     assert "$.redBand: 0 is less than the minimum of 1" in result.output
     assert "$.tiffLocation: 'nope' is not a 'uri'" in result.output
@@ -46,7 +47,9 @@ def test_run_refuses_invalid_arguments_before_creating_anything(client, runner):
 
 
 def test_run_watch_streams_logs_and_prints_the_results(runner):
-    result = cli.invoke(app, ["run", "hello", "-p", "name=Lin", "-p", "times=2", "--watch", "-d", str(ROOT / "deployments")])
+    result = cli.invoke(
+        app, ["run", "hello", "-p", "name=Lin", "-p", "times=2", "--watch", "-d", str(ROOT / "deployments")]
+    )
     assert result.exit_code == 0, result.output
     assert "Hello, Lin! (2/2)" in result.output
     assert "state Completed" in result.output
@@ -86,15 +89,31 @@ def test_serve_refuses_a_results_root_that_cannot_be_written():
 
 def test_serve_starts_its_own_server_reaps_orphans_runs_and_stops_on_sigint(docker_runtime, tmp_path):
     orphan = docker_runtime.client.containers.run(
-        "granary/hello:1", ["sleep", "300"], detach=True, network_mode="none",
-        labels={LABEL_EXECUTION: "00000000-0000-0000-0000-000000000000", LABEL_TASK: "hello",
-                LABEL_RUNNER: f"{os.uname().nodename}:999999:dead"})
+        "granary/hello:1",
+        ["sleep", "300"],
+        detach=True,
+        network_mode="none",
+        labels={
+            LABEL_EXECUTION: "00000000-0000-0000-0000-000000000000",
+            LABEL_TASK: "hello",
+            LABEL_RUNNER: f"{os.uname().nodename}:999999:dead",
+        },
+    )
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "GRANARY_RESULTS_URI": str(tmp_path / "results"),
-            "COLUMNS": "200"}
-    serve = subprocess.Popen([sys.executable, "-m", "granary_flows.cli", "serve", "--port", str(port)], cwd=ROOT,
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env |= {
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "GRANARY_RESULTS_URI": str(tmp_path / "results"),
+        "COLUMNS": "200",
+    }
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "granary_flows.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         output = _read_until(serve, "waiting for runs", timeout=90)
         assert f"UI: http://127.0.0.1:{port}" in output
@@ -102,8 +121,9 @@ def test_serve_starts_its_own_server_reaps_orphans_runs_and_stops_on_sigint(dock
         assert docker_runtime.client.containers.list(all=True, filters={"id": orphan.id}) == []
         api = f"http://127.0.0.1:{port}/api"
         deployment = httpx.get(f"{api}/deployments/name/hello/hello").json()
-        flow_run = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run",
-                              json={"parameters": {"name": "served"}}).json()
+        flow_run = httpx.post(
+            f"{api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": {"name": "served"}}
+        ).json()
         deadline = time.monotonic() + 60
         while httpx.get(f"{api}/flow_runs/{flow_run['id']}").json()["state"]["type"] != "COMPLETED":
             assert time.monotonic() < deadline
@@ -116,7 +136,9 @@ def test_serve_starts_its_own_server_reaps_orphans_runs_and_stops_on_sigint(dock
     finally:
         if serve.poll() is None:
             serve.kill()
-        orphan.remove(force=True) if docker_runtime.client.containers.list(all=True, filters={"id": orphan.id}) else None
+        orphan.remove(force=True) if docker_runtime.client.containers.list(
+            all=True, filters={"id": orphan.id}
+        ) else None
 
 
 def _read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:

@@ -24,16 +24,21 @@ def test_every_example_task_loads_with_its_runtime_and_policies():
 
 
 def test_a_granary_task_document_becomes_a_batch_task(tmp_path):
-    path = write(tmp_path, '{"name": "water", "jobDefinition": "water:2", "jobQueue": "gpu-spot",'
-                           ' "validator": {"schema": {"type": "object", "properties": {"scene": {"type": "string"}}}}}',
-                 "water.json")
+    path = write(
+        tmp_path,
+        '{"name": "water", "jobDefinition": "water:2", "jobQueue": "gpu-spot",'
+        ' "validator": {"schema": {"type": "object", "properties": {"scene": {"type": "string"}}}}}',
+        "water.json",
+    )
     task = load_definition(path)
     assert task.runtime_kind == "batch"
     assert task.runtime.batch.jobDefinition == "water:2" and task.runtime.batch.jobQueue == "gpu-spot"
 
 
 def test_a_broken_file_names_each_field_at_fault_with_its_line(tmp_path):
-    path = write(tmp_path, "name: Bad_Name\nvalidator:\n  schema: {type: object}\nruntime:\n  docker: {image: x}\ntimout: 3\n")
+    path = write(
+        tmp_path, "name: Bad_Name\nvalidator:\n  schema: {type: object}\nruntime:\n  docker: {image: x}\ntimout: 3\n"
+    )
     with pytest.raises(DefinitionError) as caught:
         load_definition(path)
     assert str(path) in str(caught.value)
@@ -42,8 +47,11 @@ def test_a_broken_file_names_each_field_at_fault_with_its_line(tmp_path):
 
 
 def test_a_schema_that_is_not_a_valid_json_schema_is_refused_with_its_path(tmp_path):
-    path = write(tmp_path, "name: t\nvalidator:\n  schema:\n    type: object\n    properties:\n"
-                           "      a: {type: strin}\nruntime:\n  docker: {image: x}\n")
+    path = write(
+        tmp_path,
+        "name: t\nvalidator:\n  schema:\n    type: object\n    properties:\n"
+        "      a: {type: strin}\nruntime:\n  docker: {image: x}\n",
+    )
     with pytest.raises(DefinitionError) as caught:
         load_definition(path)
     assert caught.value.problems[0].startswith("validator.schema.properties.a.type (line 6): not a valid JSON Schema")
@@ -51,9 +59,11 @@ def test_a_schema_that_is_not_a_valid_json_schema_is_refused_with_its_path(tmp_p
 
 def test_the_schema_is_checked_against_its_own_draft(tmp_path):
     # exclusiveMinimum is a boolean in draft-04 and a number in draft-07
-    draft04 = ("name: t\nvalidator:\n  schema:\n    $schema: 'http://json-schema.org/draft-04/schema#'\n"
-               "    type: object\n    properties:\n      a: {type: number, minimum: 0, exclusiveMinimum: true}\n"
-               "runtime:\n  docker: {image: x}\n")
+    draft04 = (
+        "name: t\nvalidator:\n  schema:\n    $schema: 'http://json-schema.org/draft-04/schema#'\n"
+        "    type: object\n    properties:\n      a: {type: number, minimum: 0, exclusiveMinimum: true}\n"
+        "runtime:\n  docker: {image: x}\n"
+    )
     assert load_definition(write(tmp_path, draft04)).name == "t"
     with pytest.raises(DefinitionError, match="exclusiveMinimum"):
         load_definition(write(tmp_path, draft04.replace("draft-04", "draft-07")))
@@ -65,16 +75,22 @@ def test_yaml_syntax_errors_name_the_line(tmp_path):
 
 
 def test_argument_names_must_be_usable_as_parameters(tmp_path):
-    path = write(tmp_path, "name: t\nvalidator:\n  schema:\n    type: object\n    properties:\n"
-                           "      band-name: {type: string}\nruntime:\n  docker: {image: x}\n")
+    path = write(
+        tmp_path,
+        "name: t\nvalidator:\n  schema:\n    type: object\n    properties:\n"
+        "      band-name: {type: string}\nruntime:\n  docker: {image: x}\n",
+    )
     with pytest.raises(DefinitionError, match="band-name"):
         load_definition(path)
 
 
 def test_schedule_parameters_are_validated_against_the_task_schema(tmp_path):
-    path = write(tmp_path, "name: t\nvalidator:\n  schema:\n    type: object\n    required: [n]\n    properties:\n"
-                           "      n: {type: integer}\nruntime:\n  docker: {image: x}\n"
-                           "schedules:\n  - cron: '0 6 * * *'\n    parameters: {n: many}\n")
+    path = write(
+        tmp_path,
+        "name: t\nvalidator:\n  schema:\n    type: object\n    required: [n]\n    properties:\n"
+        "      n: {type: integer}\nruntime:\n  docker: {image: x}\n"
+        "schedules:\n  - cron: '0 6 * * *'\n    parameters: {n: many}\n",
+    )
     with pytest.raises(DefinitionError) as caught:
         load_definition(path)
     assert caught.value.problems == ["schedules.0.parameters (line 12): $.n: 'many' is not of type 'integer'"]

@@ -43,18 +43,37 @@ def test_the_form_schema_is_stored_as_the_ui_needs_it(client, runner):
     deployment = client.read_deployment_by_name("ndvi/ndvi")
     schema = deployment.parameter_openapi_schema
     assert [schema["properties"][n]["title"] for n in ("redBand", "nirBand", "tiffLocation", "outputName")] == [
-        "Red band", "Near-infrared band", "GeoTIFF", "Output file name"]
-    assert [schema["properties"][n]["position"] for n in ("redBand", "nirBand", "tiffLocation", "outputName")] == [0, 1, 2, 3]
+        "Red band",
+        "Near-infrared band",
+        "GeoTIFF",
+        "Output file name",
+    ]
+    assert [schema["properties"][n]["position"] for n in ("redBand", "nirBand", "tiffLocation", "outputName")] == [
+        0,
+        1,
+        2,
+        3,
+    ]
     assert schema["properties"]["outputName"]["default"] == "ndvi.tif"
     assert deployment.enforce_parameter_schema and deployment.version == "1.0.0"
 
 
 def test_registering_an_edited_task_updates_its_deployment_in_place(client, prefect_server, tmp_path):
     first = register(client, load_definition(task_file(tmp_path, "edited")))
-    second = register(client, load_definition(task_file(
-        tmp_path, "edited", description="second", version="1.1.0", tags="[b, c]",
-        extra="times: {type: integer, title: Times}",
-        schedules="[{cron: '0 6 * * *', timezone: UTC, parameters: {name: dawn}}]")))
+    second = register(
+        client,
+        load_definition(
+            task_file(
+                tmp_path,
+                "edited",
+                description="second",
+                version="1.1.0",
+                tags="[b, c]",
+                extra="times: {type: integer, title: Times}",
+                schedules="[{cron: '0 6 * * *', timezone: UTC, parameters: {name: dawn}}]",
+            )
+        ),
+    )
     assert first == second
     deployment = client.read_deployment(second)
     assert deployment.description == "second" and deployment.version == "1.1.0" and deployment.tags == ["b", "c"]
@@ -70,7 +89,11 @@ def test_registering_an_edited_task_updates_its_deployment_in_place(client, pref
 def test_prefect_deployment_run_takes_flat_parameters(client, runner):
     result = subprocess.run(
         [sys.executable, "-m", "prefect", "deployment", "run", "hello/hello", "-p", "name=Grace", "-p", "times=2"],
-        capture_output=True, text=True, env=os.environ, timeout=120,
+        check=False,
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", result.stdout).group(1)
@@ -91,7 +114,11 @@ def test_granary_deploy_targets_a_work_pool_that_prefects_own_worker_runs(client
     flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={"name": "pool"})
     worker = subprocess.run(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", "granary-test-pool", "--run-once"],
-        capture_output=True, text=True, timeout=180, cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
         env=os.environ | {"GRANARY_DEPLOYMENTS": str(tmp_path)},
     )
     final = wait_final(client, flow_run.id, timeout=120)

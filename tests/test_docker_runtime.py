@@ -14,6 +14,19 @@ from granary_flows.errors import RuntimeUnavailable
 from granary_flows.runtimes.base import Attempt
 
 
+def bare_attempt(task: TaskDefinition, execution_id: str, tmp_path: Path) -> Attempt:
+    """An attempt with no arguments, straight to the runtime (no flow run around it)."""
+    (tmp_path / "out").mkdir()
+    return Attempt(
+        execution_id=execution_id,
+        attempt=1,
+        task=task,
+        arguments={},
+        environment={"GRANARY_ARGUMENTS": "{}"},
+        output_dir=tmp_path / "out",
+    )
+
+
 def outputs(document) -> dict[str, str]:
     return {a["title"]: Path(urlparse(a["href"]).path).read_text() for a in document["results"]}
 
@@ -70,16 +83,21 @@ def test_an_unreadable_input_fails_before_any_container(client, runner, tmp_path
 
 
 def test_log_lines_reach_the_caller_while_the_container_still_runs(docker_runtime, tmp_path):
-    task = TaskDefinition.model_validate({
-        "name": "talker", "validator": {"schema": {"type": "object"}}, "resources": {"memory": 32},
-        "runtime": {"docker": {"image": "granary/hello:1", "command": ["/bin/sh", "-c", "echo first; sleep 2; echo second"]}},
-    })
-    (tmp_path / "out").mkdir()
+    task = TaskDefinition.model_validate(
+        {
+            "name": "talker",
+            "validator": {"schema": {"type": "object"}},
+            "resources": {"memory": 32},
+            "runtime": {
+                "docker": {"image": "granary/hello:1", "command": ["/bin/sh", "-c", "echo first; sleep 2; echo second"]}
+            },
+        }
+    )
     seen: list[tuple[str, float]] = []
     started = time.monotonic()
-    attempt = Attempt(execution_id="live-logs-test", attempt=1, task=task, arguments={},
-                      environment={"GRANARY_ARGUMENTS": "{}"}, output_dir=tmp_path / "out")
-    outcome = docker_runtime.run(attempt, lambda line: seen.append((line, time.monotonic() - started)))
+    outcome = docker_runtime.run(
+        bare_attempt(task, "live-logs-test", tmp_path), lambda line: seen.append((line, time.monotonic() - started))
+    )
     assert [line for line, _ in seen] == ["first", "second"]
     assert seen[0][1] < seen[1][1] - 1.5  # "first" arrived before the container slept
     assert outcome.exit_code == 0 and outcome.last_stdout_line == "second"
@@ -87,13 +105,15 @@ def test_log_lines_reach_the_caller_while_the_container_still_runs(docker_runtim
 
 
 def test_a_missing_image_is_refused_before_anything_runs(docker_runtime, tmp_path):
-    task = TaskDefinition.model_validate({"name": "ghost", "validator": {"schema": {"type": "object"}},
-                                          "runtime": {"docker": {"image": "granary/ghost:0"}}})
-    (tmp_path / "out").mkdir()
-    attempt = Attempt(execution_id="ghost", attempt=1, task=task, arguments={},
-                      environment={"GRANARY_ARGUMENTS": "{}"}, output_dir=tmp_path / "out")
+    task = TaskDefinition.model_validate(
+        {
+            "name": "ghost",
+            "validator": {"schema": {"type": "object"}},
+            "runtime": {"docker": {"image": "granary/ghost:0"}},
+        }
+    )
     with pytest.raises(RuntimeUnavailable, match="granary/ghost:0"):
-        docker_runtime.run(attempt, print)
+        docker_runtime.run(bare_attempt(task, "ghost", tmp_path), print)
 
 
 @pytest.fixture(scope="module")

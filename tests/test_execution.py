@@ -6,10 +6,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from prefect.exceptions import PrefectHTTPStatusError
 from conftest import SAMPLE_TIFF, artifacts_of, containers_of, execute, logs_of, start, wait_final
 from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
 from prefect.client.schemas.sorting import TaskRunSort
+from prefect.exceptions import PrefectHTTPStatusError
 
 
 def stored_files(results_root: Path, task: str, flow_run_id) -> list[str]:
@@ -38,8 +38,11 @@ def test_hello_runs_end_to_end_with_results_artifacts_and_logs(client, runner, r
     progress = next(a for a in artifacts_of(client, flow_run.id) if a.type == "progress")
     assert progress.data == 100
     logs = logs_of(client, flow_run.id)
-    assert [line for line in logs if line.startswith("Hello")] == ["Hello, Ada! (1/3)", "Hello, Ada! (2/3)",
-                                                                   "Hello, Ada! (3/3)"]
+    assert [line for line in logs if line.startswith("Hello")] == [
+        "Hello, Ada! (1/3)",
+        "Hello, Ada! (2/3)",
+        "Hello, Ada! (3/3)",
+    ]
 
 
 def test_ndvi_computes_a_geotiff_and_its_footprint_from_a_real_scene(client, runner):
@@ -88,7 +91,10 @@ def test_a_transient_failure_is_retried_and_leaves_only_the_last_attempts_output
     assert stored_files(results_root, "flaky", flow_run.id) == ["attempt-3.txt", "granary-execution.json"]
     [task_run] = client.read_task_runs(
         task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run.id])),
-        sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=10, offset=0)
+        sort=TaskRunSort.EXPECTED_START_TIME_DESC,
+        limit=10,
+        offset=0,
+    )
     assert task_run.run_count == 3
     assert any("attempt 3 of 4" in line for line in logs_of(client, flow_run.id))
 
@@ -156,11 +162,15 @@ def test_cancelling_a_run_stops_its_container_and_ends_cancelled(client, runner,
 
     flow_run = start(client, "sleeper", duration=2.5)  # under the 3 s timeout, long enough to cancel
     deadline = time.monotonic() + 30
-    while not (client.read_flow_run(flow_run.id).state.is_running() and docker_runtime.client.containers.list(
-            filters={"label": f"granary.execution-id={flow_run.id}"})):
+    while not (
+        client.read_flow_run(flow_run.id).state.is_running()
+        and docker_runtime.client.containers.list(filters={"label": f"granary.execution-id={flow_run.id}"})
+    ):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     client.set_flow_run_state(flow_run.id, Cancelling())
     final = wait_final(client, flow_run.id, timeout=20)
     assert final.state.is_cancelled(), final.state
-    assert docker_runtime.client.containers.list(all=True, filters={"label": f"granary.execution-id={flow_run.id}"}) == []
+    assert (
+        docker_runtime.client.containers.list(all=True, filters={"label": f"granary.execution-id={flow_run.id}"}) == []
+    )

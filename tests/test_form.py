@@ -15,7 +15,9 @@ def test_every_field_has_a_title_and_keeps_the_task_order():
     form = parameter_schema(load_definition(ROOT / "deployments" / "ndvi.yaml").arguments_schema)
     assert form["title"] == "Parameters"
     assert [(name, spec["position"], spec["title"]) for name, spec in form["properties"].items()] == [
-        ("redBand", 0, "Red band"), ("nirBand", 1, "Near-infrared band"), ("tiffLocation", 2, "GeoTIFF"),
+        ("redBand", 0, "Red band"),
+        ("nirBand", 1, "Near-infrared band"),
+        ("tiffLocation", 2, "GeoTIFF"),
         ("outputName", 3, "Output file name"),
     ]
     assert form["properties"]["outputName"]["default"] == "ndvi.tif"

@@ -11,15 +11,27 @@ from prefect.client.schemas.sorting import FlowRunSort
 FIELDS = ["Red band", "Near-infrared band", "GeoTIFF", "Output file name (Optional)"]
 
 
-def test_the_ndvi_run_form_shows_the_task_arguments_and_accepts_only_valid_runs(client, runner, prefect_server, tmp_path):
+def test_the_ndvi_run_form_shows_the_task_arguments_and_accepts_only_valid_runs(
+    client, runner, prefect_server, tmp_path
+):
     deployment = client.read_deployment_by_name("ndvi/ndvi")
     valid = {"Red band": 3, "Near-infrared band": 4, "GeoTIFF": SAMPLE_TIFF.as_uri()}
     invalid = {"Red band": 0, "Near-infrared band": 4, "GeoTIFF": SAMPLE_TIFF.as_uri()}
     started = time.time()
     driven = subprocess.run(
-        ["node", str(ROOT / "tests" / "ui" / "run_form.mjs"), prefect_server.removesuffix("/api"), str(deployment.id),
-         str(tmp_path), json.dumps(valid), json.dumps(invalid)],
-        capture_output=True, text=True, timeout=240,
+        [
+            "node",
+            str(ROOT / "tests" / "ui" / "run_form.mjs"),
+            prefect_server.removesuffix("/api"),
+            str(deployment.id),
+            str(tmp_path),
+            json.dumps(valid),
+            json.dumps(invalid),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert driven.returncode == 0, driven.stderr
     report = json.loads(driven.stdout)
@@ -33,8 +45,12 @@ def test_the_ndvi_run_form_shows_the_task_arguments_and_accepts_only_valid_runs(
     assert "0 is less than the minimum of 1" in report["v1"]["invalidText"]
     assert report["v2"]["invalidMessages"]["Red band"] == "Value must be greater than or equal to 1."
 
-    runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
-                                 sort=FlowRunSort.ID_DESC, limit=200, offset=0)
+    runs = client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+        sort=FlowRunSort.ID_DESC,
+        limit=200,
+        offset=0,
+    )
     from_form = [r for r in runs if r.created.timestamp() >= started - 1]
     assert sorted(r.parameters["redBand"] for r in from_form) == [3, 3]  # one per UI, none with the invalid 0
     for flow_run in from_form:

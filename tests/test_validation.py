@@ -19,8 +19,9 @@ SCHEMA = {
 
 
 def test_every_violation_is_reported_with_its_json_path():
-    found = violations(SCHEMA, {"redBand": 0, "tiffLocation": "not a uri", "when": "yesterday",
-                                "tiles": ["33TWN", "bad"]})
+    found = violations(
+        SCHEMA, {"redBand": 0, "tiffLocation": "not a uri", "when": "yesterday", "tiles": ["33TWN", "bad"]}
+    )
     assert found == [
         "$.redBand: 0 is less than the minimum of 1",
         "$.tiffLocation: 'not a uri' is not a 'uri'",
@@ -34,8 +35,11 @@ def test_a_missing_required_argument_is_named():
 
 
 def test_the_draft_comes_from_the_schema():
-    draft04 = {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object",
-               "properties": {"n": {"type": "number", "maximum": 5, "exclusiveMaximum": True}}}
+    draft04 = {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "type": "object",
+        "properties": {"n": {"type": "number", "maximum": 5, "exclusiveMaximum": True}},
+    }
     assert violations(draft04, {"n": 5}) == ["$.n: 5 is greater than or equal to the maximum of 5"]
     draft07_dependencies = {"type": "object", "dependencies": {"a": ["b"]}}
     assert violations(draft07_dependencies, {"a": 1}) == ["$: 'b' is a dependency of 'a'"]
@@ -51,6 +55,8 @@ def test_prepared_arguments_drop_empty_optionals_and_fill_defaults_without_chang
 def test_invalid_arguments_raise_with_every_violation():
     with pytest.raises(ArgumentsInvalid) as caught:
         prepare_arguments("ndvi", SCHEMA, {"redBand": "three"})
-    assert caught.value.violations == ["$: 'tiffLocation' is a required property",
-                                       "$.redBand: 'three' is not of type 'integer'"]
+    assert caught.value.violations == [
+        "$: 'tiffLocation' is a required property",
+        "$.redBand: 'three' is not of type 'integer'",
+    ]
     assert "invalid arguments for task 'ndvi'" in str(caught.value)

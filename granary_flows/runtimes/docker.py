@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -78,7 +79,9 @@ class DockerRuntime(Runtime):
         try:
             container = self.client.containers.create(**self._container_options(attempt, arguments_file))
         except ImageNotFound as err:
-            raise RuntimeUnavailable(f"image {spec.image!r} is not on this Docker engine: build or pull it first") from err
+            raise RuntimeUnavailable(
+                f"image {spec.image!r} is not on this Docker engine: build or pull it first"
+            ) from err
         except APIError as err:
             raise RuntimeUnavailable(f"Docker refused to create the container: {err.explanation or err}") from err
         started = time.monotonic()
@@ -186,10 +189,8 @@ class DockerRuntime(Runtime):
 
     @staticmethod
     def _kill(container: Any) -> None:
-        try:
+        with contextlib.suppress(NotFound, APIError):
             container.kill()
-        except (NotFound, APIError):
-            pass
 
     @staticmethod
     def _remove(container: Any) -> None:
