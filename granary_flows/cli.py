@@ -63,7 +63,10 @@ def serve(
     results: str | None = typer.Option(
         None, help="Results root (default: $GRANARY_RESULTS_URI or ~/.granary/results)."
     ),
-    port: int = typer.Option(4200, help="Port of the local Prefect server started when PREFECT_API_URL is unset."),
+    port: int | None = typer.Option(
+        None,
+        help="Port of the local Prefect server started when PREFECT_API_URL is unset ($GRANARY_LOCAL_PORT or 4200).",
+    ),
 ) -> None:
     """Register every task under deployments/ and execute their runs in this process until interrupted."""
     from prefect.client.orchestration import get_client
@@ -72,7 +75,7 @@ def serve(
     from granary_flows.flows import build_flow
     from granary_flows.runner import InProcessRunner, new_runner_id, reap_orphans
     from granary_flows.runtimes.docker import DockerRuntime, docker_client
-    from granary_flows.server import configured_api_url, local_server
+    from granary_flows.server import configured_api_url, local_port, local_server
     from granary_flows.store import ResultsStore
 
     definitions = _definitions_or_exit(deployments)
@@ -85,7 +88,7 @@ def serve(
             api_url = configured_api_url()
             if not api_url:
                 console.print("[dim]PREFECT_API_URL is not set: starting a local Prefect server (SQLite)...[/]")
-                api_url = stack.enter_context(local_server(port=port))
+                api_url = stack.enter_context(local_server(port=port or local_port()))
             os.environ["PREFECT_API_URL"] = api_url  # this process's flow runs talk to that server
             runner_id = new_runner_id()
             flows = {}

@@ -76,7 +76,9 @@ def wait_healthy(api_url: str, process: subprocess.Popen[bytes] | None = None, t
     raise GranaryError(f"the Prefect server at {api_url} was not healthy after {timeout:g} s")
 
 
-DEFAULT_LOCAL_API = "http://127.0.0.1:4200/api"
+def local_port() -> int:
+    """Where `granary serve` starts its local server, and where other commands look for it: `GRANARY_LOCAL_PORT`."""
+    return int(os.environ.get("GRANARY_LOCAL_PORT", "4200"))
 
 
 def is_healthy(api_url: str) -> bool:
@@ -94,7 +96,8 @@ def configured_api_url() -> str | None:
     url = os.environ.get("PREFECT_API_URL")
     if url:
         return url
-    return DEFAULT_LOCAL_API if is_healthy(DEFAULT_LOCAL_API) else None
+    local_api = f"http://127.0.0.1:{local_port()}/api"
+    return local_api if is_healthy(local_api) else None
 
 
 @contextmanager
@@ -110,7 +113,8 @@ def prefect_client() -> Iterator[Any]:
     url = configured_api_url()
     if not url:
         raise GranaryError(
-            "no Prefect server: set PREFECT_API_URL, or start `granary serve`, which starts one on 127.0.0.1:4200"
+            "no Prefect server: set PREFECT_API_URL, or start `granary serve`, "
+            f"which starts one on 127.0.0.1:{local_port()}"
         )
     with temporary_settings(updates={PREFECT_API_URL: url}), get_client(sync_client=True) as client:
         try:

@@ -157,10 +157,17 @@ def test_run_against_a_server_that_does_not_answer_says_so(monkeypatch):
     assert result.exit_code == 1 and "did not answer" in result.output
 
 
-def test_run_without_a_configured_server_says_how_to_get_one(monkeypatch):
-    import granary_flows.server
-
-    monkeypatch.delenv("PREFECT_API_URL")
-    monkeypatch.setattr(granary_flows.server, "DEFAULT_LOCAL_API", f"http://127.0.0.1:{free_port()}/api")
-    result = cli.invoke(app, ["run", "hello", "-p", "name=x", "-d", str(ROOT / "deployments")])
-    assert result.exit_code == 1 and "no Prefect server: set PREFECT_API_URL, or start `granary serve`" in result.output
+def test_run_without_a_configured_server_says_how_to_get_one():
+    # In a process of its own: unsetting PREFECT_API_URL here would send this session's runner to a throwaway server.
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"GRANARY_LOCAL_PORT": str(free_port())}
+    result = subprocess.run(
+        [sys.executable, "-m", "granary_flows.cli", "run", "hello", "-p", "name=x"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "no Prefect server: set PREFECT_API_URL, or start `granary serve`" in result.stderr
