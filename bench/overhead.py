@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -30,9 +31,9 @@ os.environ |= {
 }
 sys.path.insert(0, str(ROOT))
 
-from granary_flows.server import free_port, local_server  # noqa: E402
-
-PORT = free_port()
+with socket.socket() as probe:  # a free port, found before anything imports Prefect and fixes its settings
+    probe.bind(("127.0.0.1", 0))
+    PORT = probe.getsockname()[1]
 os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{PORT}/api"
 
 from prefect import flow  # noqa: E402
@@ -44,6 +45,7 @@ from granary_flows.deployment import register  # noqa: E402
 from granary_flows.flows import build_flow  # noqa: E402
 from granary_flows.runner import InProcessRunner, new_runner_id  # noqa: E402
 from granary_flows.runtimes.docker import DockerRuntime, docker_client  # noqa: E402
+from granary_flows.server import local_server  # noqa: E402
 from granary_flows.store import ResultsStore  # noqa: E402
 
 

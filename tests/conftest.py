@@ -6,6 +6,8 @@ The environment is set before Prefect is imported, so every client in this proce
 from __future__ import annotations
 
 import os
+import socket
+import sys
 import tempfile
 import threading
 import time
@@ -18,9 +20,17 @@ import pytest
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="granary-tests-"))
 ROOT = Path(__file__).resolve().parent.parent
-from granary_flows.server import free_port  # noqa: E402  (imports no Prefect)
 
-PORT = free_port()
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+PORT = _free_port()
+# Prefect fixes its settings when first imported; threads without a settings context of their own fall back to them.
+assert "prefect" not in sys.modules, "Prefect was imported before the test environment was set"
 os.environ |= {
     "PREFECT_HOME": str(SESSION_DIR / "prefect"),
     "PREFECT_API_URL": f"http://127.0.0.1:{PORT}/api",

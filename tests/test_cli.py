@@ -171,3 +171,11 @@ def test_run_without_a_configured_server_says_how_to_get_one():
     )
     assert result.returncode == 1
     assert "no Prefect server: set PREFECT_API_URL, or start `granary serve`" in result.stderr
+
+
+@pytest.mark.unit
+def test_the_package_and_cli_import_without_prefect():
+    # `granary check` stays fast, and Prefect's settings are fixed only once a flow or client is needed.
+    code = "import sys, granary_flows, granary_flows.cli, granary_flows.server; print('prefect' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False"
