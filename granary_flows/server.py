@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -63,17 +63,28 @@ def local_server(
 
 
 def wait_healthy(api_url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> None:
+    wait_until(lambda: is_healthy(api_url), f"the Prefect server at {api_url}", process, timeout)
+
+
+def wait_until(
+    ready: Callable[[], bool], what: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 60
+) -> None:
+    """Wait until `ready()` is true; fail early if `process` exits.
+
+    Raises:
+        GranaryError: naming `what` when it is not ready within `timeout` seconds or its process exited.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise GranaryError(f"the Prefect server exited with code {process.returncode}")
+            raise GranaryError(f"{what} exited with code {process.returncode}")
         try:
-            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+            if ready():
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    raise GranaryError(f"the Prefect server at {api_url} was not healthy after {timeout:g} s")
+    raise GranaryError(f"{what} was not ready after {timeout:g} s")
 
 
 def local_port() -> int:

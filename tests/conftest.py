@@ -29,6 +29,7 @@ def _free_port() -> int:
 
 
 PORT = _free_port()
+MOTO_PORT = _free_port()
 # Prefect fixes its settings when first imported; threads without a settings context of their own fall back to them.
 assert "prefect" not in sys.modules, "Prefect was imported before the test environment was set"
 os.environ |= {
@@ -39,6 +40,11 @@ os.environ |= {
     "GRANARY_RESULTS_URI": str(SESSION_DIR / "results"),
     "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
     "COLUMNS": "250",  # rich wraps at 80 columns otherwise
+    # AWS is moto in server mode on this machine (started by the moto fixture); botocore honours AWS_ENDPOINT_URL.
+    "AWS_ENDPOINT_URL": f"http://127.0.0.1:{MOTO_PORT}",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
 }
 
 from prefect.client.orchestration import SyncPrefectClient, get_client  # noqa: E402
@@ -56,6 +62,27 @@ def prefect_server() -> Iterator[str]:
 
     with local_server(port=PORT, log_file=SESSION_DIR / "prefect-server.log") as api_url:
         yield api_url
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """moto in server mode on 127.0.0.1: the local stand-in for S3 (and, later, Batch and CloudWatch Logs)."""
+    import subprocess
+
+    from granary_flows.server import wait_until
+
+    log = open(SESSION_DIR / "moto.log", "wb")  # noqa: SIM115  (closed below)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(MOTO_PORT)], stdout=log, stderr=log
+    )
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    try:
+        wait_until(lambda: httpx.get(f"{endpoint}/moto-api/", timeout=2).status_code < 500, "moto", process)
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        log.close()
 
 
 @pytest.fixture(scope="session")

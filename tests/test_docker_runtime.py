@@ -7,7 +7,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest import execute
+from conftest import containers_of, execute
 
 from granary_flows.definition import TaskDefinition
 from granary_flows.errors import RuntimeUnavailable
@@ -141,3 +141,27 @@ def test_a_docker_host_block_names_the_engine(prefect_server, docker_runtime):
     DockerHost(base_url="unix:///nonexistent/docker.sock").save("granary-test-nowhere", overwrite=True)
     with pytest.raises(RuntimeUnavailable, match="DockerHost block 'granary-test-nowhere'"):
         docker_client(host_block="granary-test-nowhere")
+
+
+def test_an_s3_input_is_fetched_by_the_runtime(client, runner, moto_server):
+    import boto3
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="granary-inputs")
+    s3.put_object(Bucket="granary-inputs", Key="scenes/tile.txt", Body=b"pixels from s3\n")
+    flow_run = execute(client, "probe", scene="s3://granary-inputs/scenes/tile.txt")
+    assert flow_run.state.is_completed(), flow_run.state.message
+    document = flow_run.state.result()
+    assert outputs(document)["scene-copy.txt"] == "pixels from s3\n"
+    assert document["arguments"]["scene"] == "s3://granary-inputs/scenes/tile.txt"
+
+
+def test_a_missing_s3_object_fails_before_any_container(client, runner, moto_server, docker_runtime):
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="granary-empty")
+    since = time.time()
+    flow_run = execute(client, "probe", scene="s3://granary-empty/absent.tif")
+    assert flow_run.state.is_failed()
+    assert "cannot read input 'scene' from s3://granary-empty/absent.tif" in flow_run.state.message
+    assert containers_of(docker_runtime, flow_run.id, since) == []
