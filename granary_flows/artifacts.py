@@ -22,8 +22,8 @@ def artifact_key(task: str, kind: str) -> str:
     return f"{task}-{kind}".lower().replace("_", "-")
 
 
-def record_results(task: str, assets: list[ResultAsset]) -> None:
-    """A table of the results and a link artifact per asset."""
+def record_results(task: str, assets: list[ResultAsset], stac_item: str | None = None) -> None:
+    """A table of the results, a link artifact per asset, and one to the execution's STAC Item."""
     rows = [
         {
             "title": a.title or "",
@@ -39,6 +39,8 @@ def record_results(task: str, assets: list[ResultAsset]) -> None:
         key=artifact_key(task, "results"),
         description=f"Results of {task}",
     )
+    if stac_item:
+        create_link_artifact(link=stac_item, link_text="STAC Item", description=f"{task}: the execution's STAC Item")
     for asset in assets:
         create_link_artifact(
             link=asset.href, link_text=asset.title or asset.href, description=f"{task}: {asset.title or asset.href}"
@@ -57,11 +59,14 @@ def record_summary(summary: dict[str, Any], log_tail: list[str]) -> None:
         ("duration (s)", "duration"),
         ("failure", "reason"),
         ("results", "results_uri"),
+        ("STAC item", "stac_item"),
     ):
         value = summary.get(key)
         if value is not None and value != "":
             lines.append(f"| {label} | `{value}` |")
     lines += ["", "## Arguments", "```json", json.dumps(summary.get("arguments", {}), indent=2), "```"]
+    if summary.get("warnings"):
+        lines += ["", "## Warnings", *(f"- {warning}" for warning in summary["warnings"])]
     if log_tail:
         lines += ["", "## Last log lines", "```", *log_tail, "```"]
     create_markdown_artifact(

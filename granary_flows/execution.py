@@ -16,12 +16,13 @@ from prefect.runtime import flow_run as current_flow_run
 from prefect.runtime import task_run as current_task_run
 from pydantic import BaseModel
 
-from granary_flows import artifacts
+from granary_flows import artifacts, stac
 from granary_flows.contract import environment, parse_progress
 from granary_flows.definition import TaskDefinition
 from granary_flows.errors import ErrorCategory, ExecutionCancelled, ExecutionFailed
 from granary_flows.results import CollectedResults, ResultAsset, collect
 from granary_flows.runtimes.base import Attempt, AttemptOutcome, Runtime
+from granary_flows.sidecars import read_sidecars
 from granary_flows.staging import stage_inputs, uri_arguments
 from granary_flows.store import EXECUTION_DOCUMENT, ResultsStore
 from granary_flows.validation import prepare_arguments
@@ -48,6 +49,8 @@ class ExecutionDocument(BaseModel):
     attempts: int = 0
     duration: float = 0.0
     reason: str | None = None
+    warnings: list[str] = []
+    stac_item: str | None = None
     started: datetime
     finished: datetime
 
@@ -129,8 +132,13 @@ def run_execution(
         started=started,
         finished=datetime.now(timezone.utc),
     )
-    store.write_json(definition.name, execution_id, EXECUTION_DOCUMENT, document.model_dump(mode="json"))
-    artifacts.record_results(definition.name, document.results)
+    sidecars, document.warnings = read_sidecars(document.results)
+    for warning in document.warnings:
+        logger.warning(warning)
+    item = stac.execution_item(document.model_dump(mode="json"), sidecars)
+    document.stac_item = stac.publish(store, definition.name, definition.title, definition.description, item)
+    store.write_json(f"{definition.name}/{execution_id}/{EXECUTION_DOCUMENT}", document.model_dump(mode="json"))
+    artifacts.record_results(definition.name, document.results, document.stac_item)
     artifacts.record_summary(document.model_dump(mode="json"), outcome.log_tail)
     logger.info("%d result(s) stored under %s", len(document.results), document.results_uri)
     return document.model_dump(mode="json")

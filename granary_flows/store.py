@@ -89,22 +89,28 @@ class ResultsStore:
             raise StorageError(f"uploading outputs to {self.root}/{task}/{execution_id} failed: {err}") from err
         return stored
 
-    def write_json(self, task: str, execution_id: str, name: str, document: Any) -> str:
-        path = f"{self._root_path}/{task}/{execution_id}/{name}"
+    def write_json(self, relative: str, document: Any) -> str:
+        """Write `document` at `<root>/<relative>` and return its URI.
+
+        Raises:
+            StorageError: naming the path.
+        """
+        path = f"{self._root_path}/{relative}"
         try:
-            self.fs.makedirs(f"{self._root_path}/{task}/{execution_id}", exist_ok=True)
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             self.fs.pipe_file(path, json.dumps(document, indent=2, default=str).encode())
         except OSError as err:
             raise StorageError(f"writing {path} failed: {err}") from err
         return self.uri_of(path)
 
-    def read_json(self, task: str, execution_id: str, name: str) -> Any:
-        path = f"{self._root_path}/{task}/{execution_id}/{name}"
-        try:
-            with self.fs.open(path, "rb") as handle:
-                return json.load(handle)
-        except FileNotFoundError as err:
-            raise StorageError(f"no {name} for execution {execution_id} of {task} in {self.root}") from err
+    def read_json(self, relative: str) -> Any:
+        """The JSON document at `<root>/<relative>`.
+
+        Raises:
+            FileNotFoundError: when there is none.
+        """
+        with self.fs.open(f"{self._root_path}/{relative}", "rb") as handle:
+            return json.load(handle)
 
     def size_of(self, uri: str) -> int | None:
         try:

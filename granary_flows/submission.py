@@ -118,4 +118,7 @@ def results_document(client: SyncPrefectClient, execution_id: str, store: Result
         raise GranaryError(
             f"execution {execution_id} of {task} is {state}: it has no results" + (f" ({message})" if message else "")
         )
-    return (store or ResultsStore()).read_json(task, execution_id, EXECUTION_DOCUMENT)
+    try:
+        return (store or ResultsStore()).read_json(f"{task}/{execution_id}/{EXECUTION_DOCUMENT}")
+    except FileNotFoundError as err:
+        raise GranaryError(f"execution {execution_id} of {task} has no results document in the results store") from err

@@ -1,0 +1,143 @@
+"""STAC for results: an Item per successful execution, and a Collection per task that links them all.
+
+Geometry and times come from the outputs' side-cars; the Item carries the task, version, arguments and execution id
+(with the processing extension), and one asset per result. Everything is validated offline with stac-pydantic
+(pystac's own validator fetches schemas from the web).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import pystac
+from shapely.geometry import mapping, shape
+from shapely.ops import unary_union
+from stac_pydantic import Collection as CollectionModel
+from stac_pydantic import Item as ItemModel
+
+from granary_flows.sidecars import Sidecar
+from granary_flows.store import ResultsStore
+
+PROCESSING_EXTENSION = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
+ITEM_FILE = "item.json"
+COLLECTION_FILE = "collection.json"
+WHOLE_WORLD = (-180.0, -90.0, 180.0, 90.0)
+_collection_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
+def execution_item(document: dict[str, Any], sidecars: list[Sidecar]) -> pystac.Item:
+    """The STAC Item of a successful execution.
+
+    Args:
+        document: the execution's results document (`ExecutionDocument` as JSON).
+        sidecars: the valid side-cars among its results.
+    """
+    geometries = [shape(s.geometry) for s in sidecars if s.geometry]
+    footprint = unary_union(geometries) if geometries else None
+    starts = [s.start for s in sidecars if s.start]
+    ends = [s.end for s in sidecars if s.end]
+    start, end = (min(starts), max(ends or starts)) if starts else (None, None)
+    # One moment when the side-cars give one (or none: then when the execution finished), else their range.
+    moment = datetime.fromisoformat(document["finished"]) if start is None else (start if start == end else None)
+    properties = {
+        "granary:task": document["task"],
+        "granary:version": document["version"],
+        "granary:execution_id": document["execution_id"],
+        "granary:arguments": document["arguments"],
+        "processing:software": {document["task"]: document["version"]},
+        "processing:datetime": document["finished"],
+    }
+    item = pystac.Item(
+        id=document["execution_id"],
+        geometry=mapping(footprint) if footprint is not None else None,
+        bbox=list(footprint.bounds) if footprint is not None else None,
+        datetime=moment,
+        start_datetime=None if moment else start,
+        end_datetime=None if moment else end,
+        properties=properties,
+        stac_extensions=[PROCESSING_EXTENSION],
+        collection=document["task"],
+    )
+    keys: set[str] = set()
+    for result in document["results"]:
+        key = _unique_key(result.get("title") or result["href"].rsplit("/", 1)[-1], keys)
+        item.add_asset(
+            key,
+            pystac.Asset(
+                href=result["href"],
+                title=result.get("title"),
+                description=result.get("description"),
+                media_type=result.get("type"),
+                roles=result.get("roles"),
+            ),
+        )
+    return item
+
+
+def publish(store: ResultsStore, task: str, title: str | None, description: str | None, item: pystac.Item) -> str:
+    """Write the Item beside the execution's outputs and add it to the task's Collection.
+
+    Returns:
+        The Item's URI.
+    """
+    item.add_link(pystac.Link(rel="collection", target=f"../{COLLECTION_FILE}", media_type=pystac.MediaType.JSON))
+    item.add_link(pystac.Link(rel="parent", target=f"../{COLLECTION_FILE}", media_type=pystac.MediaType.JSON))
+    item_document = item.to_dict(include_self_link=False, transform_hrefs=False)
+    ItemModel.model_validate(item_document)
+    item_uri = store.write_json(f"{task}/{item.id}/{ITEM_FILE}", item_document)
+    # One writer per task at a time in this process; another process may race, and the next execution mends it.
+    with _collection_locks[task]:
+        collection = _load_collection(store, task, title, description)
+        target = f"./{item.id}/{ITEM_FILE}"
+        item_links = [link for link in collection.links if link.rel == "item"]
+        if not any(link.target == target for link in item_links):
+            collection.add_link(pystac.Link(rel="item", target=target, media_type=pystac.MediaType.GEOJSON))
+        _extend(collection.extent, item, first=not any(link.target != target for link in item_links))
+        collection_document = collection.to_dict(include_self_link=False, transform_hrefs=False)
+        CollectionModel.model_validate(collection_document)
+        store.write_json(f"{task}/{COLLECTION_FILE}", collection_document)
+    return item_uri
+
+
+def _load_collection(store: ResultsStore, task: str, title: str | None, description: str | None) -> pystac.Collection:
+    try:
+        return pystac.Collection.from_dict(store.read_json(f"{task}/{COLLECTION_FILE}"), preserve_dict=False)
+    except FileNotFoundError:
+        return pystac.Collection(
+            id=task,
+            title=title,
+            description=description or f"Results of the {task} task",
+            extent=pystac.Extent(
+                pystac.SpatialExtent([list(WHOLE_WORLD)]),
+                pystac.TemporalExtent([[None, None]]),  # type: ignore[arg-type]
+            ),
+            license="other",
+        )
+
+
+def _extend(extent: pystac.Extent, item: pystac.Item, first: bool) -> None:
+    """Grow the collection's extent to cover the item; the first item replaces the initial whole-world box."""
+    if item.bbox:
+        old = extent.spatial.bboxes[0]
+        grown = [
+            min(old[0], item.bbox[0]),
+            min(old[1], item.bbox[1]),
+            max(old[2], item.bbox[2]),
+            max(old[3], item.bbox[3]),
+        ]
+        extent.spatial.bboxes = [list(item.bbox) if first else grown]
+    start = item.common_metadata.start_datetime or item.datetime
+    end = item.common_metadata.end_datetime or item.datetime
+    low, high = extent.temporal.intervals[0]
+    extent.temporal.intervals = [[min(filter(None, (low, start))), max(filter(None, (high, end)))]]
+
+
+def _unique_key(name: str, taken: set[str]) -> str:
+    key, n = name, 2
+    while key in taken:
+        key, n = f"{name}-{n}", n + 1
+    taken.add(key)
+    return key

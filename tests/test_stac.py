@@ -1,0 +1,68 @@
+"""STAC Items and Collections for results, and the side-cars they are built from: real executions, offline checks."""
+
+import json
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pystac
+from conftest import SAMPLE_TIFF, artifacts_of, execute
+from stac_pydantic import Collection as CollectionModel
+from stac_pydantic import Item as ItemModel
+
+
+def local(href: str) -> Path:
+    return Path(urlparse(href).path)
+
+
+def test_an_ndvi_execution_has_a_stac_item_with_the_geotiffs_real_footprint(client, runner):
+    flow_run = execute(client, "ndvi", redBand=3, nirBand=4, tiffLocation=SAMPLE_TIFF.as_uri())
+    document = flow_run.state.result()
+    item = json.loads(local(document["stac_item"]).read_text())
+    ItemModel.model_validate(item)
+    west, south, east, north = item["bbox"]
+    # the sample is 64 x 10 m pixels from 500000 E / 4650000 N in UTM 33N: 15.0 E, 42.0 N and about 640 m across
+    assert (round(west, 4), round(north, 3)) == (15.0, 42.002)
+    assert 0.0075 < east - west < 0.0080 and 0.0055 < north - south < 0.0060
+    assert item["geometry"]["type"] == "Polygon"
+    assert item["properties"]["granary:task"] == "ndvi" and item["properties"]["granary:version"] == "1.0.0"
+    assert item["properties"]["granary:arguments"]["redBand"] == 3
+    assert item["properties"]["processing:software"] == {"ndvi": "1.0.0"}
+    assert item["assets"]["ndvi"]["type"] == "image/tiff; application=geotiff"
+    assert item["assets"]["ndvi"]["roles"] == ["data"]
+    assert item["collection"] == "ndvi"
+    links = [a for a in artifacts_of(client, flow_run.id) if a.type == "markdown" and "STAC Item" in str(a.data)]
+    assert links, "the Item is linked from the execution's artifacts"
+
+
+def test_the_item_footprint_and_times_are_the_union_of_the_side_cars_and_a_broken_one_is_a_warning(client, runner):
+    flow_run = execute(client, "footprints")
+    assert flow_run.state.is_completed(), flow_run.state.message
+    document = flow_run.state.result()
+    assert len(document["warnings"]) == 1 and "broken.txt.metadata.json" in document["warnings"][0]
+    assert "broken.txt" in {r["title"] for r in document["results"]}  # the output is kept all the same
+    item = pystac.Item.from_dict(json.loads(local(document["stac_item"]).read_text()))
+    assert item.bbox == [0.0, 0.0, 2.0, 1.0]
+    assert item.geometry["type"] == "Polygon"  # the two adjacent squares merge into one
+    assert item.datetime is None
+    assert item.common_metadata.start_datetime.isoformat() == "2020-01-01T00:00:00+00:00"
+    assert item.common_metadata.end_datetime.isoformat() == "2020-01-05T00:00:00+00:00"
+
+
+def test_an_execution_without_side_cars_still_has_an_item_dated_when_it_finished(client, runner):
+    document = execute(client, "hello", name="stac").state.result()
+    item = json.loads(local(document["stac_item"]).read_text())
+    ItemModel.model_validate(item)
+    assert item["geometry"] is None and "bbox" not in item
+    assert item["properties"]["datetime"].startswith(document["finished"][:19])
+
+
+def test_the_task_collection_links_every_item_so_pystac_can_walk_all_results(client, runner, results_root):
+    ids = [str(execute(client, "footprints").id) for _ in range(2)]
+    path = results_root / "footprints" / "collection.json"
+    CollectionModel.model_validate(json.loads(path.read_text()))
+    collection = pystac.Collection.from_file(str(path))
+    walked = {item.id for item in collection.get_items()}
+    assert set(ids) <= walked
+    assert collection.extent.spatial.bboxes == [[0.0, 0.0, 2.0, 1.0]]
+    [[start, end]] = collection.extent.temporal.intervals
+    assert start.isoformat() == "2020-01-01T00:00:00+00:00" and end.isoformat() == "2020-01-05T00:00:00+00:00"
