@@ -190,6 +190,42 @@ def results(execution_id: str = typer.Argument(..., help="The execution (flow ru
     print(json.dumps(document, indent=2))
 
 
+@app.command("import-seed")
+def import_seed(
+    image: str = typer.Argument(
+        ..., help="A local image whose com.ngageoint.seed.manifest label holds a Seed manifest."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Task file to write (default: deployments/<name>.yaml)."
+    ),
+) -> None:
+    """Write a task file for a Seed-packaged image, after checking its manifest against the Seed schema."""
+    import yaml
+
+    from granary_flows import seed
+    from granary_flows.runtimes.docker import docker_client
+
+    try:
+        labels = docker_client().images.get(image).labels or {}
+    except GranaryError as err:
+        raise fail(str(err)) from err
+    except Exception as err:  # docker's ImageNotFound and API errors
+        raise fail(f"cannot read image {image!r}: {err}") from err
+    try:
+        document = seed.manifest_from_label(labels, image)
+        manifest = seed.parse_manifest(document, image)
+    except GranaryError as err:
+        raise fail(str(err)) from err
+    target = output or DEPLOYMENTS / f"{manifest.job.name.lower()}.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"# Seed job {manifest.job.name} {manifest.job.jobVersion}, imported from {image} by granary import-seed.\n"
+        "# Fill in mounts (host paths), settings (values) and secrets (Prefect Secret block names) as needed.\n"
+    )
+    target.write_text(header + yaml.safe_dump(seed.deployment_document(document, image), sort_keys=False))
+    console.print(f"[green]wrote[/] {target} [dim]({manifest.job.name} {manifest.job.jobVersion})[/]", highlight=False)
+
+
 def _definitions_or_exit(deployments: Path) -> list[Any]:
     definitions, errors = load_definitions([deployments])
     for error in errors:

@@ -7,6 +7,7 @@ where the file has one, the line.
 
 from __future__ import annotations
 
+import json
 import keyword
 import re
 from pathlib import Path
@@ -18,10 +19,11 @@ from jsonschema.validators import validator_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from granary_flows.errors import DefinitionError, ErrorCategory, UnknownTask
+from granary_flows.seed import SeedInterface, is_manifest, parse_manifest, task_document
 
 DRAFT_07 = "http://json-schema.org/draft-07/schema#"
 TASK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
+DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")  # seed.manifest.json included
 
 
 class _Loader(yaml.SafeLoader):
@@ -83,6 +85,7 @@ class Resources(_Model):
     cpus: float = Field(default=1.0, gt=0)
     memory: int = Field(default=512, ge=6, description="MiB")
     gpus: int = Field(default=0, ge=0)
+    sharedMemory: int | None = Field(default=None, ge=1, description="MiB of /dev/shm")
 
 
 class RetryPolicy(_Model):
@@ -155,6 +158,7 @@ class TaskDefinition(_Model):
     outputs: Outputs = Field(default_factory=Outputs)
     schedules: list[ScheduleSpec] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
+    seed: SeedInterface | None = Field(default=None, description="Seed's execution semantics, for Seed tasks.")
     source: str | None = Field(default=None, exclude=True, description="The file it was read from.")
 
     @property
@@ -191,6 +195,22 @@ def is_granary_document(document: dict[str, Any]) -> bool:
     return "jobDefinition" in document and "runtime" not in document
 
 
+def is_seed_deployment(document: dict[str, Any]) -> bool:
+    """A task file that deploys a Seed manifest: `seed: {manifest, image, mounts, settings, secrets}`."""
+    return set(document) == {"seed"} and isinstance(document["seed"], dict) and "manifest" in document["seed"]
+
+
+def _seed_manifest(deployment: dict[str, Any], path: Path) -> Any:
+    manifest = deployment["manifest"]
+    if isinstance(manifest, str):
+        manifest_path = path.parent / manifest
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as err:
+            raise DefinitionError(str(path), [f"seed.manifest: cannot read {manifest_path}: {err}"]) from err
+    return parse_manifest(manifest, str(path))
+
+
 def load_definition(path: str | Path) -> TaskDefinition:
     """Read and check one task file.
 
@@ -218,6 +238,15 @@ def load_definition(path: str | Path) -> TaskDefinition:
         raise DefinitionError(str(path), ["the file must hold a mapping (a task definition)"])
     if is_granary_document(document):
         document = from_granary_document(document)
+    elif is_manifest(document):
+        document = task_document(parse_manifest(document, str(path)))
+    elif is_seed_deployment(document):
+        deployment = document["seed"]
+        mounts = {
+            name: str((path.parent / source).resolve()) if source else source
+            for name, source in (deployment.get("mounts") or {}).items()
+        }
+        document = task_document(_seed_manifest(deployment, path), deployment | {"mounts": mounts})
     try:
         definition = TaskDefinition.model_validate(document | {"source": str(path)})
     except ValidationError as err:

@@ -4,6 +4,7 @@ category), store and collect results, report."""
 from __future__ import annotations
 
 import contextvars
+import json
 import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -16,7 +17,7 @@ from prefect.runtime import flow_run as current_flow_run
 from prefect.runtime import task_run as current_task_run
 from pydantic import BaseModel
 
-from granary_flows import artifacts, stac
+from granary_flows import artifacts, seed, stac
 from granary_flows.contract import environment, parse_progress
 from granary_flows.definition import TaskDefinition
 from granary_flows.errors import ErrorCategory, ExecutionCancelled, ExecutionFailed
@@ -49,6 +50,7 @@ class ExecutionDocument(BaseModel):
     attempts: int = 0
     duration: float = 0.0
     reason: str | None = None
+    outputs: dict[str, Any] = {}
     warnings: list[str] = []
     stac_item: str | None = None
     started: datetime
@@ -83,33 +85,44 @@ def run_execution(
     }
     progress = artifacts.ProgressArtifact(definition.name)
     attempts: list[int] = []
+    secrets = seed.resolve_secrets(definition.seed) if definition.seed else {}
+    mask = _masker(list(secrets.values()))
     with tempfile.TemporaryDirectory(prefix=f"granary-{execution_id[:8]}-") as work:
         container_arguments, input_dir = _stage(definition, validated, Path(work))
 
-        def attempt_once() -> tuple[AttemptOutcome, CollectedResults]:
+        def attempt_once() -> tuple[AttemptOutcome, CollectedResults, dict[str, Any]]:
             number = current_task_run.run_count or 1
             attempts.append(number)
             if number > 1:
                 logger.info("attempt %d of %d", number, definition.retries.attempts + 1)
             output_dir = Path(work) / f"attempt-{number}" / "outputs"
             output_dir.mkdir(parents=True)
+            variables = environment(container_arguments, execution_id, definition.name, number)
+            command, volumes = None, {}
+            if definition.seed:
+                variables |= seed.variables(definition.seed, container_arguments, secrets)
+                command = seed.expand_command(definition.seed.command, variables) if definition.seed.command else None
+                volumes = seed.mount_volumes(definition.seed)
             attempt = Attempt(
                 execution_id=execution_id,
                 attempt=number,
                 task=definition,
                 arguments=container_arguments,
-                environment=environment(container_arguments, execution_id, definition.name, number),
+                environment=variables,
                 output_dir=output_dir,
                 input_dir=input_dir,
                 runner_id=runner_id,
+                command=command,
+                volumes=volumes,
             )
-            outcome = runtime.run(attempt, _line_handler(logger, progress))
+            outcome = runtime.run(attempt, _line_handler(logger, progress, mask))
             _raise_for_failure(definition, execution_id, outcome)
             stored = store.put_outputs(output_dir, definition.name, execution_id)
-            return outcome, collect(output_dir, stored, outcome.last_stdout_line, definition.outputs.files)
+            collected = collect(output_dir, stored, outcome.last_stdout_line, definition.outputs.files)
+            return outcome, collected, _seed_outputs(definition, output_dir)
 
         try:
-            outcome, collected = _attempt_task(definition)(attempt_once)
+            outcome, collected, outputs = _attempt_task(definition)(attempt_once)
         except ExecutionFailed as err:
             summary |= {
                 "status": "failed",
@@ -118,13 +131,14 @@ def run_execution(
                 "attempts": len(attempts),
                 "duration": _seconds_since(started),
             }
-            artifacts.record_summary(summary, err.log_tail)
+            artifacts.record_summary(summary, [mask(line) for line in err.log_tail])
             raise
     document = ExecutionDocument(
         **summary,
         status="successful",
         results=collected.assets,
         value=collected.value,
+        outputs=outputs,
         source=collected.source,
         exit_code=outcome.exit_code,
         attempts=len(attempts),
@@ -139,7 +153,7 @@ def run_execution(
     document.stac_item = stac.publish(store, definition.name, definition.title, definition.description, item)
     store.write_json(f"{definition.name}/{execution_id}/{EXECUTION_DOCUMENT}", document.model_dump(mode="json"))
     artifacts.record_results(definition.name, document.results, document.stac_item)
-    artifacts.record_summary(document.model_dump(mode="json"), outcome.log_tail)
+    artifacts.record_summary(document.model_dump(mode="json"), [mask(line) for line in outcome.log_tail])
     logger.info("%d result(s) stored under %s", len(document.results), document.results_uri)
     return document.model_dump(mode="json")
 
@@ -177,17 +191,43 @@ def _attempt_task(definition: TaskDefinition) -> Callable[[Callable[[], Any]], A
     return attempt
 
 
-def _line_handler(logger: Any, progress: artifacts.ProgressArtifact) -> Callable[[str], None]:
-    """Each container line goes to the run's logs; progress lines also drive the progress artifact."""
+def _line_handler(
+    logger: Any, progress: artifacts.ProgressArtifact, mask: Callable[[str], str]
+) -> Callable[[str], None]:
+    """Each container line goes to the run's logs, masked; progress lines also drive the progress artifact."""
     context = contextvars.copy_context()
 
     def on_line(line: str) -> None:
         parsed = parse_progress(line)
         if parsed is not None:
             context.run(progress.update, *parsed)
-        logger.info(line)
+        logger.info(mask(line))
 
     return on_line
+
+
+def _masker(secrets: list[str]) -> Callable[[str], str]:
+    """Replaces secret values wherever a container line would show them (logs, the summary's last lines)."""
+
+    def mask(line: str) -> str:
+        for secret in secrets:
+            if secret:
+                line = line.replace(secret, "****")
+        return line
+
+    return mask
+
+
+def _seed_outputs(definition: TaskDefinition, output_dir: Path) -> dict[str, Any]:
+    """The JSON outputs a Seed task declares, from `seed.outputs.json`."""
+    if not definition.seed or not definition.seed.outputs_json:
+        return {}
+    path = output_dir / seed.OUTPUTS_FILE
+    try:
+        document = json.loads(path.read_text()) if path.is_file() else {}
+        return seed.outputs_from(document, definition.seed.outputs_json)
+    except ValueError as err:
+        raise ExecutionFailed(str(err), ErrorCategory.JOB) from err
 
 
 def _raise_for_failure(definition: TaskDefinition, execution_id: str, outcome: AttemptOutcome) -> None:

@@ -15,40 +15,62 @@ from granary_flows.errors import StagingError
 STAGED_SCHEMES = ("file", "s3", "http", "https")
 
 
-def uri_arguments(schema: dict[str, Any], arguments: dict[str, Any]) -> dict[str, str]:
-    """The top-level arguments declared `format: uri` whose value is a URI the runtime can fetch."""
-    found = {}
-    for name, spec in schema.get("properties", {}).items():
-        value = arguments.get(name)
-        declared_uri = isinstance(spec, dict) and spec.get("format") == "uri"
-        if declared_uri and isinstance(value, str) and urlparse(value).scheme in STAGED_SCHEMES:
-            found[name] = value
-    return found
+def uri_arguments(schema: dict[str, Any], arguments: dict[str, Any]) -> dict[str, str | list[str]]:
+    """The top-level arguments declared `format: uri` (or arrays of them) whose values the runtime can fetch."""
+    return {
+        name: value for name, value in arguments.items() if _stageable(schema.get("properties", {}).get(name), value)
+    }
 
 
-def stage_inputs(uris: dict[str, str], folder: Path) -> dict[str, str]:
+def _stageable(spec: Any, value: Any) -> bool:
+    if _is_uri(spec):
+        return isinstance(value, str) and _fetchable(value)
+    if isinstance(spec, dict) and spec.get("type") == "array" and _is_uri(spec.get("items")):
+        return isinstance(value, list) and bool(value) and all(isinstance(v, str) and _fetchable(v) for v in value)
+    return False
+
+
+def stage_inputs(uris: dict[str, str | list[str]], folder: Path) -> dict[str, str | list[str]]:
     """Fetch each URI into `folder/<argument>/<file name>`.
 
     Args:
-        uris: argument name -> URI, as `uri_arguments` returns.
+        uris: argument name -> URI (or list of URIs), as `uri_arguments` returns.
         folder: a local folder, later mounted read-only at `/granary/inputs`.
 
     Returns:
-        argument name -> the path the container sees.
+        argument name -> the path (or paths) the container sees; a list's files share the folder
+        `/granary/inputs/<argument>/`.
 
     Raises:
         StagingError: naming the argument and URI that could not be read; nothing has started yet.
     """
-    container_paths = {}
-    for name, uri in uris.items():
-        file_name = posixpath.basename(urlparse(uri).path.rstrip("/")) or name
-        target = folder / name / file_name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with fsspec.open(uri, "rb") as source, open(target, "wb") as sink:
-                while chunk := source.read(8 * 1024 * 1024):
-                    sink.write(chunk)
-        except (OSError, ValueError, ImportError) as err:
-            raise StagingError(f"cannot read input {name!r} from {uri}: {err}") from err
-        container_paths[name] = f"{INPUT_DIR}/{name}/{file_name}"
+    container_paths: dict[str, str | list[str]] = {}
+    for name, value in uris.items():
+        paths = [_fetch(name, uri, folder / name) for uri in ([value] if isinstance(value, str) else value)]
+        container_paths[name] = paths[0] if isinstance(value, str) else paths
     return container_paths
+
+
+def input_folder(argument: str) -> str:
+    return f"{INPUT_DIR}/{argument}"
+
+
+def _fetch(name: str, uri: str, folder: Path) -> str:
+    file_name = posixpath.basename(urlparse(uri).path.rstrip("/")) or name
+    target = folder / file_name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with fsspec.open(uri, "rb") as source, open(target, "wb") as sink:
+            while chunk := source.read(8 * 1024 * 1024):
+                sink.write(chunk)
+    except (OSError, ValueError, ImportError) as err:
+        raise StagingError(f"cannot read input {name!r} from {uri}: {err}") from err
+    return f"{input_folder(name)}/{file_name}"
+
+
+def _is_uri(spec: Any) -> bool:
+    return isinstance(spec, dict) and spec.get("format") == "uri"
+
+
+def _fetchable(value: str) -> bool:
+    return urlparse(value).scheme in STAGED_SCHEMES

@@ -90,9 +90,14 @@ install_test_tools() {
   fi
 }
 
+build_seed_example() {
+  .venv/bin/python examples/seed-random/build.py
+}
+
 start_docker
 build_hello
 build_ndvi
 install_package
+build_seed_example
 [ "${1:-}" = "--test" ] && install_test_tools
 log "ready"

@@ -29,6 +29,8 @@ class Attempt(BaseModel):
     output_dir: Path
     input_dir: Path | None = None
     runner_id: str = ""
+    command: list[str] | None = None
+    volumes: dict[str, dict[str, str]] = {}
 
 
 class AttemptOutcome(BaseModel):

@@ -125,6 +125,7 @@ class DockerRuntime(Runtime):
         }
         if attempt.input_dir is not None:
             volumes[str(attempt.input_dir)] = {"bind": INPUT_DIR, "mode": "ro"}
+        volumes |= attempt.volumes
         options: dict[str, Any] = {
             "image": spec.image,
             "environment": spec.environment | attempt.environment,
@@ -145,8 +146,10 @@ class DockerRuntime(Runtime):
             "nano_cpus": int(task.resources.cpus * 1e9),
             "name": f"granary-{task.name}-{attempt.execution_id[:8]}-{attempt.attempt}",
         }
-        if spec.command:
-            options["command"] = spec.command
+        if attempt.command or spec.command:
+            options["command"] = attempt.command or spec.command
+        if task.resources.sharedMemory:
+            options["shm_size"] = f"{task.resources.sharedMemory}m"
         if task.resources.gpus:
             options["device_requests"] = [docker.types.DeviceRequest(count=task.resources.gpus, capabilities=[["gpu"]])]
         return options
