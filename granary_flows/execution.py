@@ -100,7 +100,7 @@ def run_execution(
             variables = environment(container_arguments, execution_id, definition.name, number)
             command, volumes = None, {}
             if definition.seed:
-                variables |= seed.variables(definition.seed, container_arguments, secrets)
+                variables |= seed.variables(definition.seed, container_arguments, secrets, _size_mib(input_dir))
                 command = seed.expand_command(definition.seed.command, variables) if definition.seed.command else None
                 volumes = seed.mount_volumes(definition.seed)
             attempt = Attempt(
@@ -118,7 +118,9 @@ def run_execution(
             outcome = runtime.run(attempt, _line_handler(logger, progress, mask))
             _raise_for_failure(definition, execution_id, outcome)
             stored = store.put_outputs(output_dir, definition.name, execution_id)
-            collected = collect(output_dir, stored, outcome.last_stdout_line, definition.outputs.files)
+            collected = collect(
+                output_dir, stored, outcome.last_stdout_line, definition.outputs.files, _input_names(definition)
+            )
             return outcome, collected, _seed_outputs(definition, output_dir)
 
         try:
@@ -216,6 +218,19 @@ def _masker(secrets: list[str]) -> Callable[[str], str]:
         return line
 
     return mask
+
+
+def _size_mib(folder: Path | None) -> float:
+    if folder is None:
+        return 0.0
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / (1024 * 1024)
+
+
+def _input_names(definition: TaskDefinition) -> list[str]:
+    """Names an input annotation may carry: Seed's input names, else the arguments' names."""
+    if definition.seed:
+        return [file.name for file in definition.seed.files] + [value.name for value in definition.seed.values]
+    return definition.argument_names
 
 
 def _seed_outputs(definition: TaskDefinition, output_dir: Path) -> dict[str, Any]:

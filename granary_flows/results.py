@@ -20,6 +20,7 @@ from granary_flows.errors import ErrorCategory, ExecutionFailed
 
 RESULTS_FILE = "results.json"
 SIDECAR_SUFFIX = ".metadata.json"
+ANNOTATES = "granary:annotates"  # on a side-car result that annotates an input rather than an output
 mimetypes.add_type("image/tiff; application=geotiff", ".tif")
 mimetypes.add_type("image/tiff; application=geotiff", ".tiff")
 mimetypes.add_type("application/geo+json", ".geojson")
@@ -47,7 +48,11 @@ class CollectedResults(BaseModel):
 
 
 def collect(
-    output_dir: Path, stored: dict[str, str], last_stdout_line: str | None, declared: list[OutputFile]
+    output_dir: Path,
+    stored: dict[str, str],
+    last_stdout_line: str | None,
+    declared: list[OutputFile],
+    input_names: list[str] | None = None,
 ) -> CollectedResults:
     """Collect an attempt's results from its output folder (already stored) and its last stdout line.
 
@@ -56,17 +61,36 @@ def collect(
         stored: relative path -> stored URI, as `ResultsStore.put_outputs` returns.
         last_stdout_line: the container's last line on stdout.
         declared: the task's `outputs.files`.
+        input_names: the task's inputs; `<input>.metadata.json` annotates that input (Seed) and is always kept.
 
     Raises:
         ExecutionFailed: for `{"message": ...}` in results.json, a malformed results.json, or a missing required output.
     """
     results_file = output_dir / RESULTS_FILE
-    if results_file.is_file():
-        return CollectedResults(source=RESULTS_FILE, assets=_from_results_json(results_file, stored))
     plugin_results = parse_plugin_results(last_stdout_line or "")
-    if plugin_results is not None:
-        return _from_plugin_results(plugin_results, stored)
-    return CollectedResults(source="files", assets=_from_files(output_dir, stored, declared))
+    if results_file.is_file():
+        collected = CollectedResults(source=RESULTS_FILE, assets=_from_results_json(results_file, stored))
+    elif plugin_results is not None:
+        collected = _from_plugin_results(plugin_results, stored)
+    else:
+        collected = CollectedResults(source="files", assets=_from_files(output_dir, stored, declared))
+    collected.assets += _input_annotations(output_dir, stored, input_names or [], collected.assets)
+    return collected
+
+
+def _input_annotations(
+    output_dir: Path, stored: dict[str, str], input_names: list[str], assets: list[ResultAsset]
+) -> list[ResultAsset]:
+    present = {asset.href for asset in assets}
+    annotations = []
+    for name in input_names:
+        relative = f"{name}{SIDECAR_SUFFIX}"
+        if relative in stored and stored[relative] not in present:
+            asset = _file_asset(output_dir, relative, stored[relative], title=f"{name} annotation")
+            asset.description = f"annotates the input {name}"
+            setattr(asset, ANNOTATES, name)
+            annotations.append(asset)
+    return annotations
 
 
 def _from_results_json(path: Path, stored: dict[str, str]) -> list[ResultAsset]:

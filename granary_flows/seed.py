@@ -146,6 +146,7 @@ class SeedInterface(BaseModel):
     mounts: list[Mount] = Field(default_factory=list)
     settings: list[Setting] = Field(default_factory=list)
     allocated: dict[str, float] = Field(default_factory=dict)
+    input_multipliers: dict[str, float] = Field(default_factory=dict, description="resource -> MiB per input MiB")
     mount_sources: dict[str, str] = Field(default_factory=dict, description="mount name -> host path")
     setting_values: dict[str, str] = Field(default_factory=dict, description="setting name -> value")
     secret_blocks: dict[str, str] = Field(default_factory=dict, description="secret setting -> Secret block name")
@@ -237,6 +238,7 @@ def task_document(manifest: SeedManifest, deployment: dict[str, Any] | None = No
             mounts=interface.mounts,
             settings=interface.settings,
             allocated=scalars,
+            input_multipliers={s.name: s.inputMultiplier for s in job.resources.scalar if s.inputMultiplier},
             mount_sources=_given(deployment.get("mounts")),
             setting_values=_given(deployment.get("settings")),
             secret_blocks=_given(deployment.get("secrets")),
@@ -284,14 +286,20 @@ def outputs_from(document: Any, declared: list[JsonValue]) -> dict[str, Any]:
     return values
 
 
-def variables(interface: SeedInterface, arguments: dict[str, Any], secrets: dict[str, str]) -> dict[str, str]:
-    """Seed's variables beyond the arguments: a folder for `multiple` inputs, `ALLOCATED_<RESOURCE>`, settings."""
+def variables(
+    interface: SeedInterface, arguments: dict[str, Any], secrets: dict[str, str], input_mib: float = 0.0
+) -> dict[str, str]:
+    """Seed's variables beyond the arguments: a folder for `multiple` inputs, `ALLOCATED_<RESOURCE>`, settings.
+
+    `ALLOCATED_<RESOURCE>` is the manifest's value plus its `inputMultiplier` times the inputs' size in MiB.
+    """
     found = {}
     for file in interface.files:
         if file.multiple and parameter_name(file.name) in arguments:
             found[variable_name(file.name)] = input_folder(parameter_name(file.name))
     for resource, amount in interface.allocated.items():
-        found[f"ALLOCATED_{resource.upper()}"] = f"{amount:g}"
+        grown = amount + interface.input_multipliers.get(resource, 0.0) * input_mib
+        found[f"ALLOCATED_{resource.upper()}"] = f"{grown:g}"
     for setting in interface.settings:
         value = secrets.get(setting.name) if setting.secret else interface.setting_values.get(setting.name)
         if value is not None:

@@ -10,7 +10,7 @@ import fsspec
 from geojson_pydantic import Feature
 from pydantic import BaseModel, ValidationError
 
-from granary_flows.results import SIDECAR_SUFFIX, ResultAsset
+from granary_flows.results import ANNOTATES, SIDECAR_SUFFIX, ResultAsset
 
 
 class Sidecar(BaseModel):
@@ -18,6 +18,7 @@ class Sidecar(BaseModel):
 
     href: str
     described: str
+    annotates_input: str | None = None
     geometry: dict[str, Any] | None
     start: datetime | None
     end: datetime | None
@@ -43,6 +44,7 @@ def read_sidecars(assets: list[ResultAsset]) -> tuple[list[Sidecar], list[str]]:
         geometry = feature.geometry.model_dump(mode="json", exclude_none=True) if feature.geometry else None
         sidecars.append(
             Sidecar(
+                annotates_input=(asset.model_extra or {}).get(ANNOTATES),
                 href=asset.href,
                 described=asset.href.removesuffix(SIDECAR_SUFFIX),
                 geometry=geometry,

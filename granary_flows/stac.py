@@ -35,10 +35,12 @@ def execution_item(document: dict[str, Any], sidecars: list[Sidecar]) -> pystac.
         document: the execution's results document (`ExecutionDocument` as JSON).
         sidecars: the valid side-cars among its results.
     """
-    geometries = [shape(s.geometry) for s in sidecars if s.geometry]
+    annotated_inputs = sorted({s.annotates_input for s in sidecars if s.annotates_input})
+    outputs = [s for s in sidecars if not s.annotates_input]  # an input's annotation is not the results' footprint
+    geometries = [shape(s.geometry) for s in outputs if s.geometry]
     footprint = unary_union(geometries) if geometries else None
-    starts = [s.start for s in sidecars if s.start]
-    ends = [s.end for s in sidecars if s.end]
+    starts = [s.start for s in outputs if s.start]
+    ends = [s.end for s in outputs if s.end]
     start, end = (min(starts), max(ends or starts)) if starts else (None, None)
     # One moment when the side-cars give one (or none: then when the execution finished), else their range.
     moment = datetime.fromisoformat(document["finished"]) if start is None else (start if start == end else None)
@@ -50,6 +52,8 @@ def execution_item(document: dict[str, Any], sidecars: list[Sidecar]) -> pystac.
         "processing:software": {document["task"]: document["version"]},
         "processing:datetime": document["finished"],
     }
+    if annotated_inputs:
+        properties["granary:annotated_inputs"] = annotated_inputs
     item = pystac.Item(
         id=document["execution_id"],
         geometry=mapping(footprint) if footprint is not None else None,

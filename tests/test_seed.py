@@ -161,3 +161,19 @@ def test_a_secret_setting_comes_from_a_secret_block_and_never_shows(client, runn
     assert "label: secret-run; token: ****" in logs
     assert not any("s3cr3t-value-42" in line for line in logs)
     assert not any("s3cr3t-value-42" in json.dumps(a.data) for a in artifacts_of(client, flow_run.id))
+
+
+def test_an_input_annotation_is_kept_apart_from_the_outputs_footprint_and_allocation_grows_with_inputs(
+    client, runner, tmp_path
+):
+    scene = tmp_path / "scene.bin"
+    scene.write_bytes(b"\0" * 1024 * 1024)
+    flow_run = execute(client, "annotate", SCENE=scene.as_uri())
+    assert flow_run.state.is_completed(), flow_run.state.message
+    assert "disk=14" in logs_of(client, flow_run.id)  # 10 + 4 x 1 MiB
+    document = flow_run.state.result()
+    annotation = next(r for r in document["results"] if r["title"] == "SCENE annotation")
+    assert annotation["roles"] == ["metadata"] and annotation["description"] == "annotates the input SCENE"
+    item = json.loads(Path(document["stac_item"].removeprefix("file://")).read_text())
+    assert item["geometry"] == {"type": "Point", "coordinates": [1.0, 2.0]}  # the output's, not the input's
+    assert item["properties"]["granary:annotated_inputs"] == ["SCENE"]
