@@ -22,7 +22,7 @@ from granary_flows.sidecars import Sidecar
 from granary_flows.store import ResultsStore
 
 PROCESSING_EXTENSION = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
-ITEM_FILE = "item.json"
+ITEM_FILE = "granary-item.json"  # beside the outputs: named so that no container output is overwritten
 COLLECTION_FILE = "collection.json"
 WHOLE_WORLD = (-180.0, -90.0, 180.0, 90.0)
 _collection_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)

@@ -30,7 +30,11 @@ def test_hello_runs_end_to_end_with_results_artifacts_and_logs(client, runner, r
     [asset] = document["results"]
     assert asset["title"] == "greeting" and asset["type"] == "text/plain"
     assert local_path(asset["href"]).read_text() == "Hello, Ada!\n"
-    assert stored_files(results_root, "hello", flow_run.id) == ["granary-execution.json", "greeting.txt"]
+    assert stored_files(results_root, "hello", flow_run.id) == [
+        "granary-execution.json",
+        "granary-item.json",
+        "greeting.txt",
+    ]
 
     kinds = {(a.type, a.key) for a in artifacts_of(client, flow_run.id)}
     assert {("table", "hello-results"), ("markdown", "hello-summary"), ("progress", "hello-progress")} <= kinds
@@ -88,7 +92,11 @@ def test_a_transient_failure_is_retried_and_leaves_only_the_last_attempts_output
     flow_run = execute(client, "flaky", succeedOn=3)
     assert flow_run.state.is_completed(), flow_run.state.message
     assert flow_run.state.result()["attempts"] == 3
-    assert stored_files(results_root, "flaky", flow_run.id) == ["attempt-3.txt", "granary-execution.json"]
+    assert stored_files(results_root, "flaky", flow_run.id) == [
+        "attempt-3.txt",
+        "granary-execution.json",
+        "granary-item.json",
+    ]
     [task_run] = client.read_task_runs(
         task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run.id])),
         sort=TaskRunSort.EXPECTED_START_TIME_DESC,
