@@ -115,6 +115,8 @@ def run_execution(
                 command=command,
                 volumes=volumes,
             )
+            if execution_id in cancel_requested:  # cancelled while staging: start nothing
+                raise ExecutionCancelled(f"execution {execution_id} was cancelled before its container started")
             outcome = runtime.run(attempt, _line_handler(logger, progress, mask))
             _raise_for_failure(definition, execution_id, outcome)
             stored = store.put_outputs(output_dir, definition.name, execution_id)
