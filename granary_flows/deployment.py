@@ -7,7 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.actions import DeploymentScheduleCreate, DeploymentUpdate, WorkPoolCreate
+from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
 from prefect.exceptions import ObjectNotFound
 
@@ -29,33 +29,19 @@ def register(client: SyncPrefectClient, definition: TaskDefinition, work_pool: s
         The deployment id, the same one each time the task is registered again.
     """
     flow_id = client.create_flow_from_name(definition.name)
-    fields: dict[str, Any] = {
-        "version": definition.version,
-        "description": definition.description or definition.title,
-        "tags": definition.tags,
-        "parameter_openapi_schema": parameter_schema(definition.arguments_schema),
-        "enforce_parameter_schema": True,
-        "entrypoint": f"{ENTRYPOINT_MODULE}:{definition.name}",
-        "work_pool_name": work_pool,
-    }
-    deployment_id = client.create_deployment(flow_id=flow_id, name=definition.name, **fields)
-    # Creating an existing deployment updates it in place but keeps its old schedules and may keep fields it was
-    # not given: replace the schedules and set the rest again explicitly.
-    for schedule in client.read_deployment(deployment_id).schedules:
-        client.delete_deployment_schedule(deployment_id, schedule.id)
-    if definition.schedules:
-        client.create_deployment_schedules(deployment_id, [_schedule(spec) for spec in definition.schedules])
-    client.update_deployment(
-        deployment_id,
-        DeploymentUpdate(
-            version=definition.version,
-            description=fields["description"],
-            tags=definition.tags,
-            parameter_openapi_schema=fields["parameter_openapi_schema"],
-            enforce_parameter_schema=True,
-        ),
+    return client.create_deployment(
+        flow_id=flow_id,
+        name=definition.name,
+        version=definition.version,
+        description=definition.description or definition.title,
+        tags=definition.tags,
+        parameter_openapi_schema=parameter_schema(definition.arguments_schema),
+        enforce_parameter_schema=True,
+        entrypoint=f"{ENTRYPOINT_MODULE}:{definition.name}",
+        work_pool_name=work_pool,
+        # Creating an existing deployment updates it in place, its schedules replaced by these.
+        schedules=[_schedule(spec) for spec in definition.schedules],
     )
-    return deployment_id
 
 
 def ensure_work_pool(client: SyncPrefectClient, name: str, pool_type: str = "process") -> bool:

@@ -60,20 +60,19 @@ def test_the_form_schema_is_stored_as_the_ui_needs_it(client, runner):
 
 def test_registering_an_edited_task_updates_its_deployment_in_place(client, prefect_server, tmp_path):
     first = register(client, load_definition(task_file(tmp_path, "edited")))
-    second = register(
-        client,
-        load_definition(
-            task_file(
-                tmp_path,
-                "edited",
-                description="second",
-                version="1.1.0",
-                tags="[b, c]",
-                extra="times: {type: integer, title: Times}",
-                schedules="[{cron: '0 6 * * *', timezone: UTC, parameters: {name: dawn}}]",
-            )
-        ),
+    edited = load_definition(
+        task_file(
+            tmp_path,
+            "edited",
+            description="second",
+            version="1.1.0",
+            tags="[b, c]",
+            extra="times: {type: integer, title: Times}",
+            schedules="[{cron: '0 6 * * *', timezone: UTC, parameters: {name: dawn}}]",
+        )
     )
+    second = register(client, edited)
+    assert register(client, edited) == second  # registered again, as a restarted `granary serve` does
     assert first == second
     deployment = client.read_deployment(second)
     assert deployment.description == "second" and deployment.version == "1.1.0" and deployment.tags == ["b", "c"]
