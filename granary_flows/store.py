@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import fsspec
 from fsspec.core import url_to_fs
 
 from granary_flows.errors import StorageError
@@ -20,17 +19,12 @@ EXECUTION_DOCUMENT = "granary-execution.json"
 DEFAULT_ROOT = "~/.granary/results"
 
 
-def default_root() -> str:
-    """`GRANARY_RESULTS_URI`, else a folder in the user's home."""
-    root = os.environ.get("GRANARY_RESULTS_URI") or DEFAULT_ROOT
-    return root if "://" in root else Path(root).expanduser().resolve().as_uri()
-
-
 class ResultsStore:
     """Where executions' outputs and results documents live.
 
     Args:
-        root: a URI fsspec understands (`file:///...`, `s3://bucket/prefix`) or a local path.
+        root: a URI fsspec understands (`file:///...`, `s3://bucket/prefix`) or a local path; default
+            `GRANARY_RESULTS_URI`, else `~/.granary/results`.
 
     Example:
         >>> store = ResultsStore("/tmp/granary-results")
@@ -39,7 +33,7 @@ class ResultsStore:
     """
 
     def __init__(self, root: str | None = None):
-        root = root or default_root()
+        root = root or os.environ.get("GRANARY_RESULTS_URI") or DEFAULT_ROOT
         if "://" not in root:
             root = Path(root).expanduser().resolve().as_uri()
         self.root = root.rstrip("/")
@@ -50,11 +44,7 @@ class ResultsStore:
 
     def uri_of(self, path: str) -> str:
         """The URI for a path of this store's file system."""
-        return (
-            self.fs.unstrip_protocol(path)
-            if self.fs.protocol != "file" and "file" not in self.fs.protocol
-            else Path(path).as_uri()
-        )
+        return Path(path).as_uri() if "file" in self.fs.protocol else self.fs.unstrip_protocol(path)
 
     def check_writable(self) -> None:
         """Raises StorageError unless a file can be written and removed under the root."""
@@ -111,14 +101,3 @@ class ResultsStore:
         """
         with self.fs.open(f"{self._root_path}/{relative}", "rb") as handle:
             return json.load(handle)
-
-    def size_of(self, uri: str) -> int | None:
-        try:
-            fs, path = url_to_fs(uri)
-            return int(fs.size(path))
-        except (OSError, ValueError):
-            return None
-
-
-def open_uri(uri: str, mode: str = "rb") -> Any:
-    return fsspec.open(uri, mode)

@@ -45,13 +45,14 @@ def validate(definition: TaskDefinition, arguments: dict[str, Any]) -> dict[str,
 
 
 def submit(client: SyncPrefectClient, definition: TaskDefinition, arguments: dict[str, Any]) -> FlowRun:
-    """Create a flow run of the task's deployment, after validating the arguments with the task's own schema.
+    """Create a flow run of the task's deployment.
+
+    Check the arguments with `validate` first, as `granary run` does before it even connects; the flow checks them
+    again before any container starts.
 
     Raises:
-        ArgumentsInvalid: nothing is created.
         UnknownTask: the task has no deployment on this server (run `granary serve` or `granary deploy`).
     """
-    validate(definition, arguments)
     try:
         deployment = client.read_deployment_by_name(f"{definition.name}/{definition.name}")
     except ObjectNotFound as err:
