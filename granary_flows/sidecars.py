@@ -17,7 +17,6 @@ class Sidecar(BaseModel):
     """A valid side-car and the result it describes."""
 
     href: str
-    described: str
     annotates_input: str | None = None
     geometry: dict[str, Any] | None
     start: datetime | None
@@ -46,7 +45,6 @@ def read_sidecars(assets: list[ResultAsset]) -> tuple[list[Sidecar], list[str]]:
             Sidecar(
                 annotates_input=(asset.model_extra or {}).get(ANNOTATES),
                 href=asset.href,
-                described=asset.href.removesuffix(SIDECAR_SUFFIX),
                 geometry=geometry,
                 start=start,
                 end=end,

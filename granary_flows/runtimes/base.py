@@ -40,7 +40,6 @@ class AttemptOutcome(BaseModel):
     killed_reason: str | None = None
     last_stdout_line: str | None = None
     log_tail: list[str] = []
-    duration: float = 0.0
 
 
 class Runtime(ABC):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -84,7 +83,6 @@ class DockerRuntime(Runtime):
             ) from err
         except APIError as err:
             raise RuntimeUnavailable(f"Docker refused to create the container: {err.explanation or err}") from err
-        started = time.monotonic()
         tail: deque[str] = deque(maxlen=LOG_TAIL)
         try:
             container.start()
@@ -100,7 +98,6 @@ class DockerRuntime(Runtime):
                 killed_reason=killed_reason,
                 last_stdout_line=self._last_stdout_line(container),
                 log_tail=list(tail),
-                duration=time.monotonic() - started,
             )
         finally:
             self._remove(container)
