@@ -19,6 +19,7 @@ from jsonschema.validators import validator_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from granary_flows.errors import DefinitionError, ErrorCategory, UnknownTask
+from granary_flows.locations import at, describe
 from granary_flows.seed import SeedInterface, is_manifest, parse_manifest, task_document
 
 DRAFT_07 = "http://json-schema.org/draft-07/schema#"
@@ -200,15 +201,16 @@ def is_seed_deployment(document: dict[str, Any]) -> bool:
     return set(document) == {"seed"} and isinstance(document["seed"], dict) and "manifest" in document["seed"]
 
 
-def _seed_manifest(deployment: dict[str, Any], path: Path) -> Any:
+def _seed_manifest(deployment: dict[str, Any], path: Path, root: yaml.Node | None) -> Any:
     manifest = deployment["manifest"]
-    if isinstance(manifest, str):
-        manifest_path = path.parent / manifest
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as err:
-            raise DefinitionError(str(path), [f"seed.manifest: cannot read {manifest_path}: {err}"]) from err
-    return parse_manifest(manifest, str(path))
+    if not isinstance(manifest, str):
+        return parse_manifest(manifest, str(path), root, within=("seed", "manifest"))
+    manifest_path = path.parent / manifest
+    try:
+        document = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as err:
+        raise DefinitionError(str(path), [f"seed.manifest: cannot read {manifest_path}: {err}"]) from err
+    return parse_manifest(document, str(manifest_path))
 
 
 def load_definition(path: str | Path) -> TaskDefinition:
@@ -239,20 +241,20 @@ def load_definition(path: str | Path) -> TaskDefinition:
     if is_granary_document(document):
         document = from_granary_document(document)
     elif is_manifest(document):
-        document = task_document(parse_manifest(document, str(path)))
+        document = task_document(parse_manifest(document, str(path), root))
     elif is_seed_deployment(document):
         deployment = document["seed"]
         mounts = {
             name: str((path.parent / source).resolve()) if source else source
             for name, source in (deployment.get("mounts") or {}).items()
         }
-        document = task_document(_seed_manifest(deployment, path), deployment | {"mounts": mounts})
+        document = task_document(_seed_manifest(deployment, path, root), deployment | {"mounts": mounts})
     try:
         definition = TaskDefinition.model_validate(document | {"source": str(path)})
     except ValidationError as err:
-        raise DefinitionError(str(path), [_describe(error, root) for error in err.errors()]) from err
-    problems = [_at(location, message, root) for location, message in schema_problems(definition.arguments_schema)]
-    problems += [_at(location, message, root) for location, message in schedule_problems(definition)]
+        raise DefinitionError(str(path), describe(err, root)) from err
+    problems = [at(location, message, root) for location, message in schema_problems(definition.arguments_schema)]
+    problems += [at(location, message, root) for location, message in schedule_problems(definition)]
     if problems:
         raise DefinitionError(str(path), problems)
     return definition
@@ -334,34 +336,3 @@ def find_definition(name: str, paths: list[Path]) -> TaskDefinition:
             raise error
     known = ", ".join(sorted(d.name for d in definitions)) or "none"
     raise UnknownTask(f"no task named {name!r} (known tasks: {known})")
-
-
-def _describe(error: Any, root: yaml.Node | None) -> str:
-    location = tuple(error["loc"])
-    message = error["msg"]
-    if error["type"] == "extra_forbidden":
-        message = "unknown field"
-    return _at(location, message, root)
-
-
-def _at(location: tuple[Any, ...], message: str, root: yaml.Node | None) -> str:
-    field = ".".join(str(part) for part in location) or "(top level)"
-    line = _line_of(location, root)
-    return f"{field} (line {line}): {message}" if line else f"{field}: {message}"
-
-
-def _line_of(location: tuple[Any, ...], node: yaml.Node | None) -> int | None:
-    """The line of the deepest node of `location` that exists in the file."""
-    line = None
-    for part in location:
-        if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if str(k.value) == str(part)), None)
-            if match is None:
-                break
-            line, node = match[0].start_mark.line + 1, match[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line

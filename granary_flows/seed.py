@@ -12,10 +12,12 @@ import re
 import shlex
 from typing import Any, Literal, cast
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from granary_flows.contract import variable_name
 from granary_flows.errors import DefinitionError
+from granary_flows.locations import at, describe
 from granary_flows.staging import input_folder
 
 MANIFEST_LABEL = "com.ngageoint.seed.manifest"
@@ -156,17 +158,24 @@ def is_manifest(document: dict[str, Any]) -> bool:
     return "seedVersion" in document and "job" in document
 
 
-def parse_manifest(document: dict[str, Any], source: str) -> SeedManifest:
+def parse_manifest(
+    document: dict[str, Any], source: str, root: yaml.Node | None = None, within: tuple[Any, ...] = ()
+) -> SeedManifest:
     """Check a manifest against the Seed 1.0 schema.
 
+    Args:
+        document: the manifest.
+        source: the file (or image) it came from, for the error.
+        root, within: the file's YAML node tree and where the manifest sits in it, for line numbers.
+
     Raises:
-        DefinitionError: naming each field at fault (as `job.interface.inputs.files.0.name`).
+        DefinitionError: naming each field at fault (as `job.interface.inputs.files.0.name (line 12): ...`).
     """
     try:
         manifest = SeedManifest.model_validate(document)
     except ValidationError as err:
-        raise DefinitionError(source, [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]) from err
-    problems = _name_problems(manifest)
+        raise DefinitionError(source, describe(err, root, within)) from err
+    problems = [at(location, message, root, within) for location, message in _name_problems(manifest)]
     if problems:
         raise DefinitionError(source, problems)
     return manifest
@@ -361,20 +370,23 @@ def manifest_from_label(labels: dict[str, str], image: str) -> dict[str, Any]:
         raise DefinitionError(image, [f"label {MANIFEST_LABEL} is not JSON: {err}"]) from err
 
 
-def _name_problems(manifest: SeedManifest) -> list[str]:
+def _name_problems(manifest: SeedManifest) -> list[tuple[tuple[Any, ...], str]]:
+    """Names whose variables collide with a reserved one or with each other, as (location, message)."""
     interface = manifest.job.interface
-    problems: list[str] = []
+    named: list[tuple[tuple[Any, ...], str]] = [
+        (("job", "interface", "inputs", "files", i, "name"), f.name) for i, f in enumerate(interface.inputs.files)
+    ]
+    named += [(("job", "interface", "inputs", "json", i, "name"), v.name) for i, v in enumerate(interface.inputs.json_)]
+    named += [(("job", "interface", "settings", i, "name"), s.name) for i, s in enumerate(interface.settings)]
+    named += [(("job", "interface", "mounts", i, "name"), m.name) for i, m in enumerate(interface.mounts)]
+    problems: list[tuple[tuple[Any, ...], str]] = []
     seen: dict[str, str] = {}
-    named = [("job.interface.inputs.files", f.name) for f in interface.inputs.files]
-    named += [("job.interface.inputs.json", v.name) for v in interface.inputs.json_]
-    named += [("job.interface.settings", s.name) for s in interface.settings]
-    named += [("job.interface.mounts", m.name) for m in interface.mounts]
-    for where, name in named:
+    for location, name in named:
         variable = variable_name(name)
         if RESERVED.match(variable):
-            problems.append(f"{where}: {name!r} collides with the reserved variable {variable}")
+            problems.append((location, f"{name!r} collides with the reserved variable {variable}"))
         elif variable in seen:
-            problems.append(f"{where}: {name!r} and {seen[variable]!r} are both the variable {variable}")
+            problems.append((location, f"{name!r} and {seen[variable]!r} are both the variable {variable}"))
         seen.setdefault(variable, name)
     return problems
 

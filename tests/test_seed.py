@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT, artifacts_of, execute, logs_of
 from jsonschema import Draft4Validator
 from typer.testing import CliRunner
@@ -74,6 +75,29 @@ def test_a_manifest_that_breaks_the_seed_schema_is_refused_naming_the_field(fiel
     with pytest.raises(DefinitionError) as caught:
         parse_manifest(broken, "seed.manifest.json")
     assert any(problem.startswith(field) for problem in caught.value.problems), caught.value.problems
+
+
+@pytest.mark.unit
+def test_a_broken_manifest_in_a_task_file_is_named_with_its_line(tmp_path):
+    manifest = json.loads((REFERENCE / "examples" / "watermark" / "seed.manifest.json").read_text())
+    manifest["job"]["jobVersion"] = "1.0"
+    manifest["job"]["interface"]["inputs"]["files"][0]["name"] = "OUTPUT_DIR"
+    task = tmp_path / "watermark.yaml"
+    task.write_text(yaml.safe_dump({"seed": {"image": "x:1", "manifest": manifest}}, sort_keys=False))
+    lines = task.read_text().splitlines()
+    version_line = next(i for i, text in enumerate(lines, 1) if "jobVersion" in text)
+    input_line = next(i for i, text in enumerate(lines, 1) if "name: OUTPUT_DIR" in text)
+    with pytest.raises(DefinitionError) as caught:
+        load_definition(task)
+    assert caught.value.problems[0].startswith(f"job.jobVersion (line {version_line}): String should match pattern")
+    manifest["job"]["jobVersion"] = "1.0.0"
+    task.write_text(yaml.safe_dump({"seed": {"image": "x:1", "manifest": manifest}}, sort_keys=False))
+    with pytest.raises(DefinitionError) as caught:
+        load_definition(task)
+    assert caught.value.problems == [
+        f"job.interface.inputs.files.0.name (line {input_line}): "
+        "'OUTPUT_DIR' collides with the reserved variable OUTPUT_DIR"
+    ]
 
 
 @pytest.mark.unit
