@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from granary_flows.contract import parse_plugin_results
+from granary_flows.contract import OUTPUT_DIR, parse_plugin_results
 from granary_flows.definition import OutputFile
 from granary_flows.errors import ErrorCategory, ExecutionFailed
 
@@ -115,7 +115,7 @@ def _asset(entry: Any, stored: dict[str, str]) -> ResultAsset:
     if not isinstance(entry, dict) or not isinstance(entry.get("href"), str):
         raise ExecutionFailed(f"a result must be an object with an 'href': {entry!r}", ErrorCategory.JOB)
     href = entry["href"]
-    relative = href.removeprefix("./").removeprefix("/granary/outputs/")
+    relative = href.removeprefix("./").removeprefix(f"{OUTPUT_DIR}/")
     if relative in stored:
         entry = entry | {"href": stored[relative]}
     asset = ResultAsset.model_validate(entry)
