@@ -155,11 +155,12 @@ def run_execution(
         logger.warning(warning)
     item = stac.execution_item(document.model_dump(mode="json"), sidecars)
     document.stac_item = stac.publish(store, definition.name, definition.title, definition.description, item)
-    store.write_json(f"{definition.name}/{execution_id}/{EXECUTION_DOCUMENT}", document.model_dump(mode="json"))
+    results = document.model_dump(mode="json")
+    store.write_json(f"{definition.name}/{execution_id}/{EXECUTION_DOCUMENT}", results)
     artifacts.record_results(definition.name, document.results, document.stac_item)
-    artifacts.record_summary(document.model_dump(mode="json"), [mask(line) for line in outcome.log_tail])
+    artifacts.record_summary(results, [mask(line) for line in outcome.log_tail])
     logger.info("%d result(s) stored under %s", len(document.results), document.results_uri)
-    return document.model_dump(mode="json")
+    return results
 
 
 def _stage(definition: TaskDefinition, arguments: dict[str, Any], work: Path) -> tuple[dict[str, Any], Path | None]:
