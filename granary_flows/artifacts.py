@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, cast
 from uuid import UUID
 
@@ -22,8 +23,15 @@ def artifact_key(task: str, kind: str) -> str:
     return f"{task}-{kind}".lower().replace("_", "-")
 
 
-def record_results(task: str, assets: list[ResultAsset], stac_item: str | None = None) -> None:
-    """A table of the results, a link artifact per asset, and one to the execution's STAC Item."""
+def record_results(
+    task: str,
+    assets: list[ResultAsset],
+    stac_item: str | None = None,
+    presign: Callable[[str], str | None] = lambda _: None,
+) -> None:
+    """A table of the results (with their `s3://` or `file://` hrefs), a link artifact per asset, and one to the
+    execution's STAC Item. Where the store is S3, each link is a presigned https URL that works without credentials
+    until it expires (`GRANARY_PRESIGN_SECONDS`, an hour by default)."""
     rows = [
         {
             "title": a.title or "",
@@ -40,11 +48,14 @@ def record_results(task: str, assets: list[ResultAsset], stac_item: str | None =
         description=f"Results of {task}",
     )
     if stac_item:
-        create_link_artifact(link=stac_item, link_text="STAC Item", description=f"{task}: the execution's STAC Item")
+        link = presign(stac_item) or stac_item
+        create_link_artifact(link=link, link_text="STAC Item", description=f"{task}: the execution's STAC Item")
     for asset in assets:
-        create_link_artifact(
-            link=asset.href, link_text=asset.title or asset.href, description=f"{task}: {asset.title or asset.href}"
-        )
+        presigned = presign(asset.href)
+        description = f"{task}: {asset.title or asset.href}"
+        if presigned:
+            description += f" ({asset.href}; the link expires)"
+        create_link_artifact(link=presigned or asset.href, link_text=asset.title or asset.href, description=description)
 
 
 def record_summary(summary: dict[str, Any], log_tail: list[str]) -> None:

@@ -74,6 +74,7 @@ def serve(
     from granary_flows.deployment import register
     from granary_flows.flows import build_flow
     from granary_flows.runner import InProcessRunner, new_runner_id, reap_orphans
+    from granary_flows.runtimes.batch import BatchRuntime
     from granary_flows.runtimes.docker import DockerRuntime, docker_client
     from granary_flows.server import configured_api_url, local_port, local_server
     from granary_flows.store import ResultsStore
@@ -84,7 +85,7 @@ def serve(
         try:
             store = ResultsStore(results)
             store.check_writable()
-            runtime = DockerRuntime(docker_client(max_pool_size=limit * 4))
+            runtimes = {"docker": DockerRuntime(docker_client(max_pool_size=limit * 4)), "batch": BatchRuntime(store)}
             api_url = configured_api_url()
             if not api_url:
                 console.print("[dim]PREFECT_API_URL is not set: starting a local Prefect server (SQLite)...[/]")
@@ -93,18 +94,19 @@ def serve(
             runner_id = new_runner_id()
             flows = {}
             with get_client(sync_client=True) as client:
-                reaped = reap_orphans(runtime, client)
+                reaped = reap_orphans(list(runtimes.values()), client)
                 for definition in definitions:
                     deployment_id = register(client, definition)
+                    runtime = runtimes[definition.runtime_kind]
                     flows[deployment_id] = build_flow(definition, store, runtime, runner_id)
         except GranaryError as err:
             raise fail(str(err)) from err
         if reaped:
-            console.print(f"removed {len(reaped)} container(s) left by a runner that died")
+            console.print(f"marked {len(reaped)} execution(s) of a runner that died as Crashed")
         _print_served(definitions, store.root)
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
-        InProcessRunner(flows, runtime, runner_id, limit=limit).serve(stop)
+        InProcessRunner(flows, list(runtimes.values()), runner_id, limit=limit).serve(stop)
     console.print("stopped")
 
 

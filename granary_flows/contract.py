@@ -21,23 +21,25 @@ def variable_name(argument: str) -> str:
 
 
 def environment(
-    arguments: dict[str, Any], execution_id: str, task: str, attempt: int, output_dir: str = OUTPUT_DIR
+    arguments: dict[str, Any], execution_id: str, task: str, attempt: int, output_uri: str | None = None
 ) -> dict[str, str]:
     """The container's environment for one attempt of an execution.
 
-    Strings are given as they are, everything else as JSON (`3`, `true`, `[1, 2]`).
+    Strings are given as they are, everything else as JSON (`3`, `true`, `[1, 2]`). A Batch job gets `OUTPUT_URI`
+    (an `s3://` prefix it writes its outputs to) instead of the mounted `OUTPUT_DIR` and arguments file.
     """
     variables = {
         variable_name(name): value if isinstance(value, str) else json.dumps(value) for name, value in arguments.items()
     }
-    return variables | {
+    variables |= {
         "GRANARY_ARGUMENTS": json.dumps(arguments),
-        "GRANARY_ARGUMENTS_FILE": ARGUMENTS_FILE,
         "GRANARY_EXECUTION_ID": execution_id,
         "GRANARY_TASK": task,
         "GRANARY_ATTEMPT": str(attempt),
-        "OUTPUT_DIR": output_dir,
     }
+    if output_uri:
+        return variables | {"OUTPUT_URI": output_uri}
+    return variables | {"GRANARY_ARGUMENTS_FILE": ARGUMENTS_FILE, "OUTPUT_DIR": OUTPUT_DIR}
 
 
 def parse_progress(line: str) -> tuple[float, str | None] | None:

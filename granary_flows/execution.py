@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -20,17 +21,19 @@ from pydantic import BaseModel
 from granary_flows import artifacts, seed, stac
 from granary_flows.contract import environment, parse_progress
 from granary_flows.definition import TaskDefinition
-from granary_flows.errors import ErrorCategory, ExecutionCancelled, ExecutionFailed
+from granary_flows.errors import ErrorCategory, ExecutionCancelled, ExecutionFailed, StorageError
 from granary_flows.results import CollectedResults, ResultAsset, collect
 from granary_flows.runtimes.base import Attempt, AttemptOutcome, Runtime
 from granary_flows.sidecars import read_sidecars
 from granary_flows.staging import stage_inputs, uri_arguments
-from granary_flows.store import EXECUTION_DOCUMENT, ResultsStore
+from granary_flows.store import EXECUTION_DOCUMENT, ResultsStore, StoredOutputs
 from granary_flows.validation import prepare_arguments
 
 # Execution ids whose cancellation was asked for; the runner adds to it before it stops their containers, so that
 # the attempt ends as cancelled instead of failed and is never retried.
 cancel_requested: set[str] = set()
+# Where outputs are kept when the results store refuses them, so that a failed upload loses nothing.
+UNSENT_ROOT = "~/.granary/unsent"
 
 
 class ExecutionDocument(BaseModel):
@@ -95,9 +98,13 @@ def run_execution(
             attempts.append(number)
             if number > 1:
                 logger.info("attempt %d of %d", number, definition.retries.attempts + 1)
-            output_dir = Path(work) / f"attempt-{number}" / "outputs"
-            output_dir.mkdir(parents=True)
-            variables = environment(container_arguments, execution_id, definition.name, number)
+            output_dir, output_uri = None, None
+            if definition.runtime_kind == "batch":
+                output_uri = store.execution_uri(definition.name, execution_id)
+            else:
+                output_dir = Path(work) / f"attempt-{number}" / "outputs"
+                output_dir.mkdir(parents=True)
+            variables = environment(container_arguments, execution_id, definition.name, number, output_uri)
             command, volumes = None, {}
             if definition.seed:
                 variables |= seed.variables(definition.seed, container_arguments, secrets, _size_mib(input_dir))
@@ -110,6 +117,7 @@ def run_execution(
                 arguments=container_arguments,
                 environment=variables,
                 output_dir=output_dir,
+                output_uri=output_uri,
                 input_dir=input_dir,
                 runner_id=runner_id,
                 command=command,
@@ -119,11 +127,14 @@ def run_execution(
                 raise ExecutionCancelled(f"execution {execution_id} was cancelled before its container started")
             outcome = runtime.run(attempt, _line_handler(logger, progress, mask))
             _raise_for_failure(definition, execution_id, outcome)
-            stored = store.put_outputs(output_dir, definition.name, execution_id)
+            if output_dir is None:  # the job wrote its outputs to OUTPUT_URI itself
+                stored = store.list_outputs(definition.name, execution_id)
+            else:
+                stored = _upload(store, output_dir, definition.name, execution_id)
             collected = collect(
-                output_dir, stored, outcome.last_stdout_line, definition.outputs.files, _input_names(definition)
+                stored, store.read_bytes, outcome.last_stdout_line, definition.outputs.files, _input_names(definition)
             )
-            return outcome, collected, _seed_outputs(definition, output_dir)
+            return outcome, collected, _seed_outputs(definition, stored, store)
 
         try:
             outcome, collected, outputs = _attempt_task(definition)(attempt_once)
@@ -150,14 +161,14 @@ def run_execution(
         started=started,
         finished=datetime.now(timezone.utc),
     )
-    sidecars, document.warnings = read_sidecars(document.results)
+    sidecars, document.warnings = read_sidecars(document.results, store.read_bytes)
     for warning in document.warnings:
         logger.warning(warning)
     item = stac.execution_item(document.model_dump(mode="json"), sidecars)
     document.stac_item = stac.publish(store, definition.name, definition.title, definition.description, item)
     results = document.model_dump(mode="json")
     store.write_json(f"{definition.name}/{execution_id}/{EXECUTION_DOCUMENT}", results)
-    artifacts.record_results(definition.name, document.results, document.stac_item)
+    artifacts.record_results(definition.name, document.results, document.stac_item, store.presign)
     artifacts.record_summary(results, [mask(line) for line in outcome.log_tail])
     logger.info("%d result(s) stored under %s", len(document.results), document.results_uri)
     return results
@@ -236,13 +247,24 @@ def _input_names(definition: TaskDefinition) -> list[str]:
     return definition.argument_names
 
 
-def _seed_outputs(definition: TaskDefinition, output_dir: Path) -> dict[str, Any]:
+def _upload(store: ResultsStore, output_dir: Path, task: str, execution_id: str) -> StoredOutputs:
+    """Store what the container wrote; if that fails, keep it on this machine and fail the attempt saying where."""
+    try:
+        return store.put_outputs(output_dir, task, execution_id)
+    except StorageError as err:
+        kept = Path(UNSENT_ROOT).expanduser() / task / execution_id
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(output_dir, kept)
+        raise ExecutionFailed(f"{err}; the outputs are kept in {kept}", ErrorCategory.SYSTEM) from err
+
+
+def _seed_outputs(definition: TaskDefinition, stored: StoredOutputs, store: ResultsStore) -> dict[str, Any]:
     """The JSON outputs a Seed task declares, from `seed.outputs.json`."""
     if not definition.seed or not definition.seed.outputs_json:
         return {}
-    path = output_dir / seed.OUTPUTS_FILE
+    uri = stored.uris.get(seed.OUTPUTS_FILE)
     try:
-        document = json.loads(path.read_text()) if path.is_file() else {}
+        document = json.loads(store.read_bytes(uri)) if uri else {}
         return seed.outputs_from(document, definition.seed.outputs_json)
     except ValueError as err:
         raise ExecutionFailed(str(err), ErrorCategory.JOB) from err
@@ -251,16 +273,19 @@ def _seed_outputs(definition: TaskDefinition, output_dir: Path) -> dict[str, Any
 def _raise_for_failure(definition: TaskDefinition, execution_id: str, outcome: AttemptOutcome) -> None:
     if execution_id in cancel_requested:
         raise ExecutionCancelled(f"execution {execution_id} was cancelled; its container was stopped")
+    platform = f" ({outcome.detail})" if outcome.detail else ""
     if outcome.killed_reason:
-        raise ExecutionFailed(outcome.killed_reason, ErrorCategory.SYSTEM, outcome.exit_code, outcome.log_tail)
+        reason = outcome.killed_reason + platform
+        raise ExecutionFailed(reason, ErrorCategory.SYSTEM, outcome.exit_code, outcome.log_tail)
     if outcome.exit_code == 0:
         return
     known = definition.errors.get(outcome.exit_code) if outcome.exit_code is not None else None
     if known:
         detail = f": {known.description}" if known.description else ""
-        reason = f"exit code {outcome.exit_code} ({known.name}, a {known.category.value} error){detail}"
+        reason = f"exit code {outcome.exit_code} ({known.name}, a {known.category.value} error){detail}{platform}"
         raise ExecutionFailed(reason, known.category, outcome.exit_code, outcome.log_tail)
-    raise ExecutionFailed(f"exit code {outcome.exit_code}", ErrorCategory.JOB, outcome.exit_code, outcome.log_tail)
+    code = "no exit code" if outcome.exit_code is None else f"exit code {outcome.exit_code}"
+    raise ExecutionFailed(f"{code}{platform}", ErrorCategory.JOB, outcome.exit_code, outcome.log_tail)
 
 
 def _seconds_since(started: datetime) -> float:

@@ -8,7 +8,6 @@ from typing import Any
 from prefect import Flow, flow
 
 from granary_flows.definition import TaskDefinition
-from granary_flows.errors import RuntimeUnavailable
 from granary_flows.execution import run_execution
 from granary_flows.runtimes.base import Runtime
 from granary_flows.store import ResultsStore
@@ -32,7 +31,7 @@ def build_flow(
             definition,
             arguments,
             store=store or ResultsStore(),
-            runtime=runtime or runtime_for(definition),
+            runtime=runtime or runtime_for(definition, store or ResultsStore()),
             runner_id=runner_id,
         )
 
@@ -55,13 +54,15 @@ def build_flow(
 _docker_runtime: Runtime | None = None
 
 
-def runtime_for(definition: TaskDefinition) -> Runtime:
+def runtime_for(definition: TaskDefinition, store: ResultsStore) -> Runtime:
     """The runtime a task asks for; the Docker one is shared by every flow of a process."""
     global _docker_runtime
-    if definition.runtime_kind == "docker":
-        if _docker_runtime is None:
-            from granary_flows.runtimes.docker import DockerRuntime
+    if definition.runtime_kind == "batch":
+        from granary_flows.runtimes.batch import BatchRuntime
 
-            _docker_runtime = DockerRuntime()
-        return _docker_runtime
-    raise RuntimeUnavailable(f"task {definition.name!r} runs on AWS Batch, which this version cannot run yet")
+        return BatchRuntime(store)
+    if _docker_runtime is None:
+        from granary_flows.runtimes.docker import DockerRuntime
+
+        _docker_runtime = DockerRuntime()
+    return _docker_runtime

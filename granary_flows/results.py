@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import mimetypes
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from granary_flows.contract import OUTPUT_DIR, parse_plugin_results
 from granary_flows.definition import OutputFile
 from granary_flows.errors import ErrorCategory, ExecutionFailed
+from granary_flows.store import StoredOutputs
 
 RESULTS_FILE = "results.json"
 SIDECAR_SUFFIX = ".metadata.json"
@@ -48,54 +49,55 @@ class CollectedResults(BaseModel):
 
 
 def collect(
-    output_dir: Path,
-    stored: dict[str, str],
+    stored: StoredOutputs,
+    read: Callable[[str], bytes],
     last_stdout_line: str | None,
     declared: list[OutputFile],
     input_names: list[str] | None = None,
 ) -> CollectedResults:
-    """Collect an attempt's results from its output folder (already stored) and its last stdout line.
+    """Collect an attempt's results from its stored output folder and its last stdout line.
+
+    Docker outputs are uploaded by `ResultsStore.put_outputs`, Batch jobs write theirs to `OUTPUT_URI` themselves;
+    from here on both are the same.
 
     Args:
-        output_dir: the local copy of what the container wrote.
-        stored: relative path -> stored URI, as `ResultsStore.put_outputs` returns.
-        last_stdout_line: the container's last line on stdout.
+        stored: the execution's output files in the results store.
+        read: reads a stored file's bytes by URI (`ResultsStore.read_bytes`).
+        last_stdout_line: the container's last line on stdout (on Batch, the last CloudWatch line).
         declared: the task's `outputs.files`.
         input_names: the task's inputs; `<input>.metadata.json` annotates that input (Seed) and is always kept.
 
     Raises:
         ExecutionFailed: for `{"message": ...}` in results.json, a malformed results.json, or a missing required output.
     """
-    results_file = output_dir / RESULTS_FILE
     plugin_results = parse_plugin_results(last_stdout_line or "")
-    if results_file.is_file():
-        collected = CollectedResults(source=RESULTS_FILE, assets=_from_results_json(results_file, stored))
+    if RESULTS_FILE in stored.uris:
+        assets = _from_results_json(read(stored.uris[RESULTS_FILE]), stored.uris)
+        collected = CollectedResults(source=RESULTS_FILE, assets=assets)
     elif plugin_results is not None:
-        collected = _from_plugin_results(plugin_results, stored)
+        collected = _from_plugin_results(plugin_results, stored.uris)
     else:
-        collected = CollectedResults(source="files", assets=_from_files(output_dir, stored, declared))
-    collected.assets += _input_annotations(output_dir, stored, input_names or [], collected.assets)
+        collected = CollectedResults(source="files", assets=_from_files(stored, declared))
+    collected.assets += _input_annotations(stored, input_names or [], collected.assets)
     return collected
 
 
-def _input_annotations(
-    output_dir: Path, stored: dict[str, str], input_names: list[str], assets: list[ResultAsset]
-) -> list[ResultAsset]:
+def _input_annotations(stored: StoredOutputs, input_names: list[str], assets: list[ResultAsset]) -> list[ResultAsset]:
     present = {asset.href for asset in assets}
     annotations = []
     for name in input_names:
         relative = f"{name}{SIDECAR_SUFFIX}"
-        if relative in stored and stored[relative] not in present:
-            asset = _file_asset(output_dir, relative, stored[relative], title=f"{name} annotation")
+        if relative in stored.uris and stored.uris[relative] not in present:
+            asset = _file_asset(stored, relative, title=f"{name} annotation")
             asset.description = f"annotates the input {name}"
             setattr(asset, ANNOTATES, name)
             annotations.append(asset)
     return annotations
 
 
-def _from_results_json(path: Path, stored: dict[str, str]) -> list[ResultAsset]:
+def _from_results_json(content: bytes, stored: dict[str, str]) -> list[ResultAsset]:
     try:
-        document = json.loads(path.read_text())
+        document = json.loads(content)
     except ValueError as err:
         raise ExecutionFailed(f"{RESULTS_FILE} is not JSON: {err}", ErrorCategory.JOB) from err
     if isinstance(document, dict) and "message" in document and "results" not in document:
@@ -124,10 +126,10 @@ def _asset(entry: Any, stored: dict[str, str]) -> ResultAsset:
     return asset
 
 
-def _from_files(output_dir: Path, stored: dict[str, str], declared: list[OutputFile]) -> list[ResultAsset]:
-    files = [name for name in stored if name != RESULTS_FILE]
+def _from_files(stored: StoredOutputs, declared: list[OutputFile]) -> list[ResultAsset]:
+    files = [name for name in stored.uris if name != RESULTS_FILE]
     if not declared:
-        return [_file_asset(output_dir, name, stored[name]) for name in files]
+        return [_file_asset(stored, name) for name in files]
     assets = []
     for output in declared:
         matches = [
@@ -146,21 +148,20 @@ def _from_files(output_dir: Path, stored: dict[str, str], declared: list[OutputF
                 ErrorCategory.JOB,
             )
         for name in matches:
-            asset = _file_asset(output_dir, name, stored[name], title=output.name, media_type=output.mediaType)
-            assets.append(asset)
-            if f"{name}{SIDECAR_SUFFIX}" in stored:
-                assets.append(_file_asset(output_dir, f"{name}{SIDECAR_SUFFIX}", stored[f"{name}{SIDECAR_SUFFIX}"]))
+            assets.append(_file_asset(stored, name, title=output.name, media_type=output.mediaType))
+            if f"{name}{SIDECAR_SUFFIX}" in stored.uris:
+                assets.append(_file_asset(stored, f"{name}{SIDECAR_SUFFIX}"))
     return assets
 
 
 def _file_asset(
-    output_dir: Path, name: str, href: str, title: str | None = None, media_type: str | None = None
+    stored: StoredOutputs, name: str, title: str | None = None, media_type: str | None = None
 ) -> ResultAsset:
     sidecar = name.endswith(SIDECAR_SUFFIX)
     return ResultAsset(
-        href=href,
+        href=stored.uris[name],
         title=title or name,
         roles=["metadata"] if sidecar else ["data"],
         type=media_type or ("application/geo+json" if sidecar else mimetypes.guess_type(name)[0]),
-        size=(output_dir / name).stat().st_size,
+        size=stored.sizes.get(name),
     )

@@ -28,8 +28,7 @@ from prefect.states import Cancelled, Crashed, Pending
 from prefect.utilities.engine import propose_state_sync
 
 from granary_flows.execution import cancel_requested
-from granary_flows.runtimes.base import LABEL_EXECUTION, LABEL_RUNNER
-from granary_flows.runtimes.docker import DockerRuntime
+from granary_flows.runtimes.base import Runtime
 
 logger = logging.getLogger("granary.runner")
 WATCH_INTERVAL = 0.5
@@ -45,7 +44,7 @@ class InProcessRunner:
 
     Args:
         flows: deployment id -> the flow to run for it.
-        runtime: the Docker runtime, to stop containers of cancelled runs.
+        runtimes: the runtimes its flows use, to stop the containers and jobs of cancelled runs.
         runner_id: carried by every container this runner starts (`new_runner_id()`).
         limit: how many runs at once.
         poll_interval: seconds between looks for due runs.
@@ -54,13 +53,13 @@ class InProcessRunner:
     def __init__(
         self,
         flows: dict[UUID, Flow[..., Any]],
-        runtime: DockerRuntime,
+        runtimes: list[Runtime],
         runner_id: str,
         limit: int = 8,
         poll_interval: float = 1.0,
     ):
         self.flows = flows
-        self.runtime = runtime
+        self.runtimes = runtimes
         self.runner_id = runner_id
         self.limit = limit
         self.poll_interval = poll_interval
@@ -137,36 +136,36 @@ class InProcessRunner:
 
     def _cancel(self, flow_run_id: UUID, why: str) -> None:
         cancel_requested.add(str(flow_run_id))
-        stopped = self.runtime.stop(str(flow_run_id))
-        logger.info("flow run %s: %s; stopped %d container(s)", flow_run_id, why, stopped)
+        stopped = sum(runtime.stop(str(flow_run_id)) for runtime in self.runtimes)
+        logger.info("flow run %s: %s; stopped %d container(s) or job(s)", flow_run_id, why, stopped)
 
 
-def reap_orphans(runtime: DockerRuntime, client: SyncPrefectClient) -> list[str]:
-    """Remove containers whose runner process on this host is gone, and mark their runs Crashed.
+def reap_orphans(runtimes: list[Runtime], client: SyncPrefectClient) -> list[str]:
+    """Deal with what runners on this host that died left behind, and mark their runs Crashed.
+
+    Containers are removed; a Batch job is left running, so that retrying its run re-attaches to it.
 
     Returns:
-        The execution ids whose containers were removed.
+        The execution ids found.
     """
-    host = socket.gethostname()
-    reaped = []
-    for container in runtime.labelled_containers():
-        runner = container.labels.get(LABEL_RUNNER, "")
-        runner_host, _, rest = runner.partition(":")
-        pid = rest.partition(":")[0]
-        if runner_host != host or (pid.isdigit() and _alive(int(pid))):
-            continue
-        execution_id = container.labels[LABEL_EXECUTION]
-        runtime.stop(execution_id)
-        reaped.append(execution_id)
-        try:
-            flow_run = client.read_flow_run(UUID(execution_id))
-        except (ObjectNotFound, ValueError):
-            continue
-        if flow_run.state and not flow_run.state.is_final():
-            client.set_flow_run_state(
-                flow_run.id, Crashed(message="the process running it died; container removed"), force=True
-            )
-    return reaped
+    found = []
+    for runtime in runtimes:
+        for execution_id, what in runtime.orphans(_is_dead):
+            found.append(execution_id)
+            try:
+                flow_run = client.read_flow_run(UUID(execution_id))
+            except (ObjectNotFound, ValueError):
+                continue
+            if flow_run.state and not flow_run.state.is_final():
+                client.set_flow_run_state(flow_run.id, Crashed(message=what), force=True)
+    return found
+
+
+def _is_dead(runner_id: str) -> bool:
+    """Whether the runner `host:pid:nonce` ran on this host and its process is gone."""
+    host, _, rest = runner_id.partition(":")
+    pid = rest.partition(":")[0]
+    return host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
 
 
 def _alive(pid: int) -> bool:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import fsspec
 from geojson_pydantic import Feature
 from pydantic import BaseModel, ValidationError
 
@@ -23,8 +23,8 @@ class Sidecar(BaseModel):
     end: datetime | None
 
 
-def read_sidecars(assets: list[ResultAsset]) -> tuple[list[Sidecar], list[str]]:
-    """Read every side-car among the results.
+def read_sidecars(assets: list[ResultAsset], read: Callable[[str], bytes]) -> tuple[list[Sidecar], list[str]]:
+    """Read every side-car among the results, with `read` (the results store's reader, which holds its credentials).
 
     Returns:
         The valid side-cars, and one warning per broken one (the output it describes is kept all the same).
@@ -34,8 +34,7 @@ def read_sidecars(assets: list[ResultAsset]) -> tuple[list[Sidecar], list[str]]:
         if not asset.href.endswith(SIDECAR_SUFFIX):
             continue
         try:
-            with fsspec.open(asset.href, "rb") as handle:
-                feature: Feature[Any, Any] = Feature.model_validate(json.load(handle))
+            feature: Feature[Any, Any] = Feature.model_validate(json.loads(read(asset.href)))
         except (OSError, ValueError, ValidationError) as err:
             warnings.append(f"side-car {asset.href} is not a valid GeoJSON Feature: {_first_line(err)}")
             continue

@@ -9,22 +9,36 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fsspec.core import url_to_fs
+from pydantic import BaseModel
 
 from granary_flows.errors import StorageError
 
 EXECUTION_DOCUMENT = "granary-execution.json"
 DEFAULT_ROOT = "~/.granary/results"
+RESULTS_BLOCK_VARIABLE = "GRANARY_RESULTS_BLOCK"
+# Files from 2 chunks up are uploaded to S3 in parts, several at once; S3's smallest part is 5 MiB.
+MULTIPART_CHUNK = int(float(os.environ.get("GRANARY_MULTIPART_CHUNK_MIB", "16")) * 2**20)
+PRESIGN_SECONDS = int(os.environ.get("GRANARY_PRESIGN_SECONDS", "3600"))
+
+
+class StoredOutputs(BaseModel):
+    """The files of an execution's output folder in the store: relative path -> URI, and their sizes."""
+
+    uris: dict[str, str] = {}
+    sizes: dict[str, int] = {}
 
 
 class ResultsStore:
     """Where executions' outputs and results documents live.
 
     Args:
-        root: a URI fsspec understands (`file:///...`, `s3://bucket/prefix`) or a local path; default
-            `GRANARY_RESULTS_URI`, else `~/.granary/results`.
+        root: a URI fsspec understands (`file:///...`, `s3://bucket/prefix`) or a local path; default the prefect-aws
+            `S3Bucket` block named by `GRANARY_RESULTS_BLOCK`, else `GRANARY_RESULTS_URI`, else `~/.granary/results`.
+        storage_options: for the file system (credentials, endpoint); for `s3://` roots, default those of the
+            `AwsCredentials` block named by `GRANARY_AWS_CREDENTIALS_BLOCK`, if any.
 
     Example:
         >>> store = ResultsStore("/tmp/granary-results")
@@ -32,12 +46,22 @@ class ResultsStore:
         'file:///tmp/granary-results/ndvi/0b6f'
     """
 
-    def __init__(self, root: str | None = None):
+    def __init__(self, root: str | None = None, storage_options: dict[str, Any] | None = None):
+        if root is None and os.environ.get(RESULTS_BLOCK_VARIABLE):
+            root, storage_options = _from_s3_bucket_block(os.environ[RESULTS_BLOCK_VARIABLE])
         root = root or os.environ.get("GRANARY_RESULTS_URI") or DEFAULT_ROOT
         if "://" not in root:
             root = Path(root).expanduser().resolve().as_uri()
+        if storage_options is None and root.startswith("s3://") and os.environ.get("GRANARY_AWS_CREDENTIALS_BLOCK"):
+            from granary_flows.aws import credentials, s3_storage_options
+
+            storage_options = s3_storage_options(credentials())
         self.root = root.rstrip("/")
-        self.fs, self._root_path = url_to_fs(self.root)
+        self.fs, self._root_path = url_to_fs(self.root, **(storage_options or {}))
+
+    @property
+    def is_s3(self) -> bool:
+        return self.root.startswith("s3://")
 
     def execution_uri(self, task: str, execution_id: str) -> str:
         return f"{self.root}/{task}/{execution_id}"
@@ -56,28 +80,64 @@ class ResultsStore:
         except (OSError, PermissionError, ValueError) as err:
             raise StorageError(f"the results root {self.root} cannot be written: {err}") from err
 
-    def put_outputs(self, local_dir: Path, task: str, execution_id: str) -> dict[str, str]:
+    def clear_outputs(self, task: str, execution_id: str) -> None:
+        """Remove what an earlier attempt of the execution left in its folder."""
+        target = f"{self._root_path}/{task}/{execution_id}"
+        try:
+            if self.fs.exists(target):
+                self.fs.rm(target, recursive=True)
+            self.fs.invalidate_cache(target)
+        except OSError as err:
+            raise StorageError(f"clearing {self.root}/{task}/{execution_id} failed: {err}") from err
+
+    def put_outputs(self, local_dir: Path, task: str, execution_id: str) -> StoredOutputs:
         """Upload every file under `local_dir` to the execution's folder, replacing what an earlier attempt left.
 
-        Returns:
-            relative path -> URI of each stored file.
+        On S3 the files are uploaded concurrently, and large ones in parts (multipart), several parts at once.
 
         Raises:
             StorageError: when any upload fails, so that outputs are never lost silently.
         """
         target = f"{self._root_path}/{task}/{execution_id}"
-        stored = {}
+        files = sorted(p for p in local_dir.rglob("*") if p.is_file())
+        relatives = [file.relative_to(local_dir).as_posix() for file in files]
+        options = {"chunksize": MULTIPART_CHUNK} if self.is_s3 else {}
+        self.clear_outputs(task, execution_id)
         try:
-            if self.fs.exists(target):
-                self.fs.rm(target, recursive=True)
             self.fs.makedirs(target, exist_ok=True)
-            for file in sorted(p for p in local_dir.rglob("*") if p.is_file()):
-                relative = file.relative_to(local_dir).as_posix()
-                self.fs.put_file(str(file), f"{target}/{relative}")
-                stored[relative] = self.uri_of(f"{target}/{relative}")
-        except OSError as err:
+            if files:
+                self.fs.put([str(f) for f in files], [f"{target}/{r}" for r in relatives], **options)
+        except (OSError, ValueError) as err:
             raise StorageError(f"uploading outputs to {self.root}/{task}/{execution_id} failed: {err}") from err
+        return StoredOutputs(
+            uris={r: self.uri_of(f"{target}/{r}") for r in relatives},
+            sizes={r: f.stat().st_size for r, f in zip(relatives, files, strict=True)},
+        )
+
+    def list_outputs(self, task: str, execution_id: str) -> StoredOutputs:
+        """What a container wrote into the execution's folder itself (Batch jobs write to `OUTPUT_URI`)."""
+        target = f"{self._root_path}/{task}/{execution_id}"
+        self.fs.invalidate_cache(target)
+        try:
+            found = self.fs.find(target, detail=True) if self.fs.exists(target) else {}
+        except OSError as err:
+            raise StorageError(f"listing {self.root}/{task}/{execution_id} failed: {err}") from err
+        stored = StoredOutputs()
+        for path, info in sorted(found.items()):
+            relative = path[len(target) + 1 :]
+            stored.uris[relative] = self.uri_of(path)
+            stored.sizes[relative] = int(info.get("size") or 0)
         return stored
+
+    def read_bytes(self, uri: str) -> bytes:
+        """The content of a stored file, given its URI."""
+        return bytes(self.fs.cat_file(uri))
+
+    def presign(self, uri: str, seconds: int = PRESIGN_SECONDS) -> str | None:
+        """A https link to an `s3://` file that works without credentials until it expires; None for other stores."""
+        if not (self.is_s3 and uri.startswith("s3://")):
+            return None
+        return str(self.fs.sign(uri, expiration=seconds))
 
     def write_json(self, relative: str, document: Any) -> str:
         """Write `document` at `<root>/<relative>` and return its URI.
@@ -93,6 +153,29 @@ class ResultsStore:
             raise StorageError(f"writing {path} failed: {err}") from err
         return self.uri_of(path)
 
+    def remove(self, relative: str) -> None:
+        """Remove `<root>/<relative>` if it is there."""
+        path = f"{self._root_path}/{relative}"
+        try:
+            self.fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise StorageError(f"removing {path} failed: {err}") from err
+
+    def read_all_json(self, folder: str) -> list[Any]:
+        """Every JSON document directly under `<root>/<folder>`."""
+        path = f"{self._root_path}/{folder}"
+        self.fs.invalidate_cache(path)
+        if not self.fs.exists(path):
+            return []
+        documents = []
+        for name in sorted(self.fs.ls(path, detail=False)):
+            if name.endswith(".json"):
+                with self.fs.open(name, "rb") as handle:
+                    documents.append(json.load(handle))
+        return documents
+
     def read_json(self, relative: str) -> Any:
         """The JSON document at `<root>/<relative>`.
 
@@ -101,3 +184,18 @@ class ResultsStore:
         """
         with self.fs.open(f"{self._root_path}/{relative}", "rb") as handle:
             return json.load(handle)
+
+
+def _from_s3_bucket_block(name: str) -> tuple[str, dict[str, Any]]:
+    """The root and s3fs options of a prefect-aws `S3Bucket` block: `s3://<bucket_name>/<bucket_folder>`."""
+    from prefect_aws import AwsCredentials, S3Bucket
+
+    from granary_flows.aws import s3_storage_options
+
+    try:
+        bucket = cast(S3Bucket, S3Bucket.load(name))
+    except ValueError as err:
+        raise StorageError(f"S3Bucket block {name!r} cannot be loaded: {err}") from err
+    root = f"s3://{bucket.bucket_name}/{bucket.bucket_folder}".rstrip("/")
+    options = s3_storage_options(bucket.credentials) if isinstance(bucket.credentials, AwsCredentials) else {}
+    return root, options

@@ -45,20 +45,27 @@ build_hello() {
   rm -rf "$root"
 }
 
+# python3-boto3 lets the same image read inputs from and write outputs to S3 when it runs on AWS Batch.
+BASE_PACKAGES="python3-rasterio,python3-numpy,python3-boto3"
+
 build_ndvi() {
-  local base="$CACHE/debian-rasterio.tar" hash; hash=$(recipe_hash examples/ndvi/app/*)
+  local base_hash; base_hash=$(echo "$BASE_PACKAGES" | sha256sum | cut -c1-8)
+  local base="$CACHE/debian-$base_hash.tar" hash; hash=$(echo "$base_hash" | cat - examples/ndvi/app/* | sha256sum | cut -c1-16)
   if [ "$(image_hash granary/ndvi:1)" != "$hash" ]; then
     if [ ! -f "$base" ]; then
-      log "building a Debian root filesystem with rasterio (debootstrap, about a minute)"
+      log "building a Debian root filesystem with rasterio and boto3 (debootstrap, about two minutes)"
       command -v debootstrap >/dev/null || apt_install debootstrap
       local root; root=$(mktemp -d)
-      debootstrap --variant=minbase --include=python3-rasterio,python3-numpy bookworm "$root" \
+      debootstrap --variant=minbase --include="$BASE_PACKAGES" bookworm "$root" \
         http://deb.debian.org/debian >"$CACHE/debootstrap.log" 2>&1
       rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
       tar -C "$root" -cf "$base.tmp" . && mv "$base.tmp" "$base"
       rm -rf "$root"
     fi
-    have_image granary/ndvi-base:1 || { log "importing granary/ndvi-base:1"; docker import -c 'ENV PATH=/usr/local/bin:/usr/bin:/bin' "$base" granary/ndvi-base:1 >/dev/null; }
+    if [ "$(image_hash granary/ndvi-base:1)" != "$base_hash" ]; then
+      log "importing granary/ndvi-base:1"
+      docker import -c 'ENV PATH=/usr/local/bin:/usr/bin:/bin' -c "LABEL granary.recipe=$base_hash" "$base" granary/ndvi-base:1 >/dev/null
+    fi
     log "building granary/ndvi:1"
     local cid; cid=$(docker create granary/ndvi-base:1 true)
     docker cp examples/ndvi/app "$cid:/app"

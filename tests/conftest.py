@@ -66,14 +66,18 @@ def prefect_server() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
-    """moto in server mode on 127.0.0.1: the local stand-in for S3 (and, later, Batch and CloudWatch Logs)."""
+    """moto in server mode on 127.0.0.1: the local stand-in for S3, Batch, CloudWatch Logs and IAM."""
     import subprocess
 
     from granary_flows.server import wait_until
 
     log = open(SESSION_DIR / "moto.log", "wb")  # noqa: SIM115  (closed below)
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(MOTO_PORT)], stdout=log, stderr=log
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(MOTO_PORT)],
+        stdout=log,
+        stderr=log,
+        # Batch jobs run as containers on the local engine; host networking lets them reach moto on 127.0.0.1.
+        env=os.environ | {"MOTO_DOCKER_NETWORK_MODE": "host"},
     )
     endpoint = os.environ["AWS_ENDPOINT_URL"]
     try:
@@ -171,13 +175,17 @@ def logs_of(client: SyncPrefectClient, flow_run_id: Any, settle: float = 1.0) ->
     from prefect.client.schemas.sorting import LogSort
 
     time.sleep(settle)  # logs arrive in batches
-    logs = client.read_logs(
-        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
-        sort=LogSort.TIMESTAMP_ASC,
-        limit=200,
-        offset=0,
-    )
-    return [log.message for log in logs]
+    messages: list[str] = []
+    while True:  # the server gives at most 200 a call
+        page = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+            sort=LogSort.TIMESTAMP_ASC,
+            limit=200,
+            offset=len(messages),
+        )
+        messages += [log.message for log in page]
+        if len(page) < 200:
+            return messages
 
 
 def artifacts_of(client: SyncPrefectClient, flow_run_id: Any) -> list[Any]:

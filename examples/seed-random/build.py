@@ -27,12 +27,14 @@ def main() -> None:
             return
     except docker.errors.ImageNotFound:
         pass
-    dockerfile = "\n".join([
-        "FROM granary/hello:1",
-        "COPY random.sh /app/random.sh",
-        'CMD ["/bin/sh", "/app/random.sh"]',
-        "",
-    ]).encode()
+    dockerfile = "\n".join(
+        [
+            "FROM granary/hello:1",
+            "COPY random.sh /app/random.sh",
+            'CMD ["/bin/sh", "/app/random.sh"]',
+            "",
+        ]
+    ).encode()
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
         for name, data, mode in (("Dockerfile", dockerfile, 0o644), ("random.sh", script, 0o755)):

@@ -26,7 +26,8 @@ class Attempt(BaseModel):
     task: TaskDefinition
     arguments: dict[str, Any]
     environment: dict[str, str]
-    output_dir: Path
+    output_dir: Path | None = None  # Docker: the local folder mounted at OUTPUT_DIR
+    output_uri: str | None = None  # Batch: where the job writes its outputs itself
     input_dir: Path | None = None
     runner_id: str = ""
     command: list[str] | None = None
@@ -38,6 +39,7 @@ class AttemptOutcome(BaseModel):
 
     exit_code: int | None
     killed_reason: str | None = None
+    detail: str | None = None  # what the platform said about a failure (Batch's status reason and attempts)
     last_stdout_line: str | None = None
     log_tail: list[str] = []
 
@@ -56,3 +58,11 @@ class Runtime(ABC):
     @abstractmethod
     def stop(self, execution_id: str) -> int:
         """Stop whatever runs for an execution (cancellation). Returns how many containers or jobs it stopped."""
+
+    @abstractmethod
+    def orphans(self, is_dead: Callable[[str], bool]) -> list[tuple[str, str]]:
+        """Deal with what runners that died left behind (`is_dead(runner_id)`).
+
+        Returns:
+            (execution id, what became of it) for each execution found.
+        """

@@ -72,7 +72,7 @@ class DockerRuntime(Runtime):
 
     def run(self, attempt: Attempt, on_line: Callable[[str], None]) -> AttemptOutcome:
         spec = attempt.task.runtime.docker
-        assert spec is not None, "DockerRuntime runs docker tasks only"
+        assert spec is not None and attempt.output_dir is not None, "DockerRuntime runs docker tasks only"
         arguments_file = attempt.output_dir.parent / "arguments.json"
         arguments_file.write_text(attempt.environment["GRANARY_ARGUMENTS"])
         try:
@@ -108,14 +108,20 @@ class DockerRuntime(Runtime):
             self._remove(container)
         return len(containers)
 
-    def labelled_containers(self) -> list[Any]:
-        """Every container granary started on this engine, running or not."""
-        return self.client.containers.list(all=True, filters={"label": LABEL_EXECUTION})
+    def orphans(self, is_dead: Callable[[str], bool]) -> list[tuple[str, str]]:
+        """Remove the containers of runners that died: nothing is waiting to collect what they write."""
+        found = []
+        for container in self.client.containers.list(all=True, filters={"label": LABEL_EXECUTION}):
+            if is_dead(container.labels.get(LABEL_RUNNER, "")):
+                self._remove(container)
+                found.append((container.labels[LABEL_EXECUTION], "the process running it died; container removed"))
+        return found
 
     def _container_options(self, attempt: Attempt, arguments_file: Any) -> dict[str, Any]:
         task = attempt.task
         spec = task.runtime.docker
         assert spec is not None
+        assert attempt.output_dir is not None
         volumes = {
             str(attempt.output_dir): {"bind": OUTPUT_DIR, "mode": "rw"},
             str(arguments_file): {"bind": ARGUMENTS_FILE, "mode": "ro"},

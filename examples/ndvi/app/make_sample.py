@@ -16,8 +16,13 @@ def main(path: str) -> None:
     nir = np.where(vegetation, 3000, 300) + rows
     bands = np.stack([red // 2, red, red, nir]).astype("uint16")
     profile = {
-        "driver": "GTiff", "width": SIZE, "height": SIZE, "count": 4, "dtype": "uint16",
-        "crs": "EPSG:32633", "transform": from_origin(500000, 4650000, 10, 10),
+        "driver": "GTiff",
+        "width": SIZE,
+        "height": SIZE,
+        "count": 4,
+        "dtype": "uint16",
+        "crs": "EPSG:32633",
+        "transform": from_origin(500000, 4650000, 10, 10),
     }
     with rasterio.open(path, "w", **profile) as out:
         out.write(bands)

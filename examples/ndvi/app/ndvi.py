@@ -1,12 +1,14 @@
 """NDVI = (NIR - red) / (NIR + red) from two bands of a GeoTIFF.
 
-Follows the granary container contract: arguments in GRANARY_ARGUMENTS, outputs to OUTPUT_DIR, progress as
-JSON lines on stdout, a GeoJSON side-car beside the output giving its footprint in EPSG:4326.
+Follows the granary container contract: arguments in GRANARY_ARGUMENTS, outputs to OUTPUT_DIR (local Docker) or
+OUTPUT_URI (AWS Batch, where the job reads its s3:// input and writes its outputs itself), progress as JSON lines on
+stdout, a GeoJSON side-car beside the output giving its footprint in EPSG:4326.
 """
 
 import json
 import os
 import sys
+import tempfile
 from datetime import datetime, timezone
 
 import numpy as np
@@ -24,13 +26,49 @@ def footprint(dataset) -> dict:
     return transform_geom(dataset.crs, "EPSG:4326", {"type": "Polygon", "coordinates": [ring]})
 
 
+def s3_client():
+    import boto3  # only on Batch; Debian's boto3 predates AWS_ENDPOINT_URL, so it is passed on by hand
+
+    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def local_copy(source: str, folder: str) -> str:
+    """An s3:// input is downloaded first (on Batch, nothing stages inputs); anything else is opened as it is."""
+    if not source.startswith("s3://"):
+        return source
+    path = os.path.join(folder, os.path.basename(source) or "input.tif")
+    s3_client().download_file(*split_s3(source), path)
+    return path
+
+
+def publish(folder: str, output_uri: str) -> None:
+    bucket, prefix = split_s3(output_uri.rstrip("/"))
+    for name in sorted(os.listdir(folder)):
+        s3_client().upload_file(os.path.join(folder, name), bucket, f"{prefix}/{name}")
+
+
 def main() -> int:
     args = json.loads(os.environ["GRANARY_ARGUMENTS"])
-    source = args["tiffLocation"]
-    output = os.path.join(os.environ["OUTPUT_DIR"], args.get("outputName") or "ndvi.tif")
+    output_uri = os.environ.get("OUTPUT_URI")
+    scratch = tempfile.mkdtemp()
+    outputs = os.path.join(scratch, "outputs") if output_uri else os.environ["OUTPUT_DIR"]
+    os.makedirs(outputs, exist_ok=True)
+    status = compute(args, local_copy(args["tiffLocation"], scratch), outputs)
+    if status == 0 and output_uri:
+        publish(outputs, output_uri)
+    return status
+
+
+def compute(args: dict, source: str, outputs: str) -> int:
+    output = os.path.join(outputs, args.get("outputName") or "ndvi.tif")
     with rasterio.open(source) as dataset:
         if max(args["redBand"], args["nirBand"]) > dataset.count:
-            print(f"{source} has {dataset.count} bands", file=sys.stderr)
+            print(f"{args['tiffLocation']} has {dataset.count} bands", file=sys.stderr)
             return 3
         progress(10, "reading bands")
         red = dataset.read(args["redBand"]).astype("float32")

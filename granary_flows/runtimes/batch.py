@@ -1,0 +1,399 @@
+"""The AWS Batch runtime: one job per attempt, watched with backoff, its CloudWatch lines streamed into the run.
+
+The job id is written to the results store before waiting (`<root>/.granary/batch-jobs/<execution-id>.json`), so a
+process that dies mid-wait leaves enough behind for the retried run to re-attach instead of submitting again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel
+
+from granary_flows import aws
+from granary_flows.errors import RuntimeUnavailable, StorageError
+from granary_flows.runtimes.base import LABEL_EXECUTION, LABEL_RUNNER, LABEL_TASK, Attempt, AttemptOutcome, Runtime
+from granary_flows.store import ResultsStore
+
+LOG_TAIL = 20
+RECORDS = ".granary/batch-jobs"
+NOT_STARTED = ("SUBMITTED", "PENDING", "RUNNABLE")
+FINISHED = ("SUCCEEDED", "FAILED")
+LOG_GROUP = "/aws/batch/job"
+MAX_POLL_FAILURES = 5  # consecutive failed status reads (after botocore's own retries) before giving up
+MIN_TIMEOUT = 60  # Batch refuses attemptDurationSeconds below 60
+# Batch's words for an attempt that died with its host rather than by its own fault: retried as `system` errors.
+LOST_HOST = re.compile(r"Host EC2 .*terminated|spot|instance .*(terminated|retired|reclaimed)|capacity", re.IGNORECASE)
+TIMED_OUT = re.compile(r"timeout|duration exceeded|time exceeded", re.IGNORECASE)
+
+logger = logging.getLogger("granary.batch")
+
+
+class Polling(BaseModel):
+    """How often a job's status and logs are read: from `minimum` seconds, growing by `factor` while nothing
+    changes, up to `maximum`. At most 60 / `minimum` status calls a minute per job."""
+
+    minimum: float = float(os.environ.get("GRANARY_BATCH_POLL_MIN", "1"))
+    maximum: float = float(os.environ.get("GRANARY_BATCH_POLL_MAX", "20"))
+    factor: float = 1.5
+    log_page: int = 10_000  # events per GetLogEvents call (CloudWatch's own maximum)
+
+
+class JobRecord(BaseModel):
+    """What is written before waiting on a job, so that a later process can find it again."""
+
+    execution_id: str
+    task: str
+    job_id: str
+    job_name: str
+    job_queue: str
+    attempt: int
+    runner_id: str
+    submitted: datetime
+
+
+class BatchRuntime(Runtime):
+    """Runs attempts as AWS Batch jobs on the task's queue and job definition.
+
+    Args:
+        store: the results store; it must be on S3, since the job writes its outputs to `OUTPUT_URI` itself.
+        polling: status and log polling; default from `GRANARY_BATCH_POLL_MIN` / `GRANARY_BATCH_POLL_MAX`.
+        credentials_block: an `AwsCredentials` block name; default `$GRANARY_AWS_CREDENTIALS_BLOCK`, else boto3's chain.
+    """
+
+    def __init__(self, store: ResultsStore, polling: Polling | None = None, credentials_block: str | None = None):
+        self.store = store
+        self.polling = polling or Polling()
+        self._block = credentials_block
+        self._watching: dict[str, str] = {}  # execution id -> job id
+        self._wake: dict[str, threading.Event] = {}
+        self._stopped: dict[str, str] = {}  # execution id -> what stop() did, said by the waiting thread
+
+    @property
+    def batch(self) -> Any:
+        return aws.client("batch", self._block)
+
+    @property
+    def logs(self) -> Any:
+        return aws.client("logs", self._block)
+
+    def run(self, attempt: Attempt, on_line: Callable[[str], None]) -> AttemptOutcome:
+        say = _run_logger()
+        record = self._read_record(attempt.execution_id)
+        if record is not None:
+            say.info(
+                "re-attaching to Batch job %s (attempt %d), submitted before this process",
+                record.job_id,
+                record.attempt,
+            )
+        else:
+            record = self._submit(attempt)
+            say.info("submitted Batch job %s (%s) to queue %s", record.job_id, record.job_name, record.job_queue)
+        self._watching[attempt.execution_id] = record.job_id
+        self._wake[attempt.execution_id] = threading.Event()
+        try:
+            outcome = self._wait(record, attempt, on_line, say)
+        finally:
+            self._watching.pop(attempt.execution_id, None)
+            self._wake.pop(attempt.execution_id, None)
+        self._delete_record(attempt.execution_id)
+        return outcome
+
+    def stop(self, execution_id: str) -> int:
+        job_id = self._watching.get(execution_id)
+        if job_id is None:
+            record = self._read_record(execution_id)
+            job_id = record.job_id if record else None
+        if job_id is None:
+            return 0
+        job = self._describe(job_id)
+        if job is None or job["status"] in FINISHED:
+            return 0
+        reason = f"cancelled from Prefect: flow run {execution_id} was cancelled"
+        try:
+            if job["status"] in NOT_STARTED:
+                self.batch.cancel_job(jobId=job_id, reason=reason)
+                self._stopped[execution_id] = f"cancelled Batch job {job_id} before it started ({job['status']})"
+            else:
+                self.batch.terminate_job(jobId=job_id, reason=reason)
+                self._stopped[execution_id] = f"terminated Batch job {job_id} ({job['status']})"
+        except (ClientError, BotoCoreError) as err:
+            logger.warning("stopping Batch job %s failed: %s", job_id, err)
+            return 0
+        if execution_id in self._wake:
+            self._wake[execution_id].set()
+        return 1
+
+    def orphans(self, is_dead: Callable[[str], bool]) -> list[tuple[str, str]]:
+        """Executions whose waiting process died while their job went on; the job is left to be re-attached."""
+        found = []
+        for record in self._records():
+            if not is_dead(record.runner_id):
+                continue
+            job = self._describe(record.job_id)
+            status = job["status"] if job else "gone"
+            found.append(
+                (
+                    record.execution_id,
+                    f"the process waiting on it died; Batch job {record.job_id} is {status}: "
+                    "retry the run to re-attach to it",
+                )
+            )
+        return found
+
+    def _submit(self, attempt: Attempt) -> JobRecord:
+        spec = attempt.task.runtime.batch
+        assert spec is not None, "BatchRuntime runs batch tasks only"
+        if not self.store.is_s3:
+            raise RuntimeUnavailable(
+                f"task {attempt.task.name!r} runs on AWS Batch, whose jobs write to S3 themselves: set the results "
+                "root to s3://... (GRANARY_RESULTS_URI, or an S3Bucket block named in GRANARY_RESULTS_BLOCK), "
+                f"not {self.store.root}"
+            )
+        task = attempt.task
+        job_name = f"granary-{task.name[:60]}-{attempt.execution_id}"
+        options: dict[str, Any] = {
+            "jobName": job_name,
+            "jobQueue": spec.jobQueue,
+            "jobDefinition": spec.jobDefinition,
+            # Job definitions written for Granary take their arguments as `Ref::name` parameters.
+            "parameters": {k: v if isinstance(v, str) else json.dumps(v) for k, v in attempt.arguments.items()},
+            "containerOverrides": {
+                "environment": [{"name": k, "value": v} for k, v in attempt.environment.items()],
+                "resourceRequirements": _resource_requirements(task.resources),
+            },
+            "tags": {
+                LABEL_EXECUTION: attempt.execution_id,
+                LABEL_TASK: task.name,
+                LABEL_RUNNER: attempt.runner_id,
+                "granary.attempt": str(attempt.attempt),
+            },
+            "propagateTags": True,
+        }
+        if attempt.command:
+            options["containerOverrides"]["command"] = attempt.command
+        if task.timeout:
+            options["timeout"] = {"attemptDurationSeconds": max(MIN_TIMEOUT, int(task.timeout))}
+        self.store.clear_outputs(task.name, attempt.execution_id)  # what an earlier attempt left
+        doing = f"submitting to job queue {spec.jobQueue!r} with job definition {spec.jobDefinition!r}"
+        try:
+            job_id = self.batch.submit_job(**options)["jobId"]
+        except (ClientError, BotoCoreError) as err:
+            raise RuntimeUnavailable(aws.describe_error(err, doing, aws.endpoint_of(self.batch))) from err
+        record = JobRecord(
+            execution_id=attempt.execution_id,
+            task=task.name,
+            job_id=job_id,
+            job_name=job_name,
+            job_queue=spec.jobQueue,
+            attempt=attempt.attempt,
+            runner_id=attempt.runner_id,
+            submitted=datetime.now(timezone.utc),
+        )
+        try:
+            self.store.write_json(f"{RECORDS}/{attempt.execution_id}.json", record.model_dump(mode="json"))
+        except StorageError:
+            # A job nobody could find again after a crash must not run on: it would be submitted twice.
+            self.batch.terminate_job(jobId=job_id, reason="granary could not record the job id; not waiting on it")
+            raise
+        return record
+
+    def _wait(self, record: JobRecord, attempt: Attempt, on_line: Callable[[str], None], say: Any) -> AttemptOutcome:
+        tail: deque[str] = deque(maxlen=LOG_TAIL)
+        cursor = _LogCursor(self.logs, self.polling.log_page)
+        interval = self.polling.minimum
+        status = None
+        failures = 0
+        while True:
+            try:
+                job = self._describe(record.job_id)
+                failures = 0
+            except RuntimeUnavailable as err:
+                failures += 1
+                if failures >= MAX_POLL_FAILURES:
+                    raise
+                say.warning("%s; trying again", err)
+                self._wake[attempt.execution_id].wait(interval)
+                continue
+            if job is None:
+                return AttemptOutcome(exit_code=None, killed_reason=f"Batch job {record.job_id} no longer exists")
+            if job["status"] != status:
+                status = job["status"]
+                reason = f": {job['statusReason']}" if job.get("statusReason") else ""
+                say.info("Batch job %s is %s%s", record.job_id, status, reason)
+                interval = self.polling.minimum
+            cursor.stream = _log_stream(job, record)
+            if self._relay(cursor, on_line, tail):
+                interval = self.polling.minimum
+            if status in FINISHED:
+                break
+            self._wake[attempt.execution_id].wait(interval)
+            interval = min(interval * self.polling.factor, self.polling.maximum)
+        # CloudWatch may receive the last lines a moment after the job ends.
+        self._wake[attempt.execution_id].wait(self.polling.minimum)
+        self._relay(cursor, on_line, tail)
+        if attempt.execution_id in self._stopped:
+            say.info(self._stopped.pop(attempt.execution_id))
+        return self._outcome(job, record, attempt, tail)
+
+    @staticmethod
+    def _relay(cursor: _LogCursor, on_line: Callable[[str], None], tail: deque[str]) -> bool:
+        lines = cursor.read()
+        for line in lines:
+            tail.append(line)
+            on_line(line)
+        return bool(lines)
+
+    def _outcome(self, job: dict[str, Any], record: JobRecord, attempt: Attempt, tail: deque[str]) -> AttemptOutcome:
+        last_line = tail[-1] if tail else None
+        if job["status"] == "SUCCEEDED":
+            return AttemptOutcome(exit_code=0, last_stdout_line=last_line, log_tail=list(tail))
+        attempts = job.get("attempts") or []
+        last_attempt = attempts[-1] if attempts else {}
+        reason = (
+            job.get("statusReason")
+            or last_attempt.get("statusReason")
+            or last_attempt.get("container", {}).get("reason")
+        )
+        exit_code = self._exit_code(job, last_attempt, record)
+        detail = f"Batch job {record.job_id} FAILED after {max(len(attempts), 1)} attempt(s)"
+        detail += f": {reason}" if reason else ""
+        killed = None
+        if reason and LOST_HOST.search(reason):
+            killed = f"the Batch job lost its host ({reason})"
+        elif (reason and TIMED_OUT.search(reason)) or (reason is None and _ran_for(job) >= _timeout(attempt)):
+            killed = f"killed: timed out after {_timeout(attempt):g} s (Batch attemptDurationSeconds)"
+        return AttemptOutcome(
+            exit_code=exit_code, killed_reason=killed, detail=detail, last_stdout_line=last_line, log_tail=list(tail)
+        )
+
+    def _exit_code(self, job: dict[str, Any], last_attempt: dict[str, Any], record: JobRecord) -> int | None:
+        for container in (job.get("container") or {}, last_attempt.get("container") or {}):
+            if container.get("exitCode") is not None:
+                return int(container["exitCode"])
+        # Some Batch stand-ins only say the exit code in ListJobs' summaries.
+        try:
+            summaries = self.batch.list_jobs(
+                jobQueue=record.job_queue, filters=[{"name": "JOB_NAME", "values": [record.job_name]}]
+            )["jobSummaryList"]
+        except (ClientError, BotoCoreError):
+            return None
+        for summary in summaries:
+            if summary["jobId"] == record.job_id and summary.get("container", {}).get("exitCode") is not None:
+                return int(summary["container"]["exitCode"])
+        return None
+
+    def _describe(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            jobs = self.batch.describe_jobs(jobs=[job_id])["jobs"]
+        except (ClientError, BotoCoreError) as err:
+            doing = f"reading Batch job {job_id}"
+            raise RuntimeUnavailable(aws.describe_error(err, doing, aws.endpoint_of(self.batch))) from err
+        return jobs[0] if jobs else None
+
+    def _read_record(self, execution_id: str) -> JobRecord | None:
+        try:
+            return JobRecord.model_validate(self.store.read_json(f"{RECORDS}/{execution_id}.json"))
+        except FileNotFoundError:
+            return None
+
+    def _delete_record(self, execution_id: str) -> None:
+        self.store.remove(f"{RECORDS}/{execution_id}.json")
+
+    def _records(self) -> list[JobRecord]:
+        return [JobRecord.model_validate(document) for document in self.store.read_all_json(RECORDS)]
+
+
+class _LogCursor:
+    """Reads a CloudWatch stream forward from where it left off: every line once, in order, across pages."""
+
+    def __init__(self, logs: Any, page: int):
+        self.logs = logs
+        self.page = page
+        self._stream: str | None = None
+        self._token: str | None = None
+
+    @property
+    def stream(self) -> str | None:
+        return self._stream
+
+    @stream.setter
+    def stream(self, name: str | None) -> None:
+        if name != self._stream:
+            self._stream, self._token = name, None
+
+    def read(self) -> list[str]:
+        if self.stream is None:
+            return []
+        lines: list[str] = []
+        while True:
+            options: dict[str, Any] = {
+                "logGroupName": LOG_GROUP,
+                "logStreamName": self.stream,
+                "startFromHead": True,
+                "limit": self.page,
+            }
+            if self._token:
+                options["nextToken"] = self._token
+            try:
+                page = self.logs.get_log_events(**options)
+            except ClientError as err:
+                if err.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                    return lines  # the stream appears once the job runs
+                raise
+            lines += [event["message"] for event in page["events"]]
+            token = page.get("nextForwardToken")
+            if token == self._token or not page["events"]:
+                self._token = token or self._token
+                return lines
+            self._token = token
+
+
+def _log_stream(job: dict[str, Any], record: JobRecord) -> str | None:
+    """The stream Batch names once the job runs; before it says, the name its log driver gives by default."""
+    named = (job.get("container") or {}).get("logStreamName")
+    if named:
+        return str(named)
+    if job["status"] in NOT_STARTED:
+        return None
+    definition = job.get("jobDefinition", "").rsplit("/", 1)[-1].split(":")[0]
+    return f"{definition}/default/{record.job_id}"
+
+
+def _resource_requirements(resources: Any) -> list[dict[str, str]]:
+    requirements = [
+        {"type": "VCPU", "value": f"{resources.cpus:g}"},
+        {"type": "MEMORY", "value": str(resources.memory)},
+    ]
+    if resources.gpus:
+        requirements.append({"type": "GPU", "value": str(resources.gpus)})
+    return requirements
+
+
+def _ran_for(job: dict[str, Any]) -> float:
+    if not job.get("startedAt") or not job.get("stoppedAt"):
+        return 0.0
+    return (job["stoppedAt"] - job["startedAt"]) / 1000
+
+
+def _timeout(attempt: Attempt) -> float:
+    return max(MIN_TIMEOUT, attempt.task.timeout) if attempt.task.timeout else float("inf")
+
+
+def _run_logger() -> Any:
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logger

@@ -1,0 +1,322 @@
+"""The AWS Batch runtime and S3 results, against moto in server mode: its Batch jobs are real containers on the local
+Docker engine, its S3 and CloudWatch Logs are real HTTP services. Runs go through a runner like `granary serve`'s."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from conftest import ROOT, SAMPLE_TIFF, artifacts_of, execute, logs_of, start, wait_final
+from prefect.logging.handlers import APILogWorker
+
+BUCKET = "granary-results"
+QUEUE = "granary-queue"
+BATCH_TASKS = ROOT / "tests" / "batch" / "tasks"
+EXAMPLES = ROOT / "examples" / "batch"
+
+
+@pytest.fixture(scope="module")
+def aws(moto_server: str) -> SimpleNamespace:
+    """The queue and job definitions the Batch tasks use, created by the example's own script, and a bucket."""
+    sys.path.insert(0, str(EXAMPLES))
+    import create_resources
+
+    create_resources.ensure_queue(QUEUE)
+    job_environment = create_resources.stand_in_environment(moto_server)
+    create_resources.register_definition(
+        "granary-probe",
+        "granary/ndvi:1",
+        ["python3", "/probe/probe.py", "Ref::label"],
+        job_environment,
+        mounts={str(ROOT / "tests" / "batch"): "/probe"},
+    )
+    create_resources.register_definition(**create_resources.NDVI_DEFINITION, environment=job_environment)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    return SimpleNamespace(s3=s3, batch=boto3.client("batch"), logs=boto3.client("logs"), endpoint=moto_server)
+
+
+@pytest.fixture(scope="module")
+def batch_runner(client: Any, aws: SimpleNamespace, docker_runtime: Any) -> Iterator[SimpleNamespace]:
+    """A runner with an S3 results root serving the Batch test tasks, the Batch ndvi example and a Docker task."""
+    from granary_flows.definition import load_definitions
+    from granary_flows.deployment import register
+    from granary_flows.flows import build_flow
+    from granary_flows.runner import InProcessRunner, new_runner_id
+    from granary_flows.runtimes.batch import BatchRuntime, Polling
+    from granary_flows.store import ResultsStore
+
+    definitions, errors = load_definitions([BATCH_TASKS, EXAMPLES])
+    assert not errors, errors
+    store = ResultsStore(f"s3://{BUCKET}/runs")
+    # Small log pages, so that thousands of lines cross many pages.
+    batch = BatchRuntime(store, Polling(minimum=0.5, maximum=2, log_page=700))
+    runtimes = {"docker": docker_runtime, "batch": batch}
+    runner_id = new_runner_id()
+    flows = {register(client, d): build_flow(d, store, runtimes[d.runtime_kind], runner_id) for d in definitions}
+    runner = InProcessRunner(flows, [docker_runtime, batch], runner_id, limit=8, poll_interval=0.2)
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.serve, args=(stop,), daemon=True)
+    thread.start()
+    yield SimpleNamespace(store=store, batch=batch)
+    stop.set()
+    thread.join(timeout=30)
+    APILogWorker.drain_all(timeout=5)
+
+
+def jobs_of(aws: SimpleNamespace, task: str, execution_id: Any) -> list[dict[str, Any]]:
+    """Every Batch job submitted on the queue for an execution, oldest first."""
+    summaries = aws.batch.list_jobs(
+        jobQueue=QUEUE, filters=[{"name": "JOB_NAME", "values": [f"granary-{task}-{execution_id}"]}]
+    )["jobSummaryList"]
+    if not summaries:
+        return []
+    jobs = aws.batch.describe_jobs(jobs=[s["jobId"] for s in summaries])["jobs"]
+    return sorted(jobs, key=lambda job: job["createdAt"])
+
+
+def wait_for_job(aws: SimpleNamespace, task: str, execution_id: Any, status: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = jobs_of(aws, task, execution_id)
+        if jobs and jobs[-1]["status"] == status:
+            return jobs[-1]
+        time.sleep(0.2)
+    raise AssertionError(f"no {status} job for {execution_id}: {jobs_of(aws, task, execution_id)}")
+
+
+def read_s3(aws: SimpleNamespace, uri: str) -> bytes:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return aws.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def test_a_batch_execution_delivers_the_contract_and_collects_results_from_s3(client, aws, batch_runner):
+    flow_run = execute(client, "batch-probe", label="ada", lines=2, write=["a.txt"], sidecar=True)
+    assert flow_run.state.is_completed(), flow_run.state.message
+    document = flow_run.state.result()
+    execution = f"s3://{BUCKET}/runs/batch-probe/{flow_run.id}"
+    by_title = {a["title"]: a for a in document["results"]}
+    assert by_title["a.txt"]["href"] == f"{execution}/a.txt"
+    assert read_s3(aws, by_title["a.txt"]["href"]) == b"a.txt from attempt 1\n"
+    assert by_title["a.txt.metadata.json"]["roles"] == ["metadata"]
+
+    seen = json.loads(read_s3(aws, f"{execution}/environment.json"))
+    assert json.loads(seen["GRANARY_ARGUMENTS"])["label"] == "ada"
+    assert (seen["LABEL"], seen["LINES"], seen["OUTPUT_URI"], seen["OUTPUT_DIR"]) == ("ada", "2", execution, None)
+    item = json.loads(read_s3(aws, document["stac_item"]))
+    assert item["geometry"] == {"type": "Point", "coordinates": [13.4, 52.5]}
+
+    [job] = jobs_of(aws, "batch-probe", flow_run.id)
+    assert job["status"] == "SUCCEEDED"
+    assert job["parameters"]["label"] == "ada"  # the job definition's Ref::label
+    assert job["tags"]["granary.execution-id"] == str(flow_run.id) and job["tags"]["granary.task"] == "batch-probe"
+    assert job["timeout"] == {"attemptDurationSeconds": 600}
+    logs = logs_of(client, flow_run.id)
+    assert "label=ada attempt=1" in logs  # Ref::label reached the command line
+    assert [line for line in logs if line.startswith("line ")] == ["line 1", "line 2"]
+    transitions = [line.split(" is ")[1] for line in logs if line.startswith(f"Batch job {job['jobId']} is ")]
+    assert transitions[-1] == "SUCCEEDED" and len(transitions) == len(set(transitions))  # each said once
+
+    links = [a.data for a in artifacts_of(client, flow_run.id) if a.type == "markdown" and a.key is None]
+    [url] = [m.group(1) for link in links if (m := re.search(r"\((http[^)]+/a\.txt\?[^)]+)\)", link))]
+    assert "Expires=" in url  # presigned, for an hour by default
+    assert httpx.get(url, timeout=10).content == b"a.txt from attempt 1\n"  # no credentials needed
+
+
+def test_thousands_of_log_lines_reach_the_run_once_each_and_in_order(client, aws, batch_runner):
+    flow_run = execute(client, "batch-probe", lines=3000)
+    assert flow_run.state.is_completed(), flow_run.state.message
+    lines = [line for line in logs_of(client, flow_run.id, settle=3) if line.startswith("line ")]
+    assert lines == [f"line {n}" for n in range(1, 3001)]
+
+
+def test_log_lines_stream_into_the_run_while_the_job_runs(client, aws, batch_runner):
+    flow_run = start(client, "batch-probe", sleep=8)
+    job = wait_for_job(aws, "batch-probe", flow_run.id, "RUNNING")
+    # As Batch's awslogs driver would: moto itself only writes a job's stream after its container exits.
+    stream = f"granary-probe/default/{job['jobId']}"
+    with contextlib.suppress(aws.logs.exceptions.ResourceAlreadyExistsException):
+        aws.logs.create_log_group(logGroupName="/aws/batch/job")
+    aws.logs.create_log_stream(logGroupName="/aws/batch/job", logStreamName=stream)
+    now = int(time.time() * 1000)
+    events = [{"timestamp": now + i, "message": f"live {i}"} for i in range(1, 4)]
+    aws.logs.put_log_events(logGroupName="/aws/batch/job", logStreamName=stream, logEvents=events)
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        live = [line for line in logs_of(client, flow_run.id, settle=0.5) if line.startswith("live ")]
+        if live:
+            break
+    assert live == ["live 1", "live 2", "live 3"]
+    assert not client.read_flow_run(flow_run.id).state.is_final()  # seen while the job still ran
+    flow_run = wait_final(client, flow_run.id)
+    assert flow_run.state.is_completed(), flow_run.state.message
+    assert [line for line in logs_of(client, flow_run.id) if line.startswith("live ")] == live  # once each
+
+
+def test_a_failed_job_reports_its_exit_code_reason_and_attempts_and_a_data_error_is_not_retried(
+    client, aws, batch_runner
+):
+    flow_run = execute(client, "batch-probe", exit=3)
+    assert flow_run.state.is_failed()
+    [job] = jobs_of(aws, "batch-probe", flow_run.id)
+    assert job["status"] == "FAILED"
+    message = flow_run.state.message
+    assert "exit code 3 (bad-data, a data error): the input cannot be read" in message
+    assert f"Batch job {job['jobId']} FAILED after 1 attempt(s)" in message
+
+
+def test_a_lost_host_is_a_system_error_and_the_retry_submits_a_new_job(client, aws, batch_runner):
+    flow_run = start(client, "batch-probe", sleepFirstAttempt=60, write=["a.txt"])
+    first = wait_for_job(aws, "batch-probe", flow_run.id, "RUNNING")
+    aws.batch.terminate_job(jobId=first["jobId"], reason="Host EC2 (instance i-0a1b2c3d) terminated.")
+    flow_run = wait_final(client, flow_run.id)
+    assert flow_run.state.is_completed(), flow_run.state.message
+    jobs = jobs_of(aws, "batch-probe", flow_run.id)
+    assert [j["status"] for j in jobs] == ["FAILED", "SUCCEEDED"]
+    assert jobs[0]["statusReason"] == "Host EC2 (instance i-0a1b2c3d) terminated."
+    [asset] = [a for a in flow_run.state.result()["results"] if a["title"] == "a.txt"]
+    assert read_s3(aws, asset["href"]) == b"a.txt from attempt 2\n"
+    assert any("lost its host" in line for line in logs_of(client, flow_run.id))
+
+
+def test_a_message_in_results_json_fails_the_run_with_it(client, aws, batch_runner):
+    flow_run = execute(client, "batch-probe", message="the scene is all cloud")
+    assert flow_run.state.is_failed()
+    assert "the container reported failure: the scene is all cloud" in flow_run.state.message
+
+
+def test_plugin_results_are_read_from_the_last_cloudwatch_line(client, aws, batch_runner):
+    flow_run = execute(client, "batch-probe", plugin=True)
+    assert flow_run.state.is_completed(), flow_run.state.message
+    document = flow_run.state.result()
+    assert (document["source"], document["value"]) == ("plugin_results", {"answer": 42, "attempt": 1})
+
+
+def cancel(client: Any, flow_run_id: Any) -> None:
+    from prefect.states import Cancelling
+
+    client.set_flow_run_state(flow_run_id, Cancelling(), force=True)
+
+
+def test_cancelling_a_running_execution_terminates_its_job(client, aws, batch_runner):
+    flow_run = start(client, "batch-probe", sleep=60)
+    job = wait_for_job(aws, "batch-probe", flow_run.id, "RUNNING")
+    asked = time.monotonic()
+    cancel(client, flow_run.id)
+    flow_run = wait_final(client, flow_run.id, timeout=30)
+    assert flow_run.state.is_cancelled()
+    assert time.monotonic() - asked < 10
+    [job] = jobs_of(aws, "batch-probe", flow_run.id)
+    assert job["status"] == "FAILED"
+    assert job["statusReason"] == f"cancelled from Prefect: flow run {flow_run.id} was cancelled"
+    assert f"terminated Batch job {job['jobId']} (RUNNING)" in logs_of(client, flow_run.id)
+
+
+@pytest.fixture
+def slow_batch_transitions(aws: SimpleNamespace) -> Iterator[None]:
+    """moto moves a job from one status to the next every 20 s: it stays SUBMITTED long enough to be cancelled."""
+    transition = {"model_name": "batch::job", "transition": {"progression": "time", "seconds": 20}}
+    httpx.post(f"{aws.endpoint}/moto-api/state-manager/set-transition", json=transition).raise_for_status()
+    yield
+    httpx.post(f"{aws.endpoint}/moto-api/state-manager/unset-transition", json={"model_name": "batch::job"})
+
+
+def test_cancelling_before_the_job_starts_cancels_it(client, aws, batch_runner, slow_batch_transitions):
+    flow_run = start(client, "batch-probe", sleep=30)
+    job = wait_for_job(aws, "batch-probe", flow_run.id, "SUBMITTED")
+    cancel(client, flow_run.id)
+    flow_run = wait_final(client, flow_run.id, timeout=30)
+    assert flow_run.state.is_cancelled()
+    [job] = jobs_of(aws, "batch-probe", flow_run.id)
+    assert job["status"] == "FAILED"
+    assert job["statusReason"] == f"cancelled from Prefect: flow run {flow_run.id} was cancelled"
+    assert f"cancelled Batch job {job['jobId']} before it started (SUBMITTED)" in logs_of(client, flow_run.id)
+
+
+@pytest.mark.parametrize(
+    ("task", "named"),
+    [
+        ("batch-unknown-queue", "Job queue no-such-queue does not exist"),
+        ("batch-unknown-definition", "Job definition no-such-definition does not exist"),
+    ],
+)
+def test_an_unknown_queue_or_job_definition_fails_at_submission_and_leaves_no_job(
+    client, aws, batch_runner, task, named
+):
+    flow_run = execute(client, task)
+    assert flow_run.state.is_failed()
+    assert named in flow_run.state.message
+    assert jobs_of(aws, task, flow_run.id) == []
+
+
+def test_invalid_arguments_submit_no_job(client, aws, batch_runner):
+    flow_run = execute(client, "batch-probe", server_checks=False, lines=-1)
+    assert flow_run.state.is_failed()
+    assert "lines: -1 is less than the minimum of 0" in flow_run.state.message
+    assert jobs_of(aws, "batch-probe", flow_run.id) == []
+
+
+def test_ndvi_runs_as_a_batch_job_reading_its_scene_from_s3(client, aws, batch_runner):
+    aws.s3.upload_file(str(SAMPLE_TIFF), BUCKET, "inputs/scene.tif")
+    scene = f"s3://{BUCKET}/inputs/scene.tif"
+    flow_run = execute(client, "ndvi-batch", redBand=3, nirBand=4, tiffLocation=scene)
+    assert flow_run.state.is_completed(), flow_run.state.message
+    document = flow_run.state.result()
+    assert document["arguments"]["tiffLocation"] == scene
+    by_title = {a["title"]: a for a in document["results"]}
+    assert read_s3(aws, by_title["ndvi.tif"]["href"])[:4] in (b"II*\x00", b"MM\x00*")
+    item = json.loads(read_s3(aws, document["stac_item"]))
+    assert item["geometry"]["type"] == "Polygon"
+    [[west, south], *_] = item["geometry"]["coordinates"][0]
+    assert 14 < west < 16 and 40 < south < 60  # the scene's UTM 33N footprint, in degrees
+    assert "computing NDVI" in " ".join(logs_of(client, flow_run.id))
+
+
+def test_docker_outputs_go_to_s3_in_parallel_multipart_uploads(client, aws, batch_runner, monkeypatch):
+    import granary_flows.store
+
+    monkeypatch.setattr(granary_flows.store, "MULTIPART_CHUNK", 5 * 2**20)  # S3's smallest part
+    flow_run = execute(client, "s3-writer", sizes=[12, 1])
+    assert flow_run.state.is_completed(), flow_run.state.message
+    prefix = f"runs/s3-writer/{flow_run.id}"
+    big = aws.s3.head_object(Bucket=BUCKET, Key=f"{prefix}/part-1.bin")
+    small = aws.s3.head_object(Bucket=BUCKET, Key=f"{prefix}/part-2.bin")
+    assert big["ContentLength"] == 12 * 2**20 and big["ETag"].strip('"').endswith("-3")  # 3 parts of 5, 5, 2 MiB
+    assert small["ContentLength"] == 2**20 and "-" not in small["ETag"]
+
+
+def test_a_failed_upload_fails_the_execution_and_keeps_the_outputs(aws, docker_runtime, tmp_path, monkeypatch):
+    import granary_flows.execution
+    from granary_flows.definition import find_definition
+    from granary_flows.flows import build_flow
+    from granary_flows.store import ResultsStore
+
+    monkeypatch.setattr(granary_flows.execution, "UNSENT_ROOT", str(tmp_path))
+    aws.s3.create_bucket(Bucket="granary-vanishing")
+    writer = build_flow(find_definition("s3-writer", [BATCH_TASKS]), ResultsStore("s3://granary-vanishing/runs"))
+    outcome: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: outcome.update(state=writer(sizes=[1], sleep=3, return_state=True)))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not docker_runtime.client.containers.list(filters={"label": "granary.task=s3-writer"}):
+        assert time.monotonic() < deadline, "the container never started"
+        time.sleep(0.1)
+    aws.s3.delete_bucket(Bucket="granary-vanishing")  # while the container runs: its outputs have nowhere to go
+    thread.join(timeout=60)
+    state = outcome["state"]
+    assert state.is_failed()
+    [execution] = [p.name for p in (tmp_path / "s3-writer").iterdir()]
+    kept = tmp_path / "s3-writer" / execution
+    assert f"uploading outputs to s3://granary-vanishing/runs/s3-writer/{execution} failed" in state.message
+    assert f"the outputs are kept in {kept}" in state.message
+    assert (kept / "part-1.bin").stat().st_size == 2**20
