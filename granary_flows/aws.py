@@ -8,6 +8,7 @@ at moto, LocalStack or an on-premises S3.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from typing import Any, cast
 
@@ -89,11 +90,22 @@ def describe_error(err: Exception, doing: str, endpoint: str) -> str:
     if isinstance(err, NoCredentialsError):
         return f"{doing} failed: no AWS credentials (set {CREDENTIALS_BLOCK_VARIABLE} or the AWS_* variables)"
     if isinstance(err, ClientError):
-        code = err.response.get("Error", {}).get("Code", "")
-        message = err.response.get("Error", {}).get("Message", str(err))
-        if code in AUTHENTICATION_CODES:
+        code, message = _code_and_message(err)
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in AUTHENTICATION_CODES or status in (401, 403):
             return f"{doing} failed: AWS refused the credentials at {endpoint} ({code}: {message})"
         return f"{doing} failed: {message}"
     if isinstance(err, BotoCoreError):
         return f"{doing} failed: {err}"
     return f"{doing} failed: {err}"
+
+
+def _code_and_message(err: ClientError) -> tuple[str, str]:
+    """The error's code and message; some stand-ins answer a JSON API with an XML error botocore cannot parse."""
+    error = err.response.get("Error", {})
+    code, message = str(error.get("Code", "")), str(error.get("Message", err))
+    if "<Code>" in message:
+        code = re.search(r"<Code>(.*?)</Code>", message).group(1)  # type: ignore[union-attr]
+        found = re.search(r"<Message>(.*?)</Message>", message)
+        message = found.group(1) if found else message
+    return code, message

@@ -101,8 +101,8 @@ def serve(
                     flows[deployment_id] = build_flow(definition, store, runtime, runner_id)
         except GranaryError as err:
             raise fail(str(err)) from err
-        if reaped:
-            console.print(f"marked {len(reaped)} execution(s) of a runner that died as Crashed")
+        for execution_id, what in reaped:
+            console.print(f"[yellow]crashed[/] {execution_id}: {what}", highlight=False)
         _print_served(definitions, store.root)
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())

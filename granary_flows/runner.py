@@ -140,18 +140,18 @@ class InProcessRunner:
         logger.info("flow run %s: %s; stopped %d container(s) or job(s)", flow_run_id, why, stopped)
 
 
-def reap_orphans(runtimes: list[Runtime], client: SyncPrefectClient) -> list[str]:
+def reap_orphans(runtimes: list[Runtime], client: SyncPrefectClient) -> list[tuple[str, str]]:
     """Deal with what runners on this host that died left behind, and mark their runs Crashed.
 
     Containers are removed; a Batch job is left running, so that retrying its run re-attaches to it.
 
     Returns:
-        The execution ids found.
+        (execution id, what became of it) for each execution found.
     """
     found = []
     for runtime in runtimes:
         for execution_id, what in runtime.orphans(_is_dead):
-            found.append(execution_id)
+            found.append((execution_id, what))
             try:
                 flow_run = client.read_flow_run(UUID(execution_id))
             except (ObjectNotFound, ValueError):

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any, cast
 
+from botocore.exceptions import BotoCoreError
 from fsspec.core import url_to_fs
 from pydantic import BaseModel
 
@@ -21,6 +22,8 @@ DEFAULT_ROOT = "~/.granary/results"
 RESULTS_BLOCK_VARIABLE = "GRANARY_RESULTS_BLOCK"
 # Files from 2 chunks up are uploaded to S3 in parts, several at once; S3's smallest part is 5 MiB.
 MULTIPART_CHUNK = int(float(os.environ.get("GRANARY_MULTIPART_CHUNK_MIB", "16")) * 2**20)
+# What a file system raises when a store is unreachable or refuses: s3fs lets botocore's own errors through.
+STORE_ERRORS = (OSError, ValueError, BotoCoreError)
 PRESIGN_SECONDS = int(os.environ.get("GRANARY_PRESIGN_SECONDS", "3600"))
 
 
@@ -66,6 +69,12 @@ class ResultsStore:
     def execution_uri(self, task: str, execution_id: str) -> str:
         return f"{self.root}/{task}/{execution_id}"
 
+    def _make_folder(self, path: str) -> None:
+        # Object stores have no folders, and s3fs's makedirs would create a missing bucket: a deleted or mistyped
+        # bucket must fail the write instead.
+        if not self.is_s3:
+            self.fs.makedirs(path, exist_ok=True)
+
     def uri_of(self, path: str) -> str:
         """The URI for a path of this store's file system."""
         return Path(path).as_uri() if "file" in self.fs.protocol else self.fs.unstrip_protocol(path)
@@ -74,10 +83,10 @@ class ResultsStore:
         """Raises StorageError unless a file can be written and removed under the root."""
         probe = f"{self._root_path}/.granary-probe-{uuid.uuid4().hex}"
         try:
-            self.fs.makedirs(self._root_path, exist_ok=True)
+            self._make_folder(self._root_path)
             self.fs.pipe_file(probe, b"")
             self.fs.rm_file(probe)
-        except (OSError, PermissionError, ValueError) as err:
+        except STORE_ERRORS as err:
             raise StorageError(f"the results root {self.root} cannot be written: {err}") from err
 
     def clear_outputs(self, task: str, execution_id: str) -> None:
@@ -87,7 +96,7 @@ class ResultsStore:
             if self.fs.exists(target):
                 self.fs.rm(target, recursive=True)
             self.fs.invalidate_cache(target)
-        except OSError as err:
+        except STORE_ERRORS as err:
             raise StorageError(f"clearing {self.root}/{task}/{execution_id} failed: {err}") from err
 
     def put_outputs(self, local_dir: Path, task: str, execution_id: str) -> StoredOutputs:
@@ -104,10 +113,10 @@ class ResultsStore:
         options = {"chunksize": MULTIPART_CHUNK} if self.is_s3 else {}
         self.clear_outputs(task, execution_id)
         try:
-            self.fs.makedirs(target, exist_ok=True)
+            self._make_folder(target)
             if files:
                 self.fs.put([str(f) for f in files], [f"{target}/{r}" for r in relatives], **options)
-        except (OSError, ValueError) as err:
+        except STORE_ERRORS as err:
             raise StorageError(f"uploading outputs to {self.root}/{task}/{execution_id} failed: {err}") from err
         return StoredOutputs(
             uris={r: self.uri_of(f"{target}/{r}") for r in relatives},
@@ -120,7 +129,7 @@ class ResultsStore:
         self.fs.invalidate_cache(target)
         try:
             found = self.fs.find(target, detail=True) if self.fs.exists(target) else {}
-        except OSError as err:
+        except STORE_ERRORS as err:
             raise StorageError(f"listing {self.root}/{task}/{execution_id} failed: {err}") from err
         stored = StoredOutputs()
         for path, info in sorted(found.items()):
@@ -147,9 +156,9 @@ class ResultsStore:
         """
         path = f"{self._root_path}/{relative}"
         try:
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            self._make_folder(path.rsplit("/", 1)[0])
             self.fs.pipe_file(path, json.dumps(document, indent=2, default=str).encode())
-        except OSError as err:
+        except STORE_ERRORS as err:
             raise StorageError(f"writing {path} failed: {err}") from err
         return self.uri_of(path)
 
@@ -160,7 +169,7 @@ class ResultsStore:
             self.fs.rm_file(path)
         except FileNotFoundError:
             pass
-        except OSError as err:
+        except STORE_ERRORS as err:
             raise StorageError(f"removing {path} failed: {err}") from err
 
     def read_all_json(self, folder: str) -> list[Any]:

@@ -210,3 +210,14 @@ def containers_of(docker_runtime: Any, execution_id: Any, since: float) -> list[
         filters={"type": "container", "event": "create", "label": f"{LABEL_EXECUTION}={execution_id}"},
     )
     return [event["id"] for event in events]
+
+
+def read_until(process: Any, marker: str, timeout: float) -> str:
+    """A subprocess's output (text mode, stdout piped) until `marker` appears in it."""
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while marker not in "".join(lines):
+        assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
+        time.sleep(0.2)
+    return "".join(lines)

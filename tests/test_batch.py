@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -16,7 +18,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from conftest import ROOT, SAMPLE_TIFF, artifacts_of, execute, logs_of, start, wait_final
+from conftest import ROOT, SAMPLE_TIFF, artifacts_of, execute, logs_of, read_until, start, wait_final
 from prefect.logging.handlers import APILogWorker
 
 BUCKET = "granary-results"
@@ -224,8 +226,8 @@ def test_cancelling_a_running_execution_terminates_its_job(client, aws, batch_ru
 
 @pytest.fixture
 def slow_batch_transitions(aws: SimpleNamespace) -> Iterator[None]:
-    """moto moves a job from one status to the next every 20 s: it stays SUBMITTED long enough to be cancelled."""
-    transition = {"model_name": "batch::job", "transition": {"progression": "time", "seconds": 20}}
+    """moto moves a job from one status to the next every 3 s: it stays SUBMITTED long enough to be cancelled."""
+    transition = {"model_name": "batch::job", "transition": {"progression": "time", "seconds": 3}}
     httpx.post(f"{aws.endpoint}/moto-api/state-manager/set-transition", json=transition).raise_for_status()
     yield
     httpx.post(f"{aws.endpoint}/moto-api/state-manager/unset-transition", json={"model_name": "batch::job"})
@@ -240,7 +242,8 @@ def test_cancelling_before_the_job_starts_cancels_it(client, aws, batch_runner, 
     [job] = jobs_of(aws, "batch-probe", flow_run.id)
     assert job["status"] == "FAILED"
     assert job["statusReason"] == f"cancelled from Prefect: flow run {flow_run.id} was cancelled"
-    assert f"cancelled Batch job {job['jobId']} before it started (SUBMITTED)" in logs_of(client, flow_run.id)
+    said = f"cancelled Batch job {job['jobId']} before it started"
+    assert any(line.startswith(said) for line in logs_of(client, flow_run.id))
 
 
 @pytest.mark.parametrize(
@@ -320,3 +323,142 @@ def test_a_failed_upload_fails_the_execution_and_keeps_the_outputs(aws, docker_r
     assert f"uploading outputs to s3://granary-vanishing/runs/s3-writer/{execution} failed" in state.message
     assert f"the outputs are kept in {kept}" in state.message
     assert (kept / "part-1.bin").stat().st_size == 2**20
+
+
+def serve_batch_tasks(folder: Any) -> subprocess.Popen:
+    """`granary serve` in a process of its own, on this session's server, with the S3 results root."""
+    env = os.environ | {"GRANARY_RESULTS_URI": f"s3://{BUCKET}/runs", "GRANARY_BATCH_POLL_MAX": "1", "COLUMNS": "250"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "granary_flows.cli", "serve", "--deployments", str(folder)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_a_retried_run_re_attaches_to_the_job_of_a_process_that_died(client, aws):
+    first = serve_batch_tasks(ROOT / "tests" / "batch" / "crash")
+    second = None
+    try:
+        read_until(first, "waiting for runs", timeout=60)
+        flow_run = start(client, "batch-reattach", sleep=6, write=["a.txt"])
+        job = wait_for_job(aws, "batch-reattach", flow_run.id, "RUNNING")
+        first.kill()  # mid-wait: the job runs on without anyone watching it
+        first.wait(timeout=10)
+
+        second = serve_batch_tasks(ROOT / "tests" / "batch" / "crash")
+        output = read_until(second, "waiting for runs", timeout=60)
+        assert f"crashed {flow_run.id}: the process waiting on it died; Batch job {job['jobId']} is" in output
+        assert client.read_flow_run(flow_run.id).state.is_crashed()
+        command = [sys.executable, "-m", "prefect", "flow-run", "retry", str(flow_run.id)]
+        retry = subprocess.run(command, check=False, capture_output=True, text=True)
+        assert retry.returncode == 0, retry.stdout + retry.stderr
+
+        flow_run = wait_final(client, flow_run.id, timeout=60)
+        assert flow_run.state.is_completed(), flow_run.state.message
+        assert [j["jobId"] for j in jobs_of(aws, "batch-reattach", flow_run.id)] == [job["jobId"]]  # no second job
+        [asset] = [a for a in flow_run.state.result()["results"] if a["title"] == "a.txt"]
+        assert read_s3(aws, asset["href"]) == b"a.txt from attempt 1\n"
+        said = f"re-attaching to Batch job {job['jobId']}"
+        assert any(line.startswith(said) for line in logs_of(client, flow_run.id))
+    finally:
+        for process in (first, second):
+            if process and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def checking_moto() -> Iterator[str]:
+    """A second moto that checks credentials: it refuses every access key it did not issue."""
+    from granary_flows.server import free_port, wait_until
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=os.environ | {"INITIAL_NO_AUTH_ACTION_COUNT": "0"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{endpoint}/moto-api/", timeout=2).status_code < 500, "moto", process)
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def credentials_block(name: str, endpoint: str) -> str:
+    from prefect_aws import AwsCredentials
+
+    AwsCredentials(
+        aws_access_key_id="AKIAGRANARYWRONG",
+        aws_secret_access_key="wrong",
+        region_name="us-east-1",
+        aws_client_parameters={"endpoint_url": endpoint},
+    ).save(name, overwrite=True)
+    return name
+
+
+@pytest.mark.parametrize("case", ["wrong credentials", "unreachable endpoint"])
+def test_bad_aws_credentials_or_endpoint_fail_at_submission_naming_them(client, aws, batch_runner, checking_moto, case):
+    from granary_flows.definition import find_definition
+    from granary_flows.flows import build_flow
+    from granary_flows.runtimes.batch import BatchRuntime
+    from granary_flows.server import free_port
+
+    endpoint = checking_moto if case == "wrong credentials" else f"http://127.0.0.1:{free_port()}"
+    block = credentials_block(f"granary-{case.replace(' ', '-')}", endpoint)
+    probe = build_flow(
+        find_definition("batch-probe", [BATCH_TASKS]),
+        batch_runner.store,
+        BatchRuntime(batch_runner.store, credentials_block=block),
+    )
+    started = time.monotonic()
+    state = probe(return_state=True)
+    assert state.is_failed()
+    if case == "wrong credentials":
+        said = "submitting to job queue 'granary-queue' with job definition 'granary-probe' failed: AWS refused"
+        assert f"{said} the credentials at {endpoint}" in state.message
+    else:
+        assert f"failed: no AWS endpoint answers at {endpoint}" in state.message
+    assert time.monotonic() - started < 30
+    flow_run_id = state.state_details.flow_run_id
+    assert jobs_of(aws, "batch-probe", flow_run_id) == []
+
+
+def test_an_s3_bucket_block_is_the_results_root_with_its_own_credentials(client, aws, monkeypatch):
+    from prefect_aws import AwsCredentials, S3Bucket
+
+    from granary_flows.definition import find_definition
+    from granary_flows.errors import StorageError
+    from granary_flows.flows import build_flow
+    from granary_flows.store import ResultsStore
+
+    credentials = AwsCredentials(
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+        aws_client_parameters={"endpoint_url": aws.endpoint},
+    )
+    results = S3Bucket(bucket_name=BUCKET, bucket_folder="from-block", credentials=credentials)
+    results.save("granary-results", overwrite=True)
+    monkeypatch.setenv("GRANARY_RESULTS_BLOCK", "granary-results")
+    store = ResultsStore()
+    assert store.root == f"s3://{BUCKET}/from-block"
+    state = build_flow(find_definition("hello", [ROOT / "deployments"]), store)(name="block", return_state=True)
+    assert state.is_completed(), state.message
+    execution = state.state_details.flow_run_id
+    assert read_s3(aws, f"s3://{BUCKET}/from-block/hello/{execution}/greeting.txt") == b"Hello, block!\n"
+
+    # The block's endpoint is the one used, not AWS_ENDPOINT_URL's.
+    S3Bucket(
+        bucket_name=BUCKET,
+        credentials=credentials.model_copy(update={"aws_client_parameters": {"endpoint_url": "http://127.0.0.1:9"}}),
+    ).save("granary-results-nowhere", overwrite=True)
+    monkeypatch.setenv("GRANARY_RESULTS_BLOCK", "granary-results-nowhere")
+    with pytest.raises(StorageError, match=f"the results root s3://{BUCKET} cannot be written"):
+        ResultsStore().check_writable()

@@ -5,12 +5,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
 import pytest
-from conftest import ROOT, start, wait_final
+from conftest import ROOT, read_until, start, wait_final
 from typer.testing import CliRunner
 
 from granary_flows.cli import app
@@ -115,9 +114,9 @@ def test_serve_starts_its_own_server_reaps_orphans_runs_and_stops_on_sigint(dock
         text=True,
     )
     try:
-        output = _read_until(serve, "waiting for runs", timeout=90)
+        output = read_until(serve, "waiting for runs", timeout=90)
         assert f"UI: http://127.0.0.1:{port}" in output
-        assert "removed 1 container(s) left by a runner that died" in output
+        assert "crashed 00000000-0000-0000-0000-000000000000: the process running it died; container removed" in output
         assert docker_runtime.client.containers.list(all=True, filters={"id": orphan.id}) == []
         api = f"http://127.0.0.1:{port}/api"
         deployment = httpx.get(f"{api}/deployments/name/hello/hello").json()
@@ -139,16 +138,6 @@ def test_serve_starts_its_own_server_reaps_orphans_runs_and_stops_on_sigint(dock
         orphan.remove(force=True) if docker_runtime.client.containers.list(
             all=True, filters={"id": orphan.id}
         ) else None
-
-
-def _read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while marker not in "".join(lines):
-        assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
-        time.sleep(0.2)
-    return "".join(lines)
 
 
 def test_run_against_a_server_that_does_not_answer_says_so(monkeypatch):
