@@ -431,7 +431,7 @@ def test_bad_aws_credentials_or_endpoint_fail_at_submission_naming_them(client, 
 
 
 def test_an_s3_bucket_block_is_the_results_root_with_its_own_credentials(client, aws, monkeypatch):
-    from prefect_aws import AwsCredentials, S3Bucket
+    from prefect_aws import AwsClientParameters, AwsCredentials, S3Bucket
 
     from granary_flows.definition import find_definition
     from granary_flows.errors import StorageError
@@ -457,7 +457,9 @@ def test_an_s3_bucket_block_is_the_results_root_with_its_own_credentials(client,
     # The block's endpoint is the one used, not AWS_ENDPOINT_URL's.
     S3Bucket(
         bucket_name=BUCKET,
-        credentials=credentials.model_copy(update={"aws_client_parameters": {"endpoint_url": "http://127.0.0.1:9"}}),
+        credentials=credentials.model_copy(
+            update={"aws_client_parameters": AwsClientParameters(endpoint_url="http://127.0.0.1:9")}
+        ),
     ).save("granary-results-nowhere", overwrite=True)
     monkeypatch.setenv("GRANARY_RESULTS_BLOCK", "granary-results-nowhere")
     with pytest.raises(StorageError, match=f"the results root s3://{BUCKET} cannot be written"):
