@@ -5,7 +5,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from prefect import Flow, flow
+from prefect import Flow, State, flow
+from prefect.client.schemas.objects import FlowRun
 
 from granary_flows.definition import TaskDefinition
 from granary_flows.execution import run_execution
@@ -26,14 +27,23 @@ def build_flow(
         >>> ndvi(redBand=3, nirBand=4, tiffLocation="file:///data/scene.tif")  # doctest: +SKIP
     """
 
+    def resolved_store() -> ResultsStore:
+        return store or ResultsStore()
+
     def execute(**arguments: Any) -> dict[str, Any]:
+        results = resolved_store()
         return run_execution(
             definition,
             arguments,
-            store=store or ResultsStore(),
-            runtime=runtime or runtime_for(definition, store or ResultsStore()),
+            store=results,
+            runtime=runtime or runtime_for(definition, results),
             runner_id=runner_id,
         )
+
+    def stop_what_runs(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
+        # Prefect's own runner and workers kill the flow's process on cancellation, which would leave its container
+        # or Batch job running; they call this hook afterwards. (granary's in-process runner stops them itself.)
+        (runtime or runtime_for(definition, resolved_store())).stop(str(flow_run.id))
 
     execute.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in definition.argument_names]
@@ -48,6 +58,7 @@ def build_flow(
         result_serializer="json",
         validate_parameters=False,
         log_prints=False,
+        on_cancellation=[stop_what_runs],
     )(execute)
 
 

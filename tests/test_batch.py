@@ -94,7 +94,8 @@ def wait_for_job(aws: SimpleNamespace, task: str, execution_id: Any, status: str
         if jobs and jobs[-1]["status"] == status:
             return jobs[-1]
         time.sleep(0.2)
-    raise AssertionError(f"no {status} job for {execution_id}: {jobs_of(aws, task, execution_id)}")
+    statuses = [(job["jobId"], job["status"]) for job in jobs_of(aws, task, execution_id)]
+    raise AssertionError(f"no {status} job for {execution_id} after {timeout} s: {statuses}")
 
 
 def read_s3(aws: SimpleNamespace, uri: str) -> bytes:
@@ -464,3 +465,35 @@ def test_an_s3_bucket_block_is_the_results_root_with_its_own_credentials(client,
     monkeypatch.setenv("GRANARY_RESULTS_BLOCK", "granary-results-nowhere")
     with pytest.raises(StorageError, match=f"the results root s3://{BUCKET} cannot be written"):
         ResultsStore().check_writable()
+
+
+def test_cancelling_under_prefects_own_worker_terminates_the_job(client, aws, tmp_path):
+    from prefect.states import Cancelling
+    from typer.testing import CliRunner
+
+    from granary_flows.cli import app
+
+    probe = (BATCH_TASKS / "batch-probe.yaml").read_text()
+    (tmp_path / "pooled-probe.yaml").write_text(probe.replace("name: batch-probe", "name: pooled-probe"))
+    deployed = CliRunner().invoke(app, ["deploy", "--pool", "granary-batch-pool", "--deployments", str(tmp_path)])
+    assert deployed.exit_code == 0, deployed.output
+    deployment = client.read_deployment_by_name("pooled-probe/pooled-probe")
+    flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={"sleep": 120})
+    env = os.environ | {"GRANARY_DEPLOYMENTS": str(tmp_path), "GRANARY_RESULTS_URI": f"s3://{BUCKET}/runs"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "granary-batch-pool"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        job = wait_for_job(aws, "pooled-probe", flow_run.id, "RUNNING", timeout=90)
+        client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
+        assert wait_final(client, flow_run.id, timeout=60).state.is_cancelled()
+        # The worker kills the flow's process, then runs the flow's cancellation hook, which terminates the job.
+        job = wait_for_job(aws, "pooled-probe", flow_run.id, "FAILED", timeout=20)
+        assert job["statusReason"] == f"cancelled from Prefect: flow run {flow_run.id} was cancelled"
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)

@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from conftest import ROOT, wait_final
@@ -123,3 +124,40 @@ def test_granary_deploy_targets_a_work_pool_that_prefects_own_worker_runs(client
     final = wait_final(client, flow_run.id, timeout=120)
     assert final.state.is_completed(), (final.state.message, worker.stdout[-2000:], worker.stderr[-2000:])
     assert final.state.result()["results"][0]["title"] == "greeting.txt"
+
+
+def test_cancelling_a_run_under_prefects_own_worker_stops_its_container(
+    client, prefect_server, docker_runtime, tmp_path
+):
+    from prefect.states import Cancelling
+
+    from granary_flows.runtimes.base import LABEL_EXECUTION
+
+    sleeper = (ROOT / "tests" / "tasks" / "sleeper.yaml").read_text()
+    (tmp_path / "pooled-sleeper.yaml").write_text(
+        sleeper.replace("name: sleeper", "name: pooled-sleeper").replace("timeout: 3", "timeout: 300")
+    )
+    deployed = CliRunner().invoke(app, ["deploy", "--pool", "granary-cancel-pool", "--deployments", str(tmp_path)])
+    assert deployed.exit_code == 0, deployed.output
+    deployment = client.read_deployment_by_name("pooled-sleeper/pooled-sleeper")
+    flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 300})
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "granary-cancel-pool"],
+        cwd=ROOT,
+        env=os.environ | {"GRANARY_DEPLOYMENTS": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    label = {"label": f"{LABEL_EXECUTION}={flow_run.id}"}
+    try:
+        deadline = time.monotonic() + 90
+        while not docker_runtime.client.containers.list(filters=label):
+            assert time.monotonic() < deadline, "the container never started"
+            time.sleep(0.3)
+        client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
+        final = wait_final(client, flow_run.id, timeout=60)
+        assert final.state.is_cancelled()
+        assert docker_runtime.client.containers.list(all=True, filters=label) == []
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
