@@ -69,28 +69,31 @@ def serve(
     ),
 ) -> None:
     """Register every task under deployments/ and execute their runs in this process until interrupted."""
-    from prefect.client.orchestration import get_client
-
-    from granary_flows.deployment import register
-    from granary_flows.flows import build_flow
-    from granary_flows.runner import InProcessRunner, new_runner_id, reap_orphans
-    from granary_flows.runtimes.batch import BatchRuntime
-    from granary_flows.runtimes.docker import DockerRuntime, docker_client
     from granary_flows.server import configured_api_url, local_port, local_server
-    from granary_flows.store import ResultsStore
 
     definitions = _definitions_or_exit(deployments)
     stop = threading.Event()
     with ExitStack() as stack:
         try:
-            store = ResultsStore(results)
-            store.check_writable()
-            runtimes = {"docker": DockerRuntime(docker_client(max_pool_size=limit * 4)), "batch": BatchRuntime(store)}
             api_url = configured_api_url()
             if not api_url:
                 console.print("[dim]PREFECT_API_URL is not set: starting a local Prefect server (SQLite)...[/]")
                 api_url = stack.enter_context(local_server(port=port or local_port()))
-            os.environ["PREFECT_API_URL"] = api_url  # this process's flow runs talk to that server
+            # Before Prefect is imported: it fixes its settings then, and threads without a settings context of their
+            # own (the runner's, the log and event workers) would otherwise start a throwaway server of their own.
+            os.environ["PREFECT_API_URL"] = api_url
+            from prefect.client.orchestration import get_client
+
+            from granary_flows.deployment import register
+            from granary_flows.flows import build_flow
+            from granary_flows.runner import InProcessRunner, new_runner_id, reap_orphans
+            from granary_flows.runtimes.batch import BatchRuntime
+            from granary_flows.runtimes.docker import DockerRuntime, docker_client
+            from granary_flows.store import ResultsStore
+
+            store = ResultsStore(results)
+            store.check_writable()
+            runtimes = {"docker": DockerRuntime(docker_client(max_pool_size=limit * 4)), "batch": BatchRuntime(store)}
             runner_id = new_runner_id()
             flows = {}
             with get_client(sync_client=True) as client:
