@@ -119,7 +119,15 @@ def results_document(client: SyncPrefectClient, execution_id: str, store: Result
         raise GranaryError(
             f"execution {execution_id} of {task} is {state}: it has no results" + (f" ({message})" if message else "")
         )
+    store = store or ResultsStore()
     try:
-        return (store or ResultsStore()).read_json(f"{task}/{execution_id}/{EXECUTION_DOCUMENT}")
-    except FileNotFoundError as err:
-        raise GranaryError(f"execution {execution_id} of {task} has no results document in the results store") from err
+        return store.read_json(f"{task}/{execution_id}/{EXECUTION_DOCUMENT}")
+    except FileNotFoundError:
+        pass
+    try:  # the runner may use another results root; the document is also the run's persisted return value
+        return dict(flow_run.state.result())
+    except Exception as err:
+        raise GranaryError(
+            f"execution {execution_id} of {task} has no results document under {store.root}, and its persisted "
+            "result cannot be read here: set GRANARY_RESULTS_URI (or GRANARY_RESULTS_BLOCK) to the runner's root"
+        ) from err
