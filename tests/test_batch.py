@@ -4,6 +4,7 @@ Docker engine, its S3 and CloudWatch Logs are real HTTP services. Runs go throug
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -497,3 +498,29 @@ def test_cancelling_under_prefects_own_worker_terminates_the_job(client, aws, tm
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+def test_waiting_reads_the_status_with_backoff_not_in_a_busy_loop(client, aws, batch_runner):
+    from granary_flows import aws as granary_aws
+    from granary_flows.definition import find_definition
+    from granary_flows.flows import build_flow
+    from granary_flows.runtimes.batch import BatchRuntime, Polling
+
+    reads: list[float] = []
+    shared = granary_aws.client("batch")  # the client every Batch runtime of this process uses
+
+    def count(**_: Any) -> None:
+        reads.append(time.monotonic())
+
+    shared.meta.events.register("before-call.batch.DescribeJobs", count)
+    try:
+        runtime = BatchRuntime(batch_runner.store, Polling(minimum=1, maximum=4))
+        probe = build_flow(find_definition("batch-probe", [BATCH_TASKS]), batch_runner.store, runtime)
+        state = probe(sleep=12, return_state=True)
+    finally:
+        shared.meta.events.unregister("before-call.batch.DescribeJobs", count)
+    assert state.is_completed(), state.message
+    gaps = [later - earlier for earlier, later in itertools.pairwise(reads)]
+    assert min(gaps) >= 0.9  # never faster than the minimum interval
+    assert max(gaps) >= 3  # it backed off while nothing changed
+    assert len(reads) <= 9  # about 14 s of waiting: 1 + 1.5 + 2.25 + 3.4 + 4 + 4 ..., not one read a second
