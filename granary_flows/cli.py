@@ -110,6 +110,13 @@ def serve(
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
         InProcessRunner(flows, list(runtimes.values()), runner_id, limit=limit).serve(stop)
+        # Send the last logs and events while the server is up: a local one stops when this block ends, and Prefect's
+        # workers would otherwise retry against it at exit.
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=5)
+        EventsWorker.drain_all(timeout=5)
     console.print("stopped")
 
 
