@@ -13,7 +13,7 @@ import threading
 from typing import Any, cast
 
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 from prefect_aws import AwsCredentials
 
 from granary_flows.errors import RuntimeUnavailable
@@ -95,8 +95,6 @@ def describe_error(err: Exception, doing: str, endpoint: str) -> str:
         if code in AUTHENTICATION_CODES or status in (401, 403):
             return f"{doing} failed: AWS refused the credentials at {endpoint} ({code}: {message})"
         return f"{doing} failed: {message}"
-    if isinstance(err, BotoCoreError):
-        return f"{doing} failed: {err}"
     return f"{doing} failed: {err}"
 
 
