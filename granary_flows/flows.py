@@ -27,23 +27,18 @@ def build_flow(
         >>> ndvi(redBand=3, nirBand=4, tiffLocation="file:///data/scene.tif")  # doctest: +SKIP
     """
 
-    def resolved_store() -> ResultsStore:
-        return store or ResultsStore()
+    def store_and_runtime() -> tuple[ResultsStore, Runtime]:
+        results = store or ResultsStore()
+        return results, runtime or runtime_for(definition, results)
 
     def execute(**arguments: Any) -> dict[str, Any]:
-        results = resolved_store()
-        return run_execution(
-            definition,
-            arguments,
-            store=results,
-            runtime=runtime or runtime_for(definition, results),
-            runner_id=runner_id,
-        )
+        results, chosen = store_and_runtime()
+        return run_execution(definition, arguments, store=results, runtime=chosen, runner_id=runner_id)
 
     def stop_what_runs(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
         # Prefect's own runner and workers kill the flow's process on cancellation, which would leave its container
         # or Batch job running; they call this hook afterwards. (granary's in-process runner stops them itself.)
-        (runtime or runtime_for(definition, resolved_store())).stop(str(flow_run.id))
+        store_and_runtime()[1].stop(str(flow_run.id))
 
     execute.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in definition.argument_names]
