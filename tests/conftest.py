@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,29 +66,37 @@ def prefect_server() -> Iterator[str]:
         yield api_url
 
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[str]:
-    """moto in server mode on 127.0.0.1: the local stand-in for S3, Batch, CloudWatch Logs and IAM."""
-    import subprocess
-
+@contextmanager
+def running_moto(port: int, log: Any = None, **environment: str) -> Iterator[str]:
+    """moto in server mode on 127.0.0.1:`port`, with extra `environment`, stopped on exit. Yields its endpoint."""
     from granary_flows.server import wait_until
 
-    log = open(SESSION_DIR / "moto.log", "wb")  # noqa: SIM115  (closed below)
+    output = log if log is not None else subprocess.DEVNULL
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(MOTO_PORT)],
-        stdout=log,
-        stderr=log,
-        # Batch jobs run as containers on the local engine; host networking lets them reach moto on 127.0.0.1.
-        env=os.environ | {"MOTO_DOCKER_NETWORK_MODE": "host"},
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=output,
+        stderr=output,
+        env=os.environ | environment,
     )
-    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    endpoint = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: httpx.get(f"{endpoint}/moto-api/", timeout=2).status_code < 500, "moto", process)
         yield endpoint
     finally:
         process.terminate()
         process.wait(timeout=15)
-        log.close()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """moto in server mode on 127.0.0.1: the local stand-in for S3, Batch, CloudWatch Logs and IAM."""
+    # Batch jobs run as containers on the local engine; host networking lets them reach moto on 127.0.0.1.
+    with (
+        open(SESSION_DIR / "moto.log", "wb") as log,
+        running_moto(MOTO_PORT, log, MOTO_DOCKER_NETWORK_MODE="host") as url,
+    ):
+        assert url == os.environ["AWS_ENDPOINT_URL"]
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -221,3 +231,16 @@ def read_until(process: Any, marker: str, timeout: float) -> str:
         assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
         time.sleep(0.2)
     return "".join(lines)
+
+
+def granary_serve(*arguments: str, unset: tuple[str, ...] = (), **environment: str) -> subprocess.Popen:
+    """`granary serve ARGUMENTS` in a process of its own, with extra `environment` and without the `unset` variables;
+    its output is piped as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "granary_flows.cli", "serve", *arguments],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k not in unset} | environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )

@@ -19,7 +19,18 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from conftest import ROOT, SAMPLE_TIFF, artifacts_of, execute, logs_of, read_until, start, wait_final
+from conftest import (
+    ROOT,
+    SAMPLE_TIFF,
+    artifacts_of,
+    execute,
+    granary_serve,
+    logs_of,
+    read_until,
+    running_moto,
+    start,
+    wait_final,
+)
 from prefect.logging.handlers import APILogWorker
 
 BUCKET = "granary-results"
@@ -329,15 +340,8 @@ def test_a_failed_upload_fails_the_execution_and_keeps_the_outputs(aws, docker_r
 
 def serve_batch_tasks(folder: Any) -> subprocess.Popen:
     """`granary serve` in a process of its own, on this session's server, with the S3 results root."""
-    env = os.environ | {"GRANARY_RESULTS_URI": f"s3://{BUCKET}/runs", "GRANARY_BATCH_POLL_MAX": "1", "COLUMNS": "250"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "granary_flows.cli", "serve", "--deployments", str(folder)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    results = f"s3://{BUCKET}/runs"
+    return granary_serve("--deployments", str(folder), GRANARY_RESULTS_URI=results, GRANARY_BATCH_POLL_MAX="1")
 
 
 def test_a_retried_run_re_attaches_to_the_job_of_a_process_that_died(client, aws):
@@ -375,22 +379,10 @@ def test_a_retried_run_re_attaches_to_the_job_of_a_process_that_died(client, aws
 @pytest.fixture(scope="module")
 def checking_moto() -> Iterator[str]:
     """A second moto that checks credentials: it refuses every access key it did not issue."""
-    from granary_flows.server import free_port, wait_until
+    from granary_flows.server import free_port
 
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=os.environ | {"INITIAL_NO_AUTH_ACTION_COUNT": "0"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: httpx.get(f"{endpoint}/moto-api/", timeout=2).status_code < 500, "moto", process)
+    with running_moto(free_port(), INITIAL_NO_AUTH_ACTION_COUNT="0") as endpoint:
         yield endpoint
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
 
 
 def credentials_block(name: str, endpoint: str) -> str:

@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from conftest import ROOT, read_until, start, wait_final
+from conftest import ROOT, granary_serve, read_until, start, wait_final
 from typer.testing import CliRunner
 
 from granary_flows.cli import app
@@ -99,19 +99,13 @@ def test_serve_starts_its_own_server_reaps_orphans_runs_and_stops_on_sigint(dock
         },
     )
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env |= {
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "GRANARY_RESULTS_URI": str(tmp_path / "results"),
-        "COLUMNS": "200",
-    }
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "granary_flows.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    serve = granary_serve(
+        "--port",
+        str(port),
+        unset=("PREFECT_API_URL",),
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        GRANARY_RESULTS_URI=str(tmp_path / "results"),
+        COLUMNS="200",
     )
     try:
         output = read_until(serve, "waiting for runs", timeout=90)
