@@ -56,19 +56,60 @@ def check(
         raise fail("no task definitions found")
 
 
+LimitOption = typer.Option(8, help="How many executions run at once.")
+ResultsOption = typer.Option(None, help="Results root (default: $GRANARY_RESULTS_URI or ~/.granary/results).")
+DrainOption = typer.Option(
+    False, "--drain", help="On SIGTERM or Ctrl+C, let running executions finish (a second one cancels them)."
+)
+SubprocessOption = typer.Option(
+    False, "--subprocess", help="Leave execution to Prefect's own runner: a new Python process per flow run."
+)
+
+
 @app.command()
 def serve(
     deployments: Path = DeploymentsOption,
-    limit: int = typer.Option(8, help="How many executions run at once."),
-    results: str | None = typer.Option(
-        None, help="Results root (default: $GRANARY_RESULTS_URI or ~/.granary/results)."
-    ),
+    limit: int = LimitOption,
+    results: str | None = ResultsOption,
     port: int | None = typer.Option(
         None,
         help="Port of the local Prefect server started when PREFECT_API_URL is unset ($GRANARY_LOCAL_PORT or 4200).",
     ),
+    drain: bool = DrainOption,
+    subprocess: bool = SubprocessOption,
 ) -> None:
     """Register every task under deployments/ and execute their runs in this process until interrupted."""
+    _serve_in_process(deployments, limit, results, port, drain, work_pool=None, prefect_runner=subprocess)
+
+
+@app.command()
+def worker(
+    pool: str = typer.Option(..., "--pool", help="The work pool `granary deploy --pool` deployed the tasks to."),
+    deployments: Path = DeploymentsOption,
+    limit: int = LimitOption,
+    results: str | None = ResultsOption,
+    drain: bool = DrainOption,
+    subprocess: bool = SubprocessOption,
+) -> None:
+    """Execute the runs of a work pool's granary deployments in this process (production).
+
+    Runs of deployments whose task is not under deployments/ are left for other workers.
+    """
+    if subprocess:
+        _exec_prefect_worker(pool, deployments, limit, results)
+    _serve_in_process(deployments, limit, results, None, drain, work_pool=pool, prefect_runner=False)
+
+
+def _serve_in_process(
+    deployments: Path,
+    limit: int,
+    results: str | None,
+    port: int | None,
+    drain: bool,
+    work_pool: str | None,
+    prefect_runner: bool,
+) -> None:
+    """What `serve` and `worker` share: server, reconciliation, deployments, the runner, and a clean stop."""
     from granary_flows.server import configured_api_url, local_port, local_server
 
     definitions = _definitions_or_exit(deployments)
@@ -82,11 +123,15 @@ def serve(
             # Before Prefect is imported: it fixes its settings then, and threads without a settings context of their
             # own (the runner's, the log and event workers) would otherwise start a throwaway server of their own.
             os.environ["PREFECT_API_URL"] = api_url
+            # A long-lived runner waits out a server restart (about 8 minutes of retries) instead of losing a run.
+            os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "8")
+            if prefect_runner:
+                _serve_with_prefect_runner(definitions, deployments, limit, results)
+                return
             from prefect.client.orchestration import get_client
 
-            from granary_flows.deployment import register
             from granary_flows.flows import build_flow
-            from granary_flows.runner import InProcessRunner, new_runner_id, reap_orphans
+            from granary_flows.runner import InProcessRunner, new_runner_id, reconcile
             from granary_flows.runtimes.batch import BatchRuntime
             from granary_flows.runtimes.docker import DockerRuntime, docker_client
             from granary_flows.store import ResultsStore
@@ -95,21 +140,28 @@ def serve(
             store.check_writable()
             runtimes = {"docker": DockerRuntime(docker_client(max_pool_size=limit * 4)), "batch": BatchRuntime(store)}
             runner_id = new_runner_id()
-            flows = {}
             with get_client(sync_client=True) as client:
-                reaped = reap_orphans(list(runtimes.values()), client)
-                for definition in definitions:
-                    deployment_id = register(client, definition)
-                    runtime = runtimes[definition.runtime_kind]
-                    flows[deployment_id] = build_flow(definition, store, runtime, runner_id)
+                served = _served_deployments(client, definitions, work_pool)
+                flows = {
+                    deployment_id: build_flow(definition, store, runtimes[definition.runtime_kind], runner_id)
+                    for deployment_id, definition in served.items()
+                }
+                settled = reconcile(client, list(runtimes.values()), list(flows))
         except GranaryError as err:
             raise fail(str(err)) from err
-        for execution_id, what in reaped:
-            console.print(f"[yellow]crashed[/] {execution_id}: {what}", highlight=False)
-        _print_served(definitions, store.root)
+        for line in settled:
+            console.print(f"[yellow]{line.partition(' ')[0]}[/] {line.partition(' ')[2]}", highlight=False)
+        _print_served(list(served.values()), store.root, work_pool)
+        runner = InProcessRunner(flows, list(runtimes.values()), runner_id, limit=limit, work_pool=work_pool)
+
+        def on_signal(*_: Any) -> None:
+            if stop.is_set():
+                runner.hurry()
+            stop.set()
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: stop.set())
-        InProcessRunner(flows, list(runtimes.values()), runner_id, limit=limit).serve(stop)
+            signal.signal(signum, on_signal)
+        runner.serve(stop, drain=drain)
         # Send the last logs and events while the server is up: a local one stops when this block ends, and Prefect's
         # workers would otherwise retry against it at exit.
         from prefect.events.worker import EventsWorker
@@ -118,6 +170,74 @@ def serve(
         APILogWorker.drain_all(timeout=5)
         EventsWorker.drain_all(timeout=5)
     console.print("stopped")
+
+
+def _served_deployments(client: Any, definitions: list[Any], work_pool: str | None) -> dict[Any, Any]:
+    """deployment id -> definition: registered here for `serve`; for a worker, those deployed to its pool."""
+    from prefect.exceptions import ObjectNotFound
+
+    from granary_flows.deployment import register
+
+    if work_pool is None:
+        return {register(client, definition): definition for definition in definitions}
+    served = {}
+    for definition in definitions:
+        try:
+            deployment = client.read_deployment_by_name(f"{definition.name}/{definition.name}")
+        except ObjectNotFound:
+            deployment = None
+        if deployment is None or deployment.work_pool_name != work_pool:
+            err_console.print(
+                f"[yellow]skipped[/] {definition.name}: not deployed to pool {work_pool}; "
+                f"run granary deploy --pool {work_pool}",
+                highlight=False,
+            )
+            continue
+        served[deployment.id] = definition
+    if not served:
+        raise GranaryError(f"no task here is deployed to pool {work_pool}: run granary deploy --pool {work_pool}")
+    return served
+
+
+def _serve_with_prefect_runner(definitions: list[Any], deployments: Path, limit: int, results: str | None) -> None:
+    """`serve --subprocess`: Prefect's own Runner, which starts `python -m prefect.engine` per flow run."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.deployments.runner import RunnerDeployment
+    from prefect.runner import Runner
+
+    from granary_flows.deployment import ENTRYPOINT_MODULE, register
+
+    _child_environment(deployments, results)
+    runner = Runner(name="granary", limit=limit)
+    for definition in definitions:
+        runner.add_deployment(
+            RunnerDeployment(
+                name=definition.name, flow_name=definition.name, entrypoint=f"{ENTRYPOINT_MODULE}:{definition.name}"
+            )
+        )
+    with get_client(sync_client=True) as client:
+        for definition in definitions:  # the same deployments, with the task's form and schedules back on them
+            register(client, definition)
+    _print_served(definitions, os.environ.get("GRANARY_RESULTS_URI", "~/.granary/results"), None)
+    asyncio.run(runner.start())
+
+
+def _exec_prefect_worker(pool: str, deployments: Path, limit: int, results: str | None) -> None:
+    """`worker --subprocess`: become Prefect's own process worker on the pool."""
+    import sys
+
+    _child_environment(deployments, results)
+    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--limit", str(limit)]
+    os.execv(sys.executable, command)
+
+
+def _child_environment(deployments: Path, results: str | None) -> None:
+    """What the flow-run processes Prefect starts need to find the tasks and the results root."""
+    os.environ["GRANARY_DEPLOYMENTS"] = str(deployments.resolve())
+    if results:
+        os.environ["GRANARY_RESULTS_URI"] = results
 
 
 @app.command()
@@ -249,10 +369,11 @@ def _definitions_or_exit(deployments: Path) -> list[Any]:
     return definitions
 
 
-def _print_served(definitions: list[Any], results_root: str) -> None:
+def _print_served(definitions: list[Any], results_root: str, work_pool: str | None) -> None:
     from prefect.settings import PREFECT_UI_URL
 
-    table = Table(title="granary serve", title_justify="left")
+    title = f"granary worker, pool {work_pool}" if work_pool else "granary serve"
+    table = Table(title=title, title_justify="left")
     for column in ("task", "version", "runtime", "deployment"):
         table.add_column(column)
     for definition in definitions:

@@ -131,7 +131,7 @@ def runner(prefect_server: str, client: SyncPrefectClient, docker_runtime: Any) 
     runner_id = new_runner_id()
     store = ResultsStore()
     flows = {register(client, d): build_flow(d, store, docker_runtime, runner_id) for d in definitions}
-    in_process = InProcessRunner(flows, docker_runtime, runner_id, limit=8, poll_interval=0.2)
+    in_process = InProcessRunner(flows, [docker_runtime], runner_id, limit=8, poll_interval=0.2)
     stop = threading.Event()
     thread = threading.Thread(target=in_process.serve, args=(stop,), daemon=True)
     thread.start()

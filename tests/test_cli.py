@@ -110,7 +110,7 @@ def test_serve_starts_its_own_server_reaps_orphans_runs_and_stops_on_sigint(dock
     try:
         output = read_until(serve, "waiting for runs", timeout=90)
         assert f"UI: http://127.0.0.1:{port}" in output
-        assert "crashed 00000000-0000-0000-0000-000000000000: the process running it died; container removed" in output
+        assert "found 00000000-0000-0000-0000-000000000000: the process running it died; container removed" in output
         assert docker_runtime.client.containers.list(all=True, filters={"id": orphan.id}) == []
         api = f"http://127.0.0.1:{port}/api"
         deployment = httpx.get(f"{api}/deployments/name/hello/hello").json()

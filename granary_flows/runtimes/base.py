@@ -44,6 +44,14 @@ class AttemptOutcome(BaseModel):
     log_tail: list[str] = []
 
 
+class Orphan(BaseModel):
+    """An execution whose runner died, as a runtime found it."""
+
+    execution_id: str
+    what: str  # what became of its container or job
+    resumable: bool = False  # its work goes on, and running the execution again picks it up
+
+
 class Runtime(ABC):
     """Starts an attempt, streams its log lines to `on_line` while it runs, waits, and always cleans up."""
 
@@ -60,9 +68,5 @@ class Runtime(ABC):
         """Stop whatever runs for an execution (cancellation). Returns how many containers or jobs it stopped."""
 
     @abstractmethod
-    def orphans(self, is_dead: Callable[[str], bool]) -> list[tuple[str, str]]:
-        """Deal with what runners that died left behind (`is_dead(runner_id)`).
-
-        Returns:
-            (execution id, what became of it) for each execution found.
-        """
+    def orphans(self, is_dead: Callable[[str], bool]) -> list[Orphan]:
+        """Deal with what runners that died (`is_dead(runner_id)`) left behind, one `Orphan` per execution."""

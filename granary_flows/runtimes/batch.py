@@ -21,7 +21,15 @@ from pydantic import BaseModel
 
 from granary_flows import aws
 from granary_flows.errors import RuntimeUnavailable, StorageError
-from granary_flows.runtimes.base import LABEL_EXECUTION, LABEL_RUNNER, LABEL_TASK, Attempt, AttemptOutcome, Runtime
+from granary_flows.runtimes.base import (
+    LABEL_EXECUTION,
+    LABEL_RUNNER,
+    LABEL_TASK,
+    Attempt,
+    AttemptOutcome,
+    Orphan,
+    Runtime,
+)
 from granary_flows.store import ResultsStore
 
 LOG_TAIL = 20
@@ -133,8 +141,8 @@ class BatchRuntime(Runtime):
             self._wake[execution_id].set()
         return 1
 
-    def orphans(self, is_dead: Callable[[str], bool]) -> list[tuple[str, str]]:
-        """Executions whose waiting process died while their job went on; the job is left to be re-attached."""
+    def orphans(self, is_dead: Callable[[str], bool]) -> list[Orphan]:
+        """Executions whose waiting process died while their job went on: running them again re-attaches."""
         found = []
         for record in self._records():
             if not is_dead(record.runner_id):
@@ -142,10 +150,10 @@ class BatchRuntime(Runtime):
             job = self._describe(record.job_id)
             status = job["status"] if job else "gone"
             found.append(
-                (
-                    record.execution_id,
-                    f"the process waiting on it died; Batch job {record.job_id} is {status}: "
-                    "retry the run to re-attach to it",
+                Orphan(
+                    execution_id=record.execution_id,
+                    what=f"the process waiting on it died; Batch job {record.job_id} is {status}",
+                    resumable=job is not None,
                 )
             )
         return found

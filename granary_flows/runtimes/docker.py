@@ -16,7 +16,15 @@ from requests.exceptions import ReadTimeout
 
 from granary_flows.contract import ARGUMENTS_FILE, INPUT_DIR, OUTPUT_DIR
 from granary_flows.errors import RuntimeUnavailable
-from granary_flows.runtimes.base import LABEL_EXECUTION, LABEL_RUNNER, LABEL_TASK, Attempt, AttemptOutcome, Runtime
+from granary_flows.runtimes.base import (
+    LABEL_EXECUTION,
+    LABEL_RUNNER,
+    LABEL_TASK,
+    Attempt,
+    AttemptOutcome,
+    Orphan,
+    Runtime,
+)
 
 LOG_TAIL = 20
 PIDS_LIMIT = 512
@@ -108,13 +116,18 @@ class DockerRuntime(Runtime):
             self._remove(container)
         return len(containers)
 
-    def orphans(self, is_dead: Callable[[str], bool]) -> list[tuple[str, str]]:
+    def orphans(self, is_dead: Callable[[str], bool]) -> list[Orphan]:
         """Remove the containers of runners that died: nothing is waiting to collect what they write."""
         found = []
         for container in self.client.containers.list(all=True, filters={"label": LABEL_EXECUTION}):
             if is_dead(container.labels.get(LABEL_RUNNER, "")):
                 self._remove(container)
-                found.append((container.labels[LABEL_EXECUTION], "the process running it died; container removed"))
+                found.append(
+                    Orphan(
+                        execution_id=container.labels[LABEL_EXECUTION],
+                        what="the process running it died; container removed",
+                    )
+                )
         return found
 
     def _container_options(self, attempt: Attempt, arguments_file: Any) -> dict[str, Any]:
