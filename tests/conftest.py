@@ -233,14 +233,39 @@ def read_until(process: Any, marker: str, timeout: float) -> str:
     return "".join(lines)
 
 
-def granary_serve(*arguments: str, unset: tuple[str, ...] = (), **environment: str) -> subprocess.Popen:
-    """`granary serve ARGUMENTS` in a process of its own, with extra `environment` and without the `unset` variables;
-    its output is piped as text."""
+def granary_serve(
+    *arguments: str, command: str = "serve", unset: tuple[str, ...] = (), **environment: str
+) -> subprocess.Popen:
+    """`granary serve ARGUMENTS` (or another `command`) in a process of its own, with extra `environment` and
+    without the `unset` variables; its output is piped as text."""
     return subprocess.Popen(
-        [sys.executable, "-m", "granary_flows.cli", "serve", *arguments],
+        [sys.executable, "-m", "granary_flows.cli", command, *arguments],
         cwd=ROOT,
         env={k: v for k, v in os.environ.items() if k not in unset} | environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def task_copy(source: str, folder: Path, name: str, **fields: Any) -> Path:
+    """Write tests/tasks/`source`.yaml (or deployments/) under a new `name`, with top-level `fields` replaced:
+    a deployment of its own, which the session's runner does not serve."""
+    import yaml
+
+    path = TEST_TASKS / f"{source}.yaml"
+    document = yaml.safe_load((path if path.exists() else DEPLOYMENTS / f"{source}.yaml").read_text())
+    document |= {"name": name} | fields
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{name}.yaml"
+    target.write_text(yaml.safe_dump(document, sort_keys=False))
+    return target
+
+
+def stop_process(process: subprocess.Popen | None) -> None:
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -126,7 +126,7 @@ def test_granary_deploy_targets_a_work_pool_that_prefects_own_worker_runs(client
     assert final.state.result()["results"][0]["title"] == "greeting.txt"
 
 
-def test_cancelling_a_run_under_prefects_own_worker_stops_its_container(
+def test_cancelling_a_run_under_granary_worker_subprocess_stops_its_container(
     client, prefect_server, docker_runtime, tmp_path
 ):
     from prefect.states import Cancelling
@@ -141,10 +141,11 @@ def test_cancelling_a_run_under_prefects_own_worker_stops_its_container(
     assert deployed.exit_code == 0, deployed.output
     deployment = client.read_deployment_by_name("pooled-sleeper/pooled-sleeper")
     flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 300})
+    # `granary worker --subprocess` becomes Prefect's own process worker: a Python process per flow run.
+    command = ["worker", "--pool", "granary-cancel-pool", "--subprocess", "-d", str(tmp_path)]
     worker = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "granary-cancel-pool"],
+        [sys.executable, "-m", "granary_flows.cli", *command],
         cwd=ROOT,
-        env=os.environ | {"GRANARY_DEPLOYMENTS": str(tmp_path)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -158,6 +159,7 @@ def test_cancelling_a_run_under_prefects_own_worker_stops_its_container(
         final = wait_final(client, flow_run.id, timeout=60)
         assert final.state.is_cancelled()
         assert docker_runtime.client.containers.list(all=True, filters=label) == []
+        assert final.infrastructure_pid and f":{worker.pid}:" not in final.infrastructure_pid  # a process of its own
     finally:
         worker.terminate()
         worker.wait(timeout=30)

@@ -1,0 +1,242 @@
+"""granary's in-process runner as a worker: work pools, claims, draining, restarts and a server that goes away."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+from conftest import (
+    containers_of,
+    granary_serve,
+    logs_of,
+    read_until,
+    stop_process,
+    task_copy,
+    wait_final,
+)
+from typer.testing import CliRunner
+
+from granary_flows.cli import app
+from granary_flows.runner import CLAIM
+
+DEAD_RUNNER = f"{os.uname().nodename}:999999:deadbeef"
+
+
+def pending_messages(client, flow_run_id) -> list[str]:
+    return [s.message or "" for s in client.read_flow_run_states(flow_run_id) if s.is_pending()]
+
+
+def wait_for_container(docker_runtime, flow_run_id, timeout: float = 60) -> None:
+    label = {"label": f"granary.execution-id={flow_run_id}"}
+    deadline = time.monotonic() + timeout
+    while not docker_runtime.client.containers.list(filters=label):
+        assert time.monotonic() < deadline, "the container never started"
+        time.sleep(0.1)
+
+
+def test_granary_worker_runs_its_pools_runs_in_process_and_leaves_the_others(client, prefect_server, tmp_path):
+    task_copy("hello", tmp_path / "all", "pool-hello")
+    task_copy("hello", tmp_path / "all", "pool-stranger")
+    task_copy("hello", tmp_path / "known", "pool-hello")
+    deployed = CliRunner().invoke(app, ["deploy", "--pool", "granary-threads", "-d", str(tmp_path / "all")])
+    assert deployed.exit_code == 0, deployed.output
+
+    worker = granary_serve("--pool", "granary-threads", "-d", str(tmp_path / "known"), command="worker")
+    try:
+        output = read_until(worker, "waiting for runs", timeout=60)
+        assert "granary worker, pool granary-threads" in output
+        hello = client.read_deployment_by_name("pool-hello/pool-hello")
+        stranger = client.read_deployment_by_name("pool-stranger/pool-stranger")
+        unknown_run = client.create_flow_run_from_deployment(stranger.id, parameters={"name": "nobody"})
+        flow_run = client.create_flow_run_from_deployment(hello.id, parameters={"name": "pool"})
+
+        final = wait_final(client, flow_run.id, timeout=60)
+        assert final.state.is_completed(), final.state.message
+        assert final.state.result()["results"][0]["title"] == "greeting"
+        [claim] = pending_messages(client, flow_run.id)
+        assert claim.startswith(CLAIM)  # claimed by this worker's in-process runner, not a Prefect worker
+        [online] = client.read_workers_for_work_pool("granary-threads", limit=10, offset=0)
+        assert online.name == claim.removeprefix(CLAIM)
+
+        time.sleep(2)  # several polls later, the run of a deployment it does not know is still waiting, not failed
+        assert client.read_flow_run(unknown_run.id).state.is_scheduled()
+    finally:
+        stop_process(worker)
+
+
+def test_two_runners_on_one_deployment_never_run_the_same_run(client, prefect_server, docker_runtime, tmp_path):
+    from prefect.states import Scheduled
+
+    from granary_flows.definition import load_definition
+    from granary_flows.deployment import register
+    from granary_flows.flows import build_flow
+    from granary_flows.runner import InProcessRunner, new_runner_id
+
+    definition = load_definition(task_copy("hello", tmp_path, "twin-hello"))
+    deployment_id = register(client, definition)
+    stop = threading.Event()
+    threads = []
+    for _ in range(2):
+        runner_id = new_runner_id()
+        flows = {deployment_id: build_flow(definition, runtime=docker_runtime, runner_id=runner_id)}
+        runner = InProcessRunner(flows, [docker_runtime], runner_id, limit=4, poll_interval=0.05)
+        threads.append(threading.Thread(target=runner.serve, args=(stop,), daemon=True))
+    since = time.time()
+    due = Scheduled(scheduled_time=datetime.now(timezone.utc) + timedelta(seconds=3))  # all due at the same moment
+    runs = [
+        client.create_flow_run_from_deployment(deployment_id, parameters={"name": f"twin {i}"}, state=due)
+        for i in range(12)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        finals = [wait_final(client, r.id, timeout=120) for r in runs]
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert all(f.state.is_completed() for f in finals), [f.state.message for f in finals]
+    for flow_run in runs:
+        assert len(pending_messages(client, flow_run.id)) == 1
+        assert len(containers_of(docker_runtime, flow_run.id, since)) == 1
+    claimers = {pending_messages(client, r.id)[0] for r in runs}
+    assert len(claimers) == 2  # both runners took part
+
+
+def test_cancellation_ends_the_run_cancelled_within_two_seconds_and_says_so(client, runner, docker_runtime):
+    from prefect.states import Cancelling
+
+    deployment = client.read_deployment_by_name("sleeper/sleeper")
+    flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 2.8})
+    wait_for_container(docker_runtime, flow_run.id)
+    client.set_flow_run_state(flow_run.id, Cancelling())
+    asked = time.monotonic()
+    while not client.read_flow_run(flow_run.id).state.is_final():
+        time.sleep(0.05)
+    took = time.monotonic() - asked
+    assert client.read_flow_run(flow_run.id).state.is_cancelled()
+    assert took < 2.0, f"{took:.2f} s from Cancelling to Cancelled"
+    assert any("cancellation was requested; stopped 1 container(s)" in line for line in logs_of(client, flow_run.id))
+
+
+def test_drain_finishes_the_running_execution_before_stopping(client, prefect_server, docker_runtime, tmp_path):
+    task_copy("sleeper", tmp_path, "drain-sleeper", timeout=60)
+    serve = granary_serve("--drain", "-d", str(tmp_path))
+    try:
+        read_until(serve, "waiting for runs", timeout=60)
+        deployment = client.read_deployment_by_name("drain-sleeper/drain-sleeper")
+        flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 3})
+        wait_for_container(docker_runtime, flow_run.id)
+        serve.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        assert serve.poll() is None  # still finishing the execution
+        assert serve.wait(timeout=30) == 0
+        assert client.read_flow_run(flow_run.id).state.is_completed()
+    finally:
+        stop_process(serve)
+
+
+def test_sigterm_without_drain_cancels_the_running_execution_promptly(client, prefect_server, docker_runtime, tmp_path):
+    task_copy("sleeper", tmp_path, "term-sleeper", timeout=60)
+    serve = granary_serve("-d", str(tmp_path))
+    try:
+        read_until(serve, "waiting for runs", timeout=60)
+        deployment = client.read_deployment_by_name("term-sleeper/term-sleeper")
+        flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 60})
+        wait_for_container(docker_runtime, flow_run.id)
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=15) == 0
+        assert client.read_flow_run(flow_run.id).state.is_cancelled()
+        assert (
+            docker_runtime.client.containers.list(all=True, filters={"label": f"granary.execution-id={flow_run.id}"})
+            == []
+        )
+        assert any("the runner is stopping; stopped 1 container(s)" in line for line in logs_of(client, flow_run.id))
+    finally:
+        stop_process(serve)
+
+
+def test_a_restarted_serve_settles_every_run_its_dead_predecessor_left(
+    client, prefect_server, docker_runtime, tmp_path
+):
+    from prefect.states import Pending, Running
+
+    task_copy("sleeper", tmp_path, "restart-sleeper", timeout=60)
+    first = granary_serve("-d", str(tmp_path))
+    second = None
+    try:
+        read_until(first, "waiting for runs", timeout=60)
+        deployment = client.read_deployment_by_name("restart-sleeper/restart-sleeper")
+        running = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 60})
+        wait_for_container(docker_runtime, running.id)
+        first.kill()  # no chance to clean up
+        first.wait(timeout=10)
+        # Two more runs a dead runner had claimed: one not started yet, one started with no container left.
+        claimed = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 0.5})
+        client.set_flow_run_state(claimed.id, Pending(message=CLAIM + DEAD_RUNNER), force=True)
+        started = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 0.5})
+        client.set_flow_run_state(started.id, Pending(message=CLAIM + DEAD_RUNNER), force=True)
+        client.set_flow_run_state(started.id, Running(), force=True)
+
+        second = granary_serve("-d", str(tmp_path))
+        output = read_until(second, "waiting for runs", timeout=60)
+        assert f"crashed {running.id}: the process running it died; container removed" in output
+        assert f"rescheduled {claimed.id}: runner {DEAD_RUNNER} stopped before starting it" in output
+        assert f"crashed {started.id}: runner {DEAD_RUNNER} stopped while it ran" in output
+        assert client.read_flow_run(running.id).state.is_crashed()
+        assert (
+            docker_runtime.client.containers.list(all=True, filters={"label": f"granary.execution-id={running.id}"})
+            == []
+        )
+        assert client.read_flow_run(started.id).state.is_crashed()
+        assert wait_final(client, claimed.id, timeout=60).state.is_completed()  # run by the new serve, once
+    finally:
+        stop_process(first)
+        stop_process(second)
+
+
+def test_a_server_away_for_a_minute_is_waited_for_and_nothing_is_lost_or_run_twice(docker_runtime, tmp_path):
+    import httpx
+
+    from granary_flows.server import free_port, local_server
+
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    server_env = {"PREFECT_HOME": str(tmp_path / "prefect")}
+    task_copy("sleeper", tmp_path / "tasks", "outage-sleeper", timeout=120)
+    serve = None
+    since = time.time()
+    try:
+        with local_server(port=port, extra_env=server_env):
+            serve = granary_serve(
+                "-d", str(tmp_path / "tasks"), PREFECT_API_URL=api, GRANARY_RESULTS_URI=str(tmp_path / "results")
+            )
+            read_until(serve, "waiting for runs", timeout=60)
+            deployment = httpx.get(f"{api}/deployments/name/outage-sleeper/outage-sleeper").json()
+            create = f"{api}/deployments/{deployment['id']}/create_flow_run"
+            running = httpx.post(create, json={"parameters": {"duration": 10}}).json()
+            later = (datetime.now(timezone.utc) + timedelta(seconds=30)).isoformat()
+            due_in_outage = httpx.post(
+                create,
+                json={
+                    "parameters": {"duration": 1},
+                    "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": later}},
+                },
+            ).json()
+            wait_for_container(docker_runtime, running["id"])
+        # The server is gone for a minute: the container ends and the second run falls due meanwhile.
+        time.sleep(60)
+        with local_server(port=port, extra_env=server_env):
+            for flow_run in (running, due_in_outage):
+                deadline = time.monotonic() + 150
+                while (state := httpx.get(f"{api}/flow_runs/{flow_run['id']}").json()["state"])["type"] != "COMPLETED":
+                    assert state["type"] in ("SCHEDULED", "PENDING", "RUNNING"), state
+                    assert time.monotonic() < deadline, state
+                    time.sleep(1)
+                assert len(containers_of(docker_runtime, flow_run["id"], since)) == 1  # run exactly once
+            assert serve.poll() is None
+    finally:
+        stop_process(serve)
