@@ -113,6 +113,7 @@ def _serve_in_process(
     from granary_flows.server import configured_api_url, local_port, local_server
 
     definitions = _definitions_or_exit(deployments)
+    _show_runner_logs()
     stop = threading.Event()
     with ExitStack() as stack:
         try:
@@ -170,6 +171,18 @@ def _serve_in_process(
         APILogWorker.drain_all(timeout=5)
         EventsWorker.drain_all(timeout=5)
     console.print("stopped")
+
+
+def _show_runner_logs() -> None:
+    """The runner's own messages (a server that went away, draining, settled runs) on the console."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    granary_logger = logging.getLogger("granary")
+    granary_logger.addHandler(RichHandler(console=err_console, show_path=False, markup=False))
+    granary_logger.setLevel(logging.INFO)
+    granary_logger.propagate = False
 
 
 def _served_deployments(client: Any, definitions: list[Any], work_pool: str | None) -> dict[Any, Any]:

@@ -223,8 +223,10 @@ def containers_of(docker_runtime: Any, execution_id: Any, since: float) -> list[
 
 
 def read_until(process: Any, marker: str, timeout: float) -> str:
-    """A subprocess's output (text mode, stdout piped) until `marker` appears in it."""
+    """A subprocess's output (text mode, stdout piped) until `marker` appears in it; the rest of its output
+    collects in `process.output`."""
     lines: list[str] = []
+    process.output = lines  # type: ignore[attr-defined]  # what it prints later goes on arriving here
     threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
     deadline = time.monotonic() + timeout
     while marker not in "".join(lines):

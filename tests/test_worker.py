@@ -238,5 +238,7 @@ def test_a_server_away_for_a_minute_is_waited_for_and_nothing_is_lost_or_run_twi
                     time.sleep(1)
                 assert len(containers_of(docker_runtime, flow_run["id"], since)) == 1  # run exactly once
             assert serve.poll() is None
+        said = "".join(serve.output)
+        assert "the Prefect server did not answer" in said and "the Prefect server answers again" in said
     finally:
         stop_process(serve)
