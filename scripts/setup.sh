@@ -95,6 +95,8 @@ install_test_tools() {
     log "installing playwright-core (no browser download: it drives Debian's Chromium)"
     (cd tests/ui && npm ci --no-audit --no-fund >"$CACHE/npm.log" 2>&1) || { cat "$CACHE/npm.log" >&2; exit 1; }
   fi
+  # The tests start their own PostgreSQL cluster for a Prefect server under load; only the programs are needed.
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { log "installing PostgreSQL (for the database test)"; apt_install postgresql; }
 }
 
 build_seed_example() {
