@@ -61,6 +61,12 @@ ResultsOption = typer.Option(None, help="Results root (default: $GRANARY_RESULTS
 DrainOption = typer.Option(
     False, "--drain", help="On SIGTERM or Ctrl+C, let running executions finish (a second one cancels them)."
 )
+PollOption = typer.Option(
+    0.5,
+    "--poll",
+    help="Seconds between looks for due runs. New runs are picked up at once through the server's event stream;"
+    " polling catches the rest (scheduled runs falling due, a stream that is down).",
+)
 SubprocessOption = typer.Option(
     False, "--subprocess", help="Leave execution to Prefect's own runner: a new Python process per flow run."
 )
@@ -76,10 +82,11 @@ def serve(
         help="Port of the local Prefect server started when PREFECT_API_URL is unset ($GRANARY_LOCAL_PORT or 4200).",
     ),
     drain: bool = DrainOption,
+    poll: float = PollOption,
     subprocess: bool = SubprocessOption,
 ) -> None:
     """Register every task under deployments/ and execute their runs in this process until interrupted."""
-    _serve_in_process(deployments, limit, results, port, drain, work_pool=None, prefect_runner=subprocess)
+    _serve_in_process(deployments, limit, results, port, drain, poll, work_pool=None, prefect_runner=subprocess)
 
 
 @app.command()
@@ -89,6 +96,7 @@ def worker(
     limit: int = LimitOption,
     results: str | None = ResultsOption,
     drain: bool = DrainOption,
+    poll: float = PollOption,
     subprocess: bool = SubprocessOption,
 ) -> None:
     """Execute the runs of a work pool's granary deployments in this process (production).
@@ -97,7 +105,7 @@ def worker(
     """
     if subprocess:
         _exec_prefect_worker(pool, deployments, limit, results)
-    _serve_in_process(deployments, limit, results, None, drain, work_pool=pool, prefect_runner=False)
+    _serve_in_process(deployments, limit, results, None, drain, poll, work_pool=pool, prefect_runner=False)
 
 
 def _serve_in_process(
@@ -106,6 +114,7 @@ def _serve_in_process(
     results: str | None,
     port: int | None,
     drain: bool,
+    poll: float,
     work_pool: str | None,
     prefect_runner: bool,
 ) -> None:
@@ -153,7 +162,9 @@ def _serve_in_process(
         for line in settled:
             console.print(f"[yellow]{line.partition(' ')[0]}[/] {line.partition(' ')[2]}", highlight=False)
         _print_served(list(served.values()), store.root, work_pool)
-        runner = InProcessRunner(flows, list(runtimes.values()), runner_id, limit=limit, work_pool=work_pool)
+        runner = InProcessRunner(
+            flows, list(runtimes.values()), runner_id, limit=limit, poll_interval=poll, work_pool=work_pool
+        )
 
         def on_signal(*_: Any) -> None:
             if stop.is_set():
@@ -230,9 +241,11 @@ def _serve_with_prefect_runner(definitions: list[Any], deployments: Path, limit:
                 name=definition.name, flow_name=definition.name, entrypoint=f"{ENTRYPOINT_MODULE}:{definition.name}"
             )
         )
+    # Without a pull step, Prefect's runner would try to download the flow's code from a storage it never had.
+    here = [{"prefect.deployments.steps.set_working_directory": {"directory": str(Path.cwd())}}]
     with get_client(sync_client=True) as client:
         for definition in definitions:  # the same deployments, with the task's form and schedules back on them
-            register(client, definition)
+            register(client, definition, pull_steps=here)
     _print_served(definitions, os.environ.get("GRANARY_RESULTS_URI", "~/.granary/results"), None)
     asyncio.run(runner.start())
 

@@ -17,13 +17,19 @@ from granary_flows.form import parameter_schema
 ENTRYPOINT_MODULE = "granary_flows.entrypoint"
 
 
-def register(client: SyncPrefectClient, definition: TaskDefinition, work_pool: str | None = None) -> UUID:
+def register(
+    client: SyncPrefectClient,
+    definition: TaskDefinition,
+    work_pool: str | None = None,
+    pull_steps: list[dict[str, Any]] | None = None,
+) -> UUID:
     """Create the deployment `<task>/<task>`, or bring an existing one up to date (schema, schedules, tags...).
 
     Args:
         client: a synchronous Prefect client.
         definition: the task.
         work_pool: for `granary deploy`; None for deployments served by `granary serve`.
+        pull_steps: what Prefect's own runner does before loading the flow (`serve --subprocess`).
 
     Returns:
         The deployment id, the same one each time the task is registered again.
@@ -39,6 +45,7 @@ def register(client: SyncPrefectClient, definition: TaskDefinition, work_pool: s
         enforce_parameter_schema=True,
         entrypoint=f"{ENTRYPOINT_MODULE}:{definition.name}",
         work_pool_name=work_pool,
+        pull_steps=pull_steps,
         # Creating an existing deployment updates it in place, its schedules replaced by these.
         schedules=[_schedule(spec) for spec in definition.schedules],
     )

@@ -92,8 +92,8 @@ def publish(store: ResultsStore, task: str, title: str | None, description: str 
     item_document = item.to_dict(include_self_link=False, transform_hrefs=False)
     ItemModel.model_validate(item_document)
     item_uri = store.write_json(f"{task}/{item.id}/{ITEM_FILE}", item_document)
-    # One writer per task at a time in this process; another process may race, and the next execution mends it.
-    with _collection_locks[task]:
+    # One writer per task at a time: threads of this process, then processes sharing a local results folder.
+    with _collection_locks[task], store.exclusive(f"{task}/{COLLECTION_FILE}"):
         collection = _load_collection(store, task, title, description)
         target = f"./{item.id}/{ITEM_FILE}"
         item_links = [link for link in collection.links if link.rel == "item"]

@@ -5,9 +5,12 @@ An execution's outputs live under `<root>/<task>/<execution-id>/`; the local fol
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -155,9 +158,15 @@ class ResultsStore:
             StorageError: naming the path.
         """
         path = f"{self._root_path}/{relative}"
+        data = json.dumps(document, indent=2, default=str).encode()
         try:
             self._make_folder(path.rsplit("/", 1)[0])
-            self.fs.pipe_file(path, json.dumps(document, indent=2, default=str).encode())
+            if self.is_s3:  # a PUT replaces the object whole
+                self.fs.pipe_file(path, data)
+            else:  # written aside and renamed over, so that a concurrent reader never sees half a document
+                aside = f"{path}.{uuid.uuid4().hex}.tmp"
+                self.fs.pipe_file(aside, data)
+                os.replace(aside, path)
         except STORE_ERRORS as err:
             raise StorageError(f"writing {path} failed: {err}") from err
         return self.uri_of(path)
@@ -184,6 +193,25 @@ class ResultsStore:
                 with self.fs.open(name, "rb") as handle:
                     documents.append(json.load(handle))
         return documents
+
+    @contextmanager
+    def exclusive(self, relative: str) -> Iterator[None]:
+        """Hold a lock on `<root>/<relative>` across processes, for a read-modify-write of a shared document.
+
+        Local roots only: on S3 this holds nothing, and two processes updating one document at the same moment may
+        each drop the other's change.
+        """
+        if self.is_s3:
+            yield
+            return
+        lock_path = Path(f"{self._root_path}/{relative}.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def read_json(self, relative: str) -> Any:
         """The JSON document at `<root>/<relative>`.

@@ -66,3 +66,26 @@ def test_the_task_collection_links_every_item_so_pystac_can_walk_all_results(cli
     assert collection.extent.spatial.bboxes == [[0.0, 0.0, 2.0, 1.0]]
     [[start, end]] = collection.extent.temporal.intervals
     assert start.isoformat() == "2020-01-01T00:00:00+00:00" and end.isoformat() == "2020-01-05T00:00:00+00:00"
+
+
+def _publish_one(root: str, number: int) -> None:
+    from datetime import datetime, timezone
+
+    from granary_flows import stac
+    from granary_flows.store import ResultsStore
+
+    item = pystac.Item(f"execution-{number}", None, None, datetime.now(timezone.utc), {})
+    stac.publish(ResultsStore(root), "crowded", "Crowded", None, item)
+
+
+def test_executions_in_many_processes_each_add_their_item_to_the_collection(tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+
+    from granary_flows import stac
+
+    with ProcessPoolExecutor(6) as pool:  # as several workers, or Prefect's process per run, on one results folder
+        list(pool.map(_publish_one, [str(tmp_path)] * 60, range(60)))
+    collection = json.loads((tmp_path / "crowded" / "collection.json").read_text())
+    CollectionModel.model_validate(collection)
+    items = sorted(link["href"] for link in collection["links"] if link["rel"] == "item")
+    assert items == sorted(f"./execution-{n}/{stac.ITEM_FILE}" for n in range(60))  # no update lost, none half-read

@@ -1,0 +1,253 @@
+"""granary's in-process worker against Prefect's own `serve()` and a bare `docker run`, in one run, per database.
+
+    .venv/bin/python bench/worker.py [--runs 10] [--burst 100] [--memory 1000] [--databases sqlite,postgres]
+
+For each database (a local Prefect server on SQLite, then one on PostgreSQL from Debian's programs), the same `hello`
+execution is run by `granary serve --subprocess` (Prefect's Runner: a Python process per flow run, polling every
+second) and by `granary serve` (granary's in-process runner), each a process of its own. Printed per database and
+runner: the median latency of `--runs` executions one after the other (creation -> Completed, from the server's own
+timestamps), CPU-seconds per execution of the runner's process and the processes it started (from /proc), and the
+throughput of `--burst` executions due at the same moment. The baseline is the median of `--runs` bare `docker run`s
+of the same image, command and output mount, through the docker SDK. Last, granary's runner executes `--memory`
+executions on PostgreSQL and its resident memory is printed every tenth of the way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+WORK = Path(tempfile.mkdtemp(prefix="granary-bench-"))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+from granary_flows.runtimes.docker import docker_client  # noqa: E402
+from granary_flows.server import free_port, local_server  # noqa: E402
+from tests.postgres import local_postgres  # noqa: E402
+
+
+def bare_docker_runs(runs: int) -> list[float]:
+    engine = docker_client()
+    out = WORK / "bare"
+    out.mkdir()
+    times = []
+    for _ in range(runs + 1):  # the first one warms the engine up and is not counted
+        started = time.perf_counter()
+        engine.containers.run(
+            "granary/hello:1",
+            ["/bin/sh", "/app/hello.sh"],
+            remove=True,
+            network_mode="none",
+            environment={"NAME": "bench", "OUTPUT_DIR": "/out"},
+            volumes={str(out): {"bind": "/out", "mode": "rw"}},
+        )
+        times.append(time.perf_counter() - started)
+    return times[1:]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system time of a process and of the children it has reaped (the flow-run processes Prefect starts)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
+    return (utime + stime + cutime + cstime) / TICKS
+
+
+def resident_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextmanager
+def runner_process(api: str, name: str, prefect_runner: bool) -> Any:
+    """`granary serve` (or `--subprocess`) serving a copy of hello named `name`; yields (process, deployment id)."""
+    import yaml
+
+    folder = WORK / name
+    folder.mkdir()
+    document = yaml.safe_load((ROOT / "deployments" / "hello.yaml").read_text()) | {"name": name}
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(document))
+    command = [sys.executable, "-m", "granary_flows.cli", "serve", "-d", str(folder), "--limit", "8"]
+    environment = os.environ | {
+        "PREFECT_API_URL": api,
+        "GRANARY_RESULTS_URI": str(WORK / "results"),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",  # Prefect's serve() polls every 10 s by default
+    }
+    process = subprocess.Popen(
+        command + (["--subprocess"] if prefect_runner else []),
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=WORK,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 120
+        while "waiting for runs" not in "".join(lines):
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("".join(lines))
+            time.sleep(0.2)
+        deployment = httpx.get(f"{api}/deployments/name/{name}/{name}").json()
+        yield process, deployment["id"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def create(api: str, deployment_id: str, parameters: dict[str, Any], due: datetime | None = None) -> str:
+    body: dict[str, Any] = {"parameters": parameters}
+    if due:
+        body["state"] = {"type": "SCHEDULED", "state_details": {"scheduled_time": due.isoformat()}}
+    for attempt in range(10):  # a busy SQLite server answers 503 now and then
+        response = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json=body, timeout=60)
+        if response.status_code != 503:
+            response.raise_for_status()
+            return response.json()["id"]
+        time.sleep(0.5 * (attempt + 1))
+    raise RuntimeError(response.text)
+
+
+def finished(api: str, flow_run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """id -> flow run, once every one of them is final."""
+    done: dict[str, dict[str, Any]] = {}
+    while len(done) < len(flow_run_ids):
+        response = httpx.post(
+            f"{api}/flow_runs/filter",
+            json={"flow_runs": {"id": {"any_": [i for i in flow_run_ids if i not in done]}}, "limit": 200},
+            timeout=60,
+        )
+        if response.status_code != 200:  # a busy SQLite server answers 503, or an empty 500, now and then
+            time.sleep(0.2)
+            continue
+        for flow_run in response.json():
+            if flow_run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                if flow_run["state"]["type"] != "COMPLETED":
+                    logs = httpx.post(
+                        f"{api}/logs/filter",
+                        json={
+                            "logs": {"flow_run_id": {"any_": [flow_run["id"]]}},
+                            "limit": 200,
+                            "sort": "TIMESTAMP_ASC",
+                        },
+                    ).json()
+                    raise RuntimeError("\n".join([str(flow_run["state"])] + [log["message"] for log in logs]))
+                done[flow_run["id"]] = flow_run
+        time.sleep(0.1)
+    return done
+
+
+def seconds(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp).timestamp()
+
+
+def measure(api: str, name: str, prefect_runner: bool, runs: int, burst: int) -> dict[str, float]:
+    with runner_process(api, name, prefect_runner) as (process, deployment_id):
+        finished(api, [create(api, deployment_id, {"name": "warm"})])
+        cpu = cpu_seconds(process.pid)
+        latencies = []
+        for _ in range(runs):
+            [flow_run] = finished(api, [create(api, deployment_id, {"name": "bench"})]).values()
+            latencies.append(seconds(flow_run["state"]["timestamp"]) - seconds(flow_run["created"]))
+        cpu_latency = (cpu_seconds(process.pid) - cpu) / runs
+        due = datetime.now(timezone.utc) + timedelta(seconds=5 + burst * 0.1)
+        ids = [create(api, deployment_id, {"name": f"burst {i}"}, due) for i in range(burst)]
+        cpu = cpu_seconds(process.pid)
+        assert datetime.now(timezone.utc) < due, "the burst took longer to create than its lead time"
+        done = finished(api, ids)
+        last = max(seconds(f["state"]["timestamp"]) for f in done.values())
+        return {
+            "latency": statistics.median(latencies),
+            "cpu": cpu_latency,
+            "cpu_burst": (cpu_seconds(process.pid) - cpu) / burst,
+            "per_minute": burst / (last - due.timestamp()) * 60,
+        }
+
+
+def memory_series(api: str, executions: int) -> list[tuple[int, float]]:
+    """(executions done, resident MiB of the runner) every tenth of the way."""
+    series = []
+    step = max(executions // 10, 1)
+    with runner_process(api, "hello-memory", False) as (process, deployment_id):
+        series.append((0, resident_mib(process.pid)))
+        for done in range(step, executions + 1, step):
+            finished(api, [create(api, deployment_id, {"name": f"m{i}"}) for i in range(step)])
+            series.append((done, resident_mib(process.pid)))
+    return series
+
+
+@contextmanager
+def prefect_server(database: str) -> Any:
+    with ExitStack() as stack:
+        extra = {"PREFECT_HOME": str(WORK / f"prefect-{database}")}
+        if database == "postgres":
+            extra["PREFECT_API_DATABASE_CONNECTION_URL"] = stack.enter_context(local_postgres(free_port()))
+        yield stack.enter_context(local_server(port=free_port(), extra_env=extra, log_file=WORK / f"{database}.log"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=10, help="executions one after the other, for the latency")
+    parser.add_argument("--burst", type=int, default=100, help="executions due at the same moment")
+    parser.add_argument("--memory", type=int, default=1000, help="executions while memory is watched (0: skip)")
+    parser.add_argument("--databases", default="sqlite,postgres")
+    args = parser.parse_args()
+
+    bare = statistics.median(bare_docker_runs(args.runs))
+    results = {}
+    for database in args.databases.split(","):
+        with prefect_server(database) as api:
+            for runner, prefect_runner in (("Prefect serve()", True), ("granary worker", False)):
+                name = f"hello-{database}-{'prefect' if prefect_runner else 'granary'}"
+                results[database, runner] = measure(api, name, prefect_runner, args.runs, args.burst)
+                print(f"measured {runner} on {database}: {results[database, runner]}", flush=True)
+
+    print(f"\nbare docker run of granary/hello:1: median {bare:.3f} s over {args.runs}\n")
+    header = f"| database | runner | latency (median of {args.runs}) | over bare docker run |"
+    header += f" CPU-s per execution (sequential / burst) | {args.burst} due at once |"
+    print(header)
+    print("| --- | --- | --- | --- | --- | --- |")
+    for (database, runner), r in results.items():
+        print(
+            f"| {database} | {runner} | {r['latency']:.2f} s | +{r['latency'] - bare:.2f} s "
+            f"| {r['cpu']:.3f} / {r['cpu_burst']:.3f} | {r['per_minute']:.0f} per minute |"
+        )
+    for database in args.databases.split(","):
+        prefect, granary = results[database, "Prefect serve()"], results[database, "granary worker"]
+        print(
+            f"\n{database}: granary / Prefect serve(): latency {granary['latency'] / prefect['latency']:.2f}x, "
+            f"CPU {granary['cpu_burst'] / prefect['cpu_burst']:.2f}x, "
+            f"throughput {granary['per_minute'] / prefect['per_minute']:.1f}x"
+        )
+
+    if args.memory:
+        database = "postgres" if "postgres" in args.databases else "sqlite"
+        with prefect_server(database) as api:
+            series = memory_series(api, args.memory)
+        print(f"\ngranary worker resident memory over {args.memory} executions ({database}):")
+        print("  " + "  ".join(f"{done}: {mib:.0f} MiB" for done, mib in series))
+        later = [mib for done, mib in series if done >= args.memory // 5]
+        print(f"  from a fifth of the way on: {min(later):.0f}-{max(later):.0f} MiB ({max(later) / min(later):.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
