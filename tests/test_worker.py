@@ -242,3 +242,27 @@ def test_a_server_away_for_a_minute_is_waited_for_and_nothing_is_lost_or_run_twi
         assert "the Prefect server did not answer" in said and "the Prefect server answers again" in said
     finally:
         stop_process(serve)
+
+
+def test_the_runner_sends_prefects_flow_run_heartbeats_for_its_runs_in_flight(client, runner, docker_runtime):
+    from conftest import api_post
+
+    runner.heartbeat_seconds = 1  # Prefect's PREFECT_FLOWS_HEARTBEAT_FREQUENCY, 180 s by default
+    try:
+        deployment = client.read_deployment_by_name("sleeper/sleeper")
+        flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 2.5})
+        assert wait_final(client, flow_run.id, timeout=60).state.is_completed()
+    finally:
+        runner.heartbeat_seconds = 180
+    query = {
+        "filter": {
+            "event": {"name": ["prefect.flow-run.heartbeat"]},
+            "resource": {"id": [f"prefect.flow-run.{flow_run.id}"]},
+        },
+        "limit": 50,
+    }
+    deadline = time.monotonic() + 30
+    while not (events := api_post("/events/filter", query).json()["events"]):  # the server stores events in batches
+        assert time.monotonic() < deadline, "no heartbeat was recorded for the run"
+        time.sleep(1)
+    assert events[0]["related"][0]["id"] == f"prefect.flow.{flow_run.flow_id}"
