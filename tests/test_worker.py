@@ -265,4 +265,4 @@ def test_the_runner_sends_prefects_flow_run_heartbeats_for_its_runs_in_flight(cl
     while not (events := api_post("/events/filter", query).json()["events"]):  # the server stores events in batches
         assert time.monotonic() < deadline, "no heartbeat was recorded for the run"
         time.sleep(1)
-    assert events[0]["related"][0]["id"] == f"prefect.flow.{flow_run.flow_id}"
+    assert events[0]["related"][0]["prefect.resource.id"] == f"prefect.flow.{flow_run.flow_id}"
