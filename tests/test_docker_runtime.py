@@ -165,3 +165,34 @@ def test_a_missing_s3_object_fails_before_any_container(client, runner, moto_ser
     assert flow_run.state.is_failed()
     assert "cannot read input 'scene' from s3://granary-empty/absent.tif" in flow_run.state.message
     assert containers_of(docker_runtime, flow_run.id, since) == []
+
+
+def test_looking_for_orphans_is_not_upset_by_containers_removed_meanwhile(docker_runtime):
+    """Other runs remove their containers at any moment; a serve starting meanwhile must not fail on one."""
+    import contextlib
+
+    from docker.errors import DockerException
+
+    from granary_flows.runtimes.base import LABEL_EXECUTION
+
+    churning = threading.Event()
+
+    def churn() -> None:
+        while not churning.is_set():
+            with contextlib.suppress(DockerException):  # stop() below may remove it first
+                docker_runtime.client.containers.run(
+                    "granary/hello:1", ["true"], remove=True, network_mode="none", labels={LABEL_EXECUTION: "churn"}
+                )
+
+    threads = [threading.Thread(target=churn, daemon=True) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(100):
+            assert docker_runtime.orphans(lambda runner: False) == []
+        for _ in range(10):
+            docker_runtime.stop("churn")  # the same listing, for a cancellation
+    finally:
+        churning.set()
+        for thread in threads:
+            thread.join(timeout=30)

@@ -111,7 +111,7 @@ class DockerRuntime(Runtime):
             self._remove(container)
 
     def stop(self, execution_id: str) -> int:
-        containers = self.client.containers.list(all=True, filters={"label": f"{LABEL_EXECUTION}={execution_id}"})
+        containers = self._labelled(f"{LABEL_EXECUTION}={execution_id}")
         for container in containers:
             self._remove(container)
         return len(containers)
@@ -119,16 +119,22 @@ class DockerRuntime(Runtime):
     def orphans(self, is_dead: Callable[[str], bool]) -> list[Orphan]:
         """Remove the containers of runners that died: nothing is waiting to collect what they write."""
         found = []
-        for container in self.client.containers.list(all=True, filters={"label": LABEL_EXECUTION}):
-            if is_dead(container.labels.get(LABEL_RUNNER, "")):
+        for container in self._labelled(LABEL_EXECUTION):
+            labels = container.attrs["Labels"]
+            if is_dead(labels.get(LABEL_RUNNER, "")):
                 self._remove(container)
                 found.append(
                     Orphan(
-                        execution_id=container.labels[LABEL_EXECUTION],
+                        execution_id=labels[LABEL_EXECUTION],
                         what="the process running it died; container removed",
                     )
                 )
         return found
+
+    def _labelled(self, label: str) -> list[Any]:
+        """Containers with `label`, from the list call alone: the SDK's full listing inspects each one afterwards,
+        and fails on any that another run removed in between."""
+        return list(self.client.containers.list(all=True, sparse=True, filters={"label": label}))
 
     def _container_options(self, attempt: Attempt, arguments_file: Any) -> dict[str, Any]:
         task = attempt.task
