@@ -121,14 +121,14 @@ class InProcessRunner:
             ThreadPoolExecutor(self.limit, "granary-run") as pool,
         ):
             threading.Thread(target=self._listen_for_due_runs, args=(stop,), daemon=True, name="granary-due").start()
-            next_poll = next_check = next_heartbeat = next_run_heartbeat = last_poll = 0.0
+            next_poll = next_check = next_heartbeat = last_poll = last_run_heartbeat = 0.0
             while not stop.is_set():
                 now = time.monotonic()
                 if self.work_pool and now >= next_heartbeat:
                     next_heartbeat = now + HEARTBEAT_INTERVAL
                     self._attempt(client.send_worker_heartbeat, self.work_pool, self.runner_id, HEARTBEAT_INTERVAL)
-                if self.heartbeat_seconds and now >= next_run_heartbeat:
-                    next_run_heartbeat = now + self.heartbeat_seconds
+                if self.heartbeat_seconds and now - last_run_heartbeat >= self.heartbeat_seconds:
+                    last_run_heartbeat = now
                     self._send_run_heartbeats()
                 if (self._wake.is_set() and now - last_poll >= MIN_POLL_GAP) or now >= next_poll:
                     self._wake.clear()
