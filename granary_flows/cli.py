@@ -159,8 +159,8 @@ def _serve_in_process(
                 settled = reconcile(client, list(runtimes.values()), list(flows))
         except GranaryError as err:
             raise fail(str(err)) from err
-        for line in settled:
-            console.print(f"[yellow]{line.partition(' ')[0]}[/] {line.partition(' ')[2]}", highlight=False)
+        for done in settled:
+            console.print(f"[yellow]{done.action}[/] {done.execution_id}: {done.reason}", highlight=False)
         _print_served(list(served.values()), store.root, work_pool)
         runner = InProcessRunner(
             flows, list(runtimes.values()), runner_id, limit=limit, poll_interval=poll, work_pool=work_pool

@@ -17,7 +17,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from prefect import Flow
@@ -280,7 +280,15 @@ def _settings_for_runs() -> dict[str, Any]:
     return {"profile": current.profile, "settings": current.settings.copy_with_update(updates=updates)}
 
 
-def reconcile(client: SyncPrefectClient, runtimes: list[Runtime], deployment_ids: list[UUID]) -> list[str]:
+class Settled(NamedTuple):
+    """What `reconcile` did with one execution."""
+
+    action: str  # crashed, rescheduled, cancelled, or found (its run was gone or already final)
+    execution_id: str
+    reason: str
+
+
+def reconcile(client: SyncPrefectClient, runtimes: list[Runtime], deployment_ids: list[UUID]) -> list[Settled]:
     """Settle what runners on this host that died left behind, before a new runner starts.
 
     - A container is removed and its run marked Crashed: nobody collected what it wrote.
@@ -288,7 +296,7 @@ def reconcile(client: SyncPrefectClient, runtimes: list[Runtime], deployment_ids
     - A run that a dead runner had claimed but not started is scheduled again; one it was running, Crashed.
 
     Returns:
-        One line per execution settled: `<what was done> <execution id>: <why>`.
+        One `Settled` per execution found.
     """
     settled = []
     for runtime in runtimes:
@@ -298,9 +306,9 @@ def reconcile(client: SyncPrefectClient, runtimes: list[Runtime], deployment_ids
             else:
                 state = Crashed(message=orphan.what)
             if _settle(client, orphan.execution_id, state):
-                settled.append(f"{_verb(state)} {orphan.execution_id}: {state.message}")
+                settled.append(Settled(_verb(state), orphan.execution_id, state.message))
             else:  # its run is gone or already final: only the container or job was left to deal with
-                settled.append(f"found {orphan.execution_id}: {orphan.what}")
+                settled.append(Settled("found", orphan.execution_id, orphan.what))
     for flow_run in _unfinished_runs(client, deployment_ids):
         claimer = _claimer(client, flow_run.id)
         if claimer is None or not _is_dead(claimer):
@@ -313,7 +321,7 @@ def reconcile(client: SyncPrefectClient, runtimes: list[Runtime], deployment_ids
         else:
             state = Crashed(message=f"runner {claimer} stopped while it ran")
         client.set_flow_run_state(flow_run.id, state, force=True)
-        settled.append(f"{_verb(state)} {flow_run.id}: {state.message}")
+        settled.append(Settled(_verb(state), str(flow_run.id), state.message))
     return settled
 
 
