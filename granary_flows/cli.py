@@ -232,6 +232,7 @@ def _serve_with_prefect_runner(definitions: list[Any], deployments: Path, limit:
     from prefect.runner import Runner
 
     from granary_flows.deployment import ENTRYPOINT_MODULE, register
+    from granary_flows.store import ResultsStore
 
     _child_environment(deployments, results)
     runner = Runner(name="granary", limit=limit)
@@ -246,7 +247,7 @@ def _serve_with_prefect_runner(definitions: list[Any], deployments: Path, limit:
     with get_client(sync_client=True) as client:
         for definition in definitions:  # the same deployments, with the task's form and schedules back on them
             register(client, definition, pull_steps=here)
-    _print_served(definitions, os.environ.get("GRANARY_RESULTS_URI", "~/.granary/results"), None)
+    _print_served(definitions, ResultsStore(results).root, None)
     asyncio.run(runner.start())
 
 
