@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 
 def _bin(program: str) -> str:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{program}")) or [shutil.which(program) or ""]
@@ -50,11 +52,10 @@ def local_postgres(port: int, database: str = "prefect") -> Iterator[str]:
 
 def query(url: str, sql: str) -> str:
     """One value from `psql` against the cluster `url` names."""
-    address = url.split("@", 1)[1]
-    host_port, database = address.split("/", 1)
-    host, port = host_port.split(":")
+    parts = make_url(url)
+    address = ["-h", str(parts.host), "-p", str(parts.port), "-U", str(parts.username), "-d", str(parts.database)]
     result = subprocess.run(
-        [_bin("psql"), "-h", host, "-p", port, "-U", "granary", "-d", database, "-tAc", sql],
+        [_bin("psql"), *address, "-tAc", sql],
         check=True,
         capture_output=True,
         text=True,
