@@ -152,10 +152,20 @@ def start(client: SyncPrefectClient, task: str, server_checks: bool = True, **ar
     return FlowRun.model_validate(response.json())
 
 
-def api_post(path: str, body: dict[str, Any]) -> httpx.Response:
-    """POST to the server's REST API, retrying a busy SQLite server's 503 as Prefect's own client does."""
+def api_post(path: str, body: dict[str, Any], api: str | None = None) -> httpx.Response:
+    """POST to the REST API of the session's server (or of `api`), retrying a busy SQLite server's 503 as Prefect's
+    own client does."""
+    return _api_request("POST", path, body, api)
+
+
+def api_get(path: str, api: str | None = None) -> httpx.Response:
+    """GET from the REST API, like `api_post`."""
+    return _api_request("GET", path, None, api)
+
+
+def _api_request(method: str, path: str, body: dict[str, Any] | None, api: str | None) -> httpx.Response:
     for attempt in range(6):
-        response = httpx.post(f"{os.environ['PREFECT_API_URL']}{path}", json=body, timeout=30)
+        response = httpx.request(method, f"{api or os.environ['PREFECT_API_URL']}{path}", json=body, timeout=30)
         if response.status_code != 503:
             break
         time.sleep(0.5 * (attempt + 1))

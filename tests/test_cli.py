@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from conftest import ROOT, granary_serve, read_until, start, wait_final
+from conftest import ROOT, api_get, api_post, granary_serve, read_until, start, wait_final
 from typer.testing import CliRunner
 
 from granary_flows.cli import app
@@ -113,12 +113,12 @@ def test_serve_starts_its_own_server_reaps_orphans_runs_and_stops_on_sigint(dock
         assert "found 00000000-0000-0000-0000-000000000000: the process running it died; container removed" in output
         assert docker_runtime.client.containers.list(all=True, filters={"id": orphan.id}) == []
         api = f"http://127.0.0.1:{port}/api"
-        deployment = httpx.get(f"{api}/deployments/name/hello/hello").json()
-        flow_run = httpx.post(
-            f"{api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": {"name": "served"}}
+        deployment = api_get("/deployments/name/hello/hello", api).json()
+        flow_run = api_post(
+            f"/deployments/{deployment['id']}/create_flow_run", {"parameters": {"name": "served"}}, api
         ).json()
         deadline = time.monotonic() + 60
-        while httpx.get(f"{api}/flow_runs/{flow_run['id']}").json()["state"]["type"] != "COMPLETED":
+        while api_get(f"/flow_runs/{flow_run['id']}", api).json()["state"]["type"] != "COMPLETED":
             assert time.monotonic() < deadline
             time.sleep(0.3)
         assert (tmp_path / "results" / "hello" / flow_run["id"] / "greeting.txt").read_text() == "Hello, served!\n"

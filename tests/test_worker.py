@@ -6,9 +6,13 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from conftest import (
+    api_get,
+    api_post,
     containers_of,
     granary_serve,
     logs_of,
@@ -21,6 +25,7 @@ from typer.testing import CliRunner
 
 from granary_flows.cli import app
 from granary_flows.runner import CLAIM
+from granary_flows.runtimes.base import LABEL_EXECUTION
 
 DEAD_RUNNER = f"{os.uname().nodename}:999999:deadbeef"
 
@@ -29,12 +34,29 @@ def pending_messages(client, flow_run_id) -> list[str]:
     return [s.message or "" for s in client.read_flow_run_states(flow_run_id) if s.is_pending()]
 
 
+def containers_for(docker_runtime, flow_run_id, running_only: bool = False) -> list:
+    label = {"label": f"{LABEL_EXECUTION}={flow_run_id}"}
+    return docker_runtime.client.containers.list(all=not running_only, filters=label)
+
+
 def wait_for_container(docker_runtime, flow_run_id, timeout: float = 60) -> None:
-    label = {"label": f"granary.execution-id={flow_run_id}"}
     deadline = time.monotonic() + timeout
-    while not docker_runtime.client.containers.list(filters=label):
+    while not containers_for(docker_runtime, flow_run_id, running_only=True):
         assert time.monotonic() < deadline, "the container never started"
         time.sleep(0.1)
+
+
+@contextmanager
+def serving_a_sleeper(client, folder: Path, name: str, *arguments: str):
+    """`granary serve ARGUMENTS` in a process of its own, serving a copy of the sleeper task (60 s timeout) named
+    `name`; yields the process and the deployment, and stops the process on exit."""
+    task_copy("sleeper", folder, name, timeout=60)
+    process = granary_serve(*arguments, "-d", str(folder))
+    try:
+        read_until(process, "waiting for runs", timeout=60)
+        yield process, client.read_deployment_by_name(f"{name}/{name}")
+    finally:
+        stop_process(process)
 
 
 def test_granary_worker_runs_its_pools_runs_in_process_and_leaves_the_others(client, prefect_server, tmp_path):
@@ -123,11 +145,7 @@ def test_cancellation_ends_the_run_cancelled_within_two_seconds_and_says_so(clie
 
 
 def test_drain_finishes_the_running_execution_before_stopping(client, prefect_server, docker_runtime, tmp_path):
-    task_copy("sleeper", tmp_path, "drain-sleeper", timeout=60)
-    serve = granary_serve("--drain", "-d", str(tmp_path))
-    try:
-        read_until(serve, "waiting for runs", timeout=60)
-        deployment = client.read_deployment_by_name("drain-sleeper/drain-sleeper")
+    with serving_a_sleeper(client, tmp_path, "drain-sleeper", "--drain") as (serve, deployment):
         flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 3})
         wait_for_container(docker_runtime, flow_run.id)
         serve.send_signal(signal.SIGTERM)
@@ -135,28 +153,17 @@ def test_drain_finishes_the_running_execution_before_stopping(client, prefect_se
         assert serve.poll() is None  # still finishing the execution
         assert serve.wait(timeout=30) == 0
         assert client.read_flow_run(flow_run.id).state.is_completed()
-    finally:
-        stop_process(serve)
 
 
 def test_sigterm_without_drain_cancels_the_running_execution_promptly(client, prefect_server, docker_runtime, tmp_path):
-    task_copy("sleeper", tmp_path, "term-sleeper", timeout=60)
-    serve = granary_serve("-d", str(tmp_path))
-    try:
-        read_until(serve, "waiting for runs", timeout=60)
-        deployment = client.read_deployment_by_name("term-sleeper/term-sleeper")
+    with serving_a_sleeper(client, tmp_path, "term-sleeper") as (serve, deployment):
         flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 60})
         wait_for_container(docker_runtime, flow_run.id)
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=15) == 0
         assert client.read_flow_run(flow_run.id).state.is_cancelled()
-        assert (
-            docker_runtime.client.containers.list(all=True, filters={"label": f"granary.execution-id={flow_run.id}"})
-            == []
-        )
+        assert containers_for(docker_runtime, flow_run.id) == []
         assert any("the runner is stopping; stopped 1 container(s)" in line for line in logs_of(client, flow_run.id))
-    finally:
-        stop_process(serve)
 
 
 def test_a_restarted_serve_settles_every_run_its_dead_predecessor_left(
@@ -164,43 +171,30 @@ def test_a_restarted_serve_settles_every_run_its_dead_predecessor_left(
 ):
     from prefect.states import Pending, Running
 
-    task_copy("sleeper", tmp_path, "restart-sleeper", timeout=60)
-    first = granary_serve("-d", str(tmp_path))
-    second = None
-    try:
-        read_until(first, "waiting for runs", timeout=60)
-        deployment = client.read_deployment_by_name("restart-sleeper/restart-sleeper")
+    with serving_a_sleeper(client, tmp_path, "restart-sleeper") as (first, deployment):
         running = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 60})
         wait_for_container(docker_runtime, running.id)
         first.kill()  # no chance to clean up
         first.wait(timeout=10)
-        # Two more runs a dead runner had claimed: one not started yet, one started with no container left.
-        claimed = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 0.5})
-        client.set_flow_run_state(claimed.id, Pending(message=CLAIM + DEAD_RUNNER), force=True)
-        started = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 0.5})
-        client.set_flow_run_state(started.id, Pending(message=CLAIM + DEAD_RUNNER), force=True)
-        client.set_flow_run_state(started.id, Running(), force=True)
+    # Two more runs a dead runner had claimed: one not started yet, one started with no container left.
+    claimed = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 0.5})
+    client.set_flow_run_state(claimed.id, Pending(message=CLAIM + DEAD_RUNNER), force=True)
+    started = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 0.5})
+    client.set_flow_run_state(started.id, Pending(message=CLAIM + DEAD_RUNNER), force=True)
+    client.set_flow_run_state(started.id, Running(), force=True)
 
-        second = granary_serve("-d", str(tmp_path))
-        output = read_until(second, "waiting for runs", timeout=60)
+    with serving_a_sleeper(client, tmp_path, "restart-sleeper") as (second, _):
+        output = "".join(second.output)
         assert f"crashed {running.id}: the process running it died; container removed" in output
         assert f"rescheduled {claimed.id}: runner {DEAD_RUNNER} stopped before starting it" in output
         assert f"crashed {started.id}: runner {DEAD_RUNNER} stopped while it ran" in output
         assert client.read_flow_run(running.id).state.is_crashed()
-        assert (
-            docker_runtime.client.containers.list(all=True, filters={"label": f"granary.execution-id={running.id}"})
-            == []
-        )
+        assert containers_for(docker_runtime, running.id) == []
         assert client.read_flow_run(started.id).state.is_crashed()
         assert wait_final(client, claimed.id, timeout=60).state.is_completed()  # run by the new serve, once
-    finally:
-        stop_process(first)
-        stop_process(second)
 
 
 def test_a_server_away_for_a_minute_is_waited_for_and_nothing_is_lost_or_run_twice(docker_runtime, tmp_path):
-    import httpx
-
     from granary_flows.server import free_port, local_server
 
     port = free_port()
@@ -215,16 +209,17 @@ def test_a_server_away_for_a_minute_is_waited_for_and_nothing_is_lost_or_run_twi
                 "-d", str(tmp_path / "tasks"), PREFECT_API_URL=api, GRANARY_RESULTS_URI=str(tmp_path / "results")
             )
             read_until(serve, "waiting for runs", timeout=60)
-            deployment = httpx.get(f"{api}/deployments/name/outage-sleeper/outage-sleeper").json()
-            create = f"{api}/deployments/{deployment['id']}/create_flow_run"
-            running = httpx.post(create, json={"parameters": {"duration": 10}}).json()
+            deployment = api_get("/deployments/name/outage-sleeper/outage-sleeper", api).json()
+            create = f"/deployments/{deployment['id']}/create_flow_run"
+            running = api_post(create, {"parameters": {"duration": 10}}, api).json()
             later = (datetime.now(timezone.utc) + timedelta(seconds=30)).isoformat()
-            due_in_outage = httpx.post(
+            due_in_outage = api_post(
                 create,
-                json={
+                {
                     "parameters": {"duration": 1},
                     "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": later}},
                 },
+                api,
             ).json()
             wait_for_container(docker_runtime, running["id"])
         # The server is gone for a minute: the container ends and the second run falls due meanwhile.
@@ -232,7 +227,7 @@ def test_a_server_away_for_a_minute_is_waited_for_and_nothing_is_lost_or_run_twi
         with local_server(port=port, extra_env=server_env):
             for flow_run in (running, due_in_outage):
                 deadline = time.monotonic() + 150
-                while (state := httpx.get(f"{api}/flow_runs/{flow_run['id']}").json()["state"])["type"] != "COMPLETED":
+                while (state := api_get(f"/flow_runs/{flow_run['id']}", api).json()["state"])["type"] != "COMPLETED":
                     assert state["type"] in ("SCHEDULED", "PENDING", "RUNNING"), state
                     assert time.monotonic() < deadline, state
                     time.sleep(1)
@@ -245,8 +240,6 @@ def test_a_server_away_for_a_minute_is_waited_for_and_nothing_is_lost_or_run_twi
 
 
 def test_the_runner_sends_prefects_flow_run_heartbeats_for_its_runs_in_flight(client, runner, docker_runtime):
-    from conftest import api_post
-
     runner.heartbeat_seconds = 1  # Prefect's PREFECT_FLOWS_HEARTBEAT_FREQUENCY, 180 s by default
     try:
         deployment = client.read_deployment_by_name("sleeper/sleeper")
