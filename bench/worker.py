@@ -38,6 +38,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 from granary_flows.runtimes.docker import docker_client  # noqa: E402
 from granary_flows.server import free_port, local_server  # noqa: E402
 from tests.postgres import local_postgres  # noqa: E402
+from tests.rest import request  # noqa: E402
 
 
 def bare_docker_runs(runs: int) -> list[float]:
@@ -118,13 +119,8 @@ def create(api: str, deployment_id: str, parameters: dict[str, Any], due: dateti
     body: dict[str, Any] = {"parameters": parameters}
     if due:
         body["state"] = {"type": "SCHEDULED", "state_details": {"scheduled_time": due.isoformat()}}
-    for attempt in range(10):  # a busy SQLite server answers 503 now and then
-        response = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json=body, timeout=60)
-        if response.status_code != 503:
-            response.raise_for_status()
-            return response.json()["id"]
-        time.sleep(0.5 * (attempt + 1))
-    raise RuntimeError(response.text)
+    url = f"{api}/deployments/{deployment_id}/create_flow_run"
+    return request("POST", url, body, attempts=10, timeout=60).json()["id"]
 
 
 def finished(api: str, flow_run_ids: list[str]) -> dict[str, dict[str, Any]]:

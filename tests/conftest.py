@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import rest
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="granary-tests-"))
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,13 +165,7 @@ def api_get(path: str, api: str | None = None) -> httpx.Response:
 
 
 def _api_request(method: str, path: str, body: dict[str, Any] | None, api: str | None) -> httpx.Response:
-    for attempt in range(6):
-        response = httpx.request(method, f"{api or os.environ['PREFECT_API_URL']}{path}", json=body, timeout=30)
-        if response.status_code != 503:
-            break
-        time.sleep(0.5 * (attempt + 1))
-    response.raise_for_status()
-    return response
+    return rest.request(method, f"{api or os.environ['PREFECT_API_URL']}{path}", body)
 
 
 def wait_final(client: SyncPrefectClient, flow_run_id: Any, timeout: float = 90) -> FlowRun:
