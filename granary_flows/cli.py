@@ -38,7 +38,8 @@ def fail(message: str) -> typer.Exit:
 def check(
     paths: list[Path] | None = typer.Argument(None, help="Task files or folders (default: deployments/)."),
 ) -> None:
-    """Check task definitions: fields, schemas (against their own draft) and schedules."""
+    """Check task and pipeline definitions: fields, schemas (against their own draft), schedules, and each
+    pipeline's steps (tasks, references, arguments against the step task's schema)."""
     definitions, errors = load_definitions(paths or [DEPLOYMENTS])
     for definition in definitions:
         console.print(
@@ -140,7 +141,7 @@ def _serve_in_process(
                 return
             from prefect.client.orchestration import get_client
 
-            from granary_flows.flows import build_flow
+            from granary_flows.flows import flow_for
             from granary_flows.runner import InProcessRunner, new_runner_id, reconcile
             from granary_flows.runtimes.batch import BatchRuntime
             from granary_flows.runtimes.docker import DockerRuntime, docker_client
@@ -153,7 +154,7 @@ def _serve_in_process(
             with get_client(sync_client=True) as client:
                 served = _served_deployments(client, definitions, work_pool)
                 flows = {
-                    deployment_id: build_flow(definition, store, runtimes[definition.runtime_kind], runner_id)
+                    deployment_id: flow_for(definition, store, runtimes, runner_id)
                     for deployment_id, definition in served.items()
                 }
                 settled = reconcile(client, list(runtimes.values()), list(flows))
@@ -318,21 +319,96 @@ def run(
             ui = PREFECT_UI_URL.value()
             if ui:
                 console.print(f"UI: {ui}/runs/flow-run/{flow_run.id}", highlight=False)
-            if not watch:
-                return
-            final = submission.watch(
-                client,
-                flow_run.id,
-                on_state=lambda name, message: console.print(
-                    f"[bold]state[/] {name}" + (f": {message}" if message else ""), highlight=False
-                ),
-                on_log=lambda log: console.print(Text.assemble((f"{log.timestamp:%H:%M:%S} ", "dim"), log.message)),
-            )
-            if not final.state or not final.state.is_completed():
-                raise fail(f"execution {flow_run.id} ended {final.state.name if final.state else 'unknown'}")
-            _print_results(submission.results_document(client, str(flow_run.id)))
+            if watch:
+                _watch_to_results(client, flow_run.id)
     except (GranaryError, ValueError) as err:
         raise fail(str(err)) from err
+
+
+def _watch_to_results(client: Any, flow_run_id: Any) -> None:
+    """Follow an execution's states and logs, then print its results; exit 1 unless it completed."""
+    from granary_flows import submission
+
+    final = submission.watch(
+        client,
+        flow_run_id,
+        on_state=lambda name, message: console.print(
+            f"[bold]state[/] {name}" + (f": {message}" if message else ""), highlight=False
+        ),
+        on_log=lambda log: console.print(Text.assemble((f"{log.timestamp:%H:%M:%S} ", "dim"), log.message)),
+    )
+    if not final.state or not final.state.is_completed():
+        raise fail(f"execution {flow_run_id} ended {final.state.name if final.state else 'unknown'}")
+    _print_results(submission.results_document(client, str(flow_run_id)))
+
+
+def _definition_if_known(name: str, deployments: Path) -> Any:
+    """The task or pipeline, to check changed arguments here; None when it is not under `deployments`."""
+    try:
+        return find_definition(name, [deployments])
+    except GranaryError:
+        return None
+
+
+@app.command()
+def resume(
+    execution_id: str = typer.Argument(..., help="The execution (flow run) to resume."),
+    param: list[str] = typer.Option([], "--param", "-p", help="A changed argument, NAME=VALUE (VALUE read as JSON)."),
+    watch: bool = typer.Option(False, "--watch", help="Follow state and logs; print the results; exit 1 on failure."),
+    deployments: Path = DeploymentsOption,
+) -> None:
+    """Resume a failed execution; a pipeline reruns only its failed and not-yet-run steps.
+
+    With -p, a new execution with those arguments changed, reusing every pipeline step they do not reach.
+    """
+    from granary_flows import submission
+    from granary_flows.server import prefect_client
+
+    try:
+        changes = submission.parse_parameters(param)
+        with prefect_client() as client:
+            flow_run = submission.read_execution(client, execution_id)
+            name = client.read_flow(flow_run.flow_id).name
+            definition = _definition_if_known(name, deployments)
+            resumed = submission.resume(client, execution_id, definition, changes)
+            if resumed.id == flow_run.id:
+                console.print(f"execution [bold]{resumed.id}[/] of {name} scheduled again", highlight=False)
+            else:
+                console.print(
+                    f"execution [bold]{resumed.id}[/] of {name} created, resuming {execution_id}", highlight=False
+                )
+            if watch:
+                _watch_to_results(client, resumed.id)
+    except (GranaryError, ValueError) as err:
+        raise fail(str(err)) from err
+
+
+@app.command()
+def cleanup(
+    older_than: str = typer.Option(..., "--older-than", help="Age, e.g. 5d, 12h, 30m: runs that ended before it."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be removed, and remove nothing."),
+    results: str | None = ResultsOption,
+) -> None:
+    """Remove interim results of pipeline runs that ended long enough ago; final results stay."""
+    from granary_flows.cleanup import interim_results, parse_age, remove
+    from granary_flows.store import ResultsStore
+
+    try:
+        age = parse_age(older_than)
+        store = ResultsStore(results)
+        removals = interim_results(store, age)
+        table = Table(title=f"{'would remove' if dry_run else 'removed'} ({store.root})", title_justify="left")
+        for column in ("folder", "bytes", "why"):
+            table.add_column(column, overflow="fold")
+        for removal in removals:
+            table.add_row(removal.relative, f"{removal.bytes:,}", removal.why)
+        freed = sum(removal.bytes for removal in removals) if dry_run else remove(store, removals)
+    except (GranaryError, ValueError) as err:
+        raise fail(str(err)) from err
+    if removals:
+        console.print(table)
+    verb = "would free" if dry_run else "freed"
+    console.print(f"{len(removals)} folder(s), {verb} {freed:,} bytes", highlight=False)
 
 
 @app.command()
@@ -416,6 +492,8 @@ def _print_served(definitions: list[Any], results_root: str, work_pool: str | No
 
 
 def _print_results(document: dict[str, Any]) -> None:
+    if "pipeline" in document:
+        return _print_pipeline(document)
     table = Table(title=f"results of {document['task']} {document['execution_id']}", title_justify="left")
     for column in ("title", "type", "size", "href"):
         table.add_column(column, overflow="fold")
@@ -424,6 +502,27 @@ def _print_results(document: dict[str, Any]) -> None:
     console.print(table)
     if document.get("value") is not None:
         console.print(f"value: {json.dumps(document['value'])}", highlight=False)
+
+
+def _print_pipeline(document: dict[str, Any]) -> None:
+    table = Table(title=f"steps of {document['pipeline']} {document['execution_id']}", title_justify="left")
+    for column in ("step", "task", "status", "executions", "reused", "results"):
+        table.add_column(column, overflow="fold")
+    for name, step in document["steps"].items():
+        results = step.get("results") or []
+        per_item = results if results and isinstance(results[0], list) else [results]
+        hrefs = [asset["href"] for assets in per_item for asset in assets or [] if "data" in asset.get("roles", [])]
+        table.add_row(
+            name,
+            step["task"],
+            step["status"] + (f" ({step['reason']})" if step.get("reason") else ""),
+            str(len(step["executions"])),
+            str(sum(step.get("reused", []))),
+            "\n".join(hrefs),
+        )
+    console.print(table)
+    if document.get("resumes"):
+        console.print(f"resumes execution {document['resumes']}", highlight=False)
 
 
 if __name__ == "__main__":

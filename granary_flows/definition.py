@@ -11,7 +11,7 @@ import json
 import keyword
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import yaml
 from jsonschema.exceptions import SchemaError
@@ -179,6 +179,12 @@ class TaskDefinition(_Model):
         return self.runtime.docker.image if self.runtime.docker else None
 
 
+if TYPE_CHECKING:
+    from granary_flows.pipeline import PipelineDefinition
+
+Definition = Union[TaskDefinition, "PipelineDefinition"]
+
+
 def from_granary_document(document: dict[str, Any]) -> dict[str, Any]:
     """Turn a Granary task document (`POST /api/tasks` body) into our definition's shape.
 
@@ -213,8 +219,8 @@ def _seed_manifest(deployment: dict[str, Any], path: Path, root: yaml.Node | Non
     return parse_manifest(document, str(manifest_path))
 
 
-def load_definition(path: str | Path) -> TaskDefinition:
-    """Read and check one task file.
+def load_definition(path: str | Path) -> Definition:
+    """Read and check one task or pipeline file (a pipeline's steps are checked by `load_definitions`).
 
     Args:
         path: a `.yaml`, `.yml` or `.json` task definition or Granary task document.
@@ -238,6 +244,8 @@ def load_definition(path: str | Path) -> TaskDefinition:
         raise DefinitionError(str(path), [f"line {line}: {err.problem}"]) from err
     if not isinstance(document, dict):
         raise DefinitionError(str(path), ["the file must hold a mapping (a task definition)"])
+    if document.get("kind") == "pipeline":
+        return _load_pipeline(document, path, root)
     if is_granary_document(document):
         document = from_granary_document(document)
     elif is_manifest(document):
@@ -260,6 +268,20 @@ def load_definition(path: str | Path) -> TaskDefinition:
     return definition
 
 
+def _load_pipeline(document: dict[str, Any], path: Path, root: yaml.Node | None) -> Any:
+    from granary_flows.pipeline import PipelineDefinition
+
+    try:
+        pipeline = PipelineDefinition.model_validate(document | {"source": str(path)})
+    except ValidationError as err:
+        raise DefinitionError(str(path), describe(err, root)) from err
+    problems = [at(location, message, root) for location, message in schema_problems(pipeline.arguments_schema)]
+    problems += [at(location, message, root) for location, message in schedule_problems(pipeline)]
+    if problems:
+        raise DefinitionError(str(path), problems)
+    return pipeline
+
+
 def schema_problems(schema: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
     """What keeps `schema` from being a task's argument schema: invalid for its draft, or not flat named properties."""
     base = ("validator", "schema")
@@ -278,7 +300,7 @@ def schema_problems(schema: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]
     return problems
 
 
-def schedule_problems(definition: TaskDefinition) -> list[tuple[tuple[Any, ...], str]]:
+def schedule_problems(definition: Definition) -> list[tuple[tuple[Any, ...], str]]:
     """Each schedule's parameters, checked against the task's own schema."""
     from granary_flows.validation import violations
 
@@ -289,9 +311,10 @@ def schedule_problems(definition: TaskDefinition) -> list[tuple[tuple[Any, ...],
     return problems
 
 
-def load_definitions(paths: list[Path]) -> tuple[list[TaskDefinition], list[DefinitionError]]:
-    """Read every task file under `paths` (files or folders); broken ones are returned beside the good ones."""
-    definitions: list[TaskDefinition] = []
+def load_definitions(paths: list[Path]) -> tuple[list[Definition], list[DefinitionError]]:
+    """Read every task and pipeline file under `paths` (files or folders); broken ones are returned beside the good
+    ones. A pipeline is checked against the tasks found with it."""
+    definitions: list[Definition] = []
     errors: list[DefinitionError] = []
     names: dict[str, str] = {}
     for path in definition_files(paths):
@@ -307,7 +330,23 @@ def load_definitions(paths: list[Path]) -> tuple[list[TaskDefinition], list[Defi
             continue
         names[definition.name] = str(path)
         definitions.append(definition)
-    return definitions, errors
+    tasks = {d.name: d for d in definitions if isinstance(d, TaskDefinition)}
+    broken = [error for d in definitions if (error := _linked(d, tasks)) is not None]
+    errors += broken
+    return [d for d in definitions if d.source not in {error.path for error in broken}], errors
+
+
+def _linked(definition: Definition, tasks: dict[str, TaskDefinition]) -> DefinitionError | None:
+    """A pipeline with its steps' tasks attached, or what keeps it from running, each problem with its line."""
+    if isinstance(definition, TaskDefinition):
+        return None
+    from granary_flows.pipeline import pipeline_problems
+
+    found = pipeline_problems(definition, tasks)
+    if not found:
+        return None
+    root = yaml.compose(Path(definition.source or "").read_text(), Loader=_Loader) if definition.source else None
+    return DefinitionError(definition.source or definition.name, [at(where, message, root) for where, message in found])
 
 
 def definition_files(paths: list[Path]) -> list[Path]:
@@ -320,8 +359,8 @@ def definition_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def find_definition(name: str, paths: list[Path]) -> TaskDefinition:
-    """The task called `name` among `paths`.
+def find_definition(name: str, paths: list[Path]) -> Definition:
+    """The task or pipeline called `name` among `paths`.
 
     Raises:
         UnknownTask: listing the tasks there are.

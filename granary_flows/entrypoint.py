@@ -20,6 +20,10 @@ def deployments_path() -> Path:
 def __getattr__(name: str) -> Any:
     if name.startswith("__"):
         raise AttributeError(name)
-    from granary_flows.flows import build_flow
+    from granary_flows.flows import build_flow, build_pipeline_flow
+    from granary_flows.pipeline import PipelineDefinition
 
-    return build_flow(find_definition(name, [deployments_path()]))
+    definition = find_definition(name, [deployments_path()])
+    if isinstance(definition, PipelineDefinition):
+        return build_pipeline_flow(definition)
+    return build_flow(definition)

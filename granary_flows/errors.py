@@ -77,3 +77,11 @@ class ExecutionFailed(GranaryError):
 
 class ExecutionCancelled(GranaryError):
     """The execution was cancelled (from the UI, the CLI or a stopping runner) and its container stopped."""
+
+
+class ReferenceProblem(GranaryError):
+    """A pipeline's `${...}` reference or `when:` condition is malformed, or names nothing at run time."""
+
+
+class PipelineFailed(GranaryError):
+    """A pipeline run ended with steps that failed or could not run; the message names them."""

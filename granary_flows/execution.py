@@ -61,9 +61,18 @@ class ExecutionDocument(BaseModel):
 
 
 def run_execution(
-    definition: TaskDefinition, arguments: dict[str, Any], *, store: ResultsStore, runtime: Runtime, runner_id: str = ""
+    definition: TaskDefinition,
+    arguments: dict[str, Any],
+    *,
+    store: ResultsStore,
+    runtime: Runtime,
+    runner_id: str = "",
+    execution_id: str | None = None,
 ) -> dict[str, Any]:
     """Run one execution of `definition` inside the current flow run.
+
+    A task's execution is its flow run, and has its id; a pipeline step's execution has an id of its own
+    (`execution_id`), and its containers are found by the flow run's id all the same, for cancellation.
 
     Returns:
         The results document (`ExecutionDocument`) as JSON-ready data.
@@ -75,7 +84,8 @@ def run_execution(
         ExecutionCancelled: when the execution was cancelled.
     """
     logger = get_run_logger()
-    execution_id = str(current_flow_run.id)
+    flow_run_id = str(current_flow_run.id)
+    execution_id = execution_id or flow_run_id
     started = datetime.now(timezone.utc)
     validated = prepare_arguments(definition.name, definition.arguments_schema, arguments)
     summary: dict[str, Any] = {
@@ -120,13 +130,14 @@ def run_execution(
                 output_uri=output_uri,
                 input_dir=input_dir,
                 runner_id=runner_id,
+                flow_run_id=flow_run_id,
                 command=command,
                 volumes=volumes,
             )
-            if execution_id in cancel_requested:  # cancelled while staging: start nothing
+            if flow_run_id in cancel_requested:  # cancelled while staging: start nothing
                 raise ExecutionCancelled(f"execution {execution_id} was cancelled before its container started")
             outcome = runtime.run(attempt, _line_handler(logger, progress, mask))
-            _raise_for_failure(definition, execution_id, outcome)
+            _raise_for_failure(definition, flow_run_id, outcome)
             if output_dir is None:  # the job wrote its outputs to OUTPUT_URI itself
                 stored = store.list_outputs(definition.name, execution_id)
             else:
@@ -270,9 +281,9 @@ def _seed_outputs(definition: TaskDefinition, stored: StoredOutputs, store: Resu
         raise ExecutionFailed(str(err), ErrorCategory.JOB) from err
 
 
-def _raise_for_failure(definition: TaskDefinition, execution_id: str, outcome: AttemptOutcome) -> None:
-    if execution_id in cancel_requested:
-        raise ExecutionCancelled(f"execution {execution_id} was cancelled; its container was stopped")
+def _raise_for_failure(definition: TaskDefinition, flow_run_id: str, outcome: AttemptOutcome) -> None:
+    if flow_run_id in cancel_requested:
+        raise ExecutionCancelled(f"flow run {flow_run_id} was cancelled; its container was stopped")
     platform = f" ({outcome.detail})" if outcome.detail else ""
     if outcome.killed_reason:
         reason = outcome.killed_reason + platform

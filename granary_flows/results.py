@@ -76,6 +76,8 @@ def collect(
         collected = CollectedResults(source=RESULTS_FILE, assets=assets)
     elif plugin_results is not None:
         collected = _from_plugin_results(plugin_results, stored.uris)
+        if not collected.assets:  # a value says something about the outputs; the files are still the results
+            collected.assets = _from_files(stored, declared)
     else:
         collected = CollectedResults(source="files", assets=_from_files(stored, declared))
     collected.assets += _input_annotations(stored, input_names or [], collected.assets)

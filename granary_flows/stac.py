@@ -106,6 +106,18 @@ def publish(store: ResultsStore, task: str, title: str | None, description: str 
     return item_uri
 
 
+def unpublish(store: ResultsStore, task: str, execution_ids: set[str]) -> None:
+    """Take removed executions' Items out of the task's Collection (its extent is left as it was)."""
+    targets = {f"./{execution_id}/{ITEM_FILE}" for execution_id in execution_ids}
+    with _collection_locks[task], store.exclusive(f"{task}/{COLLECTION_FILE}"):
+        try:
+            document = store.read_json(f"{task}/{COLLECTION_FILE}")
+        except FileNotFoundError:
+            return
+        document["links"] = [link for link in document.get("links", []) if link.get("href") not in targets]
+        store.write_json(f"{task}/{COLLECTION_FILE}", document)
+
+
 def _load_collection(store: ResultsStore, task: str, title: str | None, description: str | None) -> pystac.Collection:
     try:
         return pystac.Collection.from_dict(store.read_json(f"{task}/{COLLECTION_FILE}"), preserve_dict=False)

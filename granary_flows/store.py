@@ -213,6 +213,33 @@ class ResultsStore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    def size(self, relative: str) -> int:
+        """Bytes under `<root>/<relative>`, a file or a folder."""
+        return int(self.fs.du(f"{self._root_path}/{relative}", total=True))
+
+    def remove_folder(self, relative: str) -> None:
+        path = f"{self._root_path}/{relative}"
+        try:
+            self.fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
+        except STORE_ERRORS as err:
+            raise StorageError(f"removing {path} failed: {err}") from err
+
+    def find_json(self, pattern: str) -> list[Any]:
+        """Every JSON document whose path under the root matches the glob `pattern`."""
+        self.fs.invalidate_cache(self._root_path)
+        documents = []
+        for path in sorted(self.fs.glob(f"{self._root_path}/{pattern}")):
+            with self.fs.open(path, "rb") as handle:
+                documents.append(json.load(handle))
+        return documents
+
+    def exists(self, relative: str) -> bool:
+        path = f"{self._root_path}/{relative}"
+        self.fs.invalidate_cache(path)
+        return bool(self.fs.exists(path))
+
     def read_json(self, relative: str) -> Any:
         """The JSON document at `<root>/<relative>`.
 

@@ -13,8 +13,9 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import FlowRun, Log
 from prefect.client.schemas.sorting import LogSort
 from prefect.exceptions import ObjectNotFound
+from prefect.states import Scheduled
 
-from granary_flows.definition import TaskDefinition
+from granary_flows.definition import Definition
 from granary_flows.errors import GranaryError, UnknownTask
 from granary_flows.store import EXECUTION_DOCUMENT, ResultsStore
 from granary_flows.validation import prepare_arguments
@@ -39,12 +40,12 @@ def parse_parameters(pairs: list[str]) -> dict[str, Any]:
     return parameters
 
 
-def validate(definition: TaskDefinition, arguments: dict[str, Any]) -> dict[str, Any]:
+def validate(definition: Definition, arguments: dict[str, Any]) -> dict[str, Any]:
     """The arguments as the container would get them; raises ArgumentsInvalid naming every violation."""
     return prepare_arguments(definition.name, definition.arguments_schema, arguments)
 
 
-def submit(client: SyncPrefectClient, definition: TaskDefinition, arguments: dict[str, Any]) -> FlowRun:
+def submit(client: SyncPrefectClient, definition: Definition, arguments: dict[str, Any]) -> FlowRun:
     """Create a flow run of the task's deployment.
 
     Check the arguments with `validate` first, as `granary run` does before it even connects; the flow checks them
@@ -61,6 +62,56 @@ def submit(client: SyncPrefectClient, definition: TaskDefinition, arguments: dic
             "start `granary serve` or run `granary deploy`"
         ) from err
     return client.create_flow_run_from_deployment(deployment.id, parameters=arguments)
+
+
+def read_execution(client: SyncPrefectClient, execution_id: str) -> FlowRun:
+    """The flow run of an execution.
+
+    Raises:
+        GranaryError: when there is no such execution on this server.
+    """
+    try:
+        return client.read_flow_run(UUID(execution_id))
+    except (ObjectNotFound, ValueError) as err:
+        raise GranaryError(f"no execution {execution_id!r} on this Prefect server") from err
+
+
+def resume(
+    client: SyncPrefectClient, execution_id: str, definition: Definition | None, changes: dict[str, Any]
+) -> FlowRun:
+    """Run a failed execution again, or a new one with `changes` to its arguments that reuses what it can.
+
+    Without changes the execution itself is scheduled again (as the UI's Retry and `prefect flow-run retry` do), and
+    a pipeline reruns only its failed and not-yet-run steps. With changes, a new run of the same deployment is
+    created, tagged `resumes:<execution_id>`; a pipeline reuses every step whose task version and resolved
+    arguments are unchanged.
+
+    Raises:
+        GranaryError: the execution does not exist, has not ended, completed with nothing to change, or the changed
+            arguments are invalid (checked here, before anything is created).
+    """
+    from granary_flows.pipeline_run import RESUMES_TAG
+
+    flow_run = read_execution(client, execution_id)
+    state = flow_run.state
+    if state is None or not state.is_final():
+        now = (state.name or state.type.value).lower() if state else "unknown"
+        raise GranaryError(f"execution {execution_id} is still {now}: it can be resumed once it has ended")
+    if flow_run.deployment_id is None:
+        raise GranaryError(f"execution {execution_id} did not run from a deployment, so it cannot be resumed")
+    if not changes:
+        if state.is_completed():
+            raise GranaryError(
+                f"execution {execution_id} completed: there is nothing to resume; give -p NAME=VALUE to rerun it "
+                "with changed arguments, reusing what they do not change"
+            )
+        client.set_flow_run_state(flow_run.id, Scheduled(message="resumed by granary resume"), force=True)
+        return client.read_flow_run(flow_run.id)
+    arguments = {k: v for k, v in flow_run.parameters.items() if v is not None} | changes
+    if definition is not None:
+        validate(definition, arguments)
+    tags = [tag for tag in flow_run.tags if not tag.startswith(RESUMES_TAG)] + [f"{RESUMES_TAG}{execution_id}"]
+    return client.create_flow_run_from_deployment(flow_run.deployment_id, parameters=arguments, tags=tags)
 
 
 def watch(
@@ -108,10 +159,9 @@ def results_document(client: SyncPrefectClient, execution_id: str, store: Result
     Raises:
         GranaryError: naming the execution when it does not exist or has no results yet.
     """
-    try:
-        flow_run = client.read_flow_run(UUID(execution_id))
-    except (ObjectNotFound, ValueError) as err:
-        raise GranaryError(f"no execution {execution_id!r} on this Prefect server") from err
+    from granary_flows.pipeline_run import PIPELINE_DOCUMENT
+
+    flow_run = read_execution(client, execution_id)
     task = client.read_flow(flow_run.flow_id).name
     state = flow_run.state.name if flow_run.state else "unknown"
     if flow_run.state is None or not flow_run.state.is_completed():
@@ -120,10 +170,11 @@ def results_document(client: SyncPrefectClient, execution_id: str, store: Result
             f"execution {execution_id} of {task} is {state}: it has no results" + (f" ({message})" if message else "")
         )
     store = store or ResultsStore()
-    try:
-        return store.read_json(f"{task}/{execution_id}/{EXECUTION_DOCUMENT}")
-    except FileNotFoundError:
-        pass
+    for name in (EXECUTION_DOCUMENT, PIPELINE_DOCUMENT):
+        try:
+            return store.read_json(f"{task}/{execution_id}/{name}")
+        except FileNotFoundError:
+            pass
     try:  # the runner may use another results root; the document is also the run's persisted return value
         return dict(flow_run.state.result())
     except Exception as err:

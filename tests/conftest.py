@@ -123,7 +123,7 @@ def runner(prefect_server: str, client: SyncPrefectClient, docker_runtime: Any) 
     """`granary serve`'s runner, serving the example tasks and the test tasks, in a thread of this process."""
     from granary_flows.definition import load_definitions
     from granary_flows.deployment import register
-    from granary_flows.flows import build_flow
+    from granary_flows.flows import flow_for
     from granary_flows.runner import InProcessRunner, new_runner_id
     from granary_flows.store import ResultsStore
 
@@ -131,7 +131,7 @@ def runner(prefect_server: str, client: SyncPrefectClient, docker_runtime: Any) 
     assert not errors, errors
     runner_id = new_runner_id()
     store = ResultsStore()
-    flows = {register(client, d): build_flow(d, store, docker_runtime, runner_id) for d in definitions}
+    flows = {register(client, d): flow_for(d, store, {"docker": docker_runtime}, runner_id) for d in definitions}
     in_process = InProcessRunner(flows, [docker_runtime], runner_id, limit=8, poll_interval=0.2)
     stop = threading.Event()
     thread = threading.Thread(target=in_process.serve, args=(stop,), daemon=True)
@@ -215,14 +215,15 @@ def artifacts_of(client: SyncPrefectClient, flow_run_id: Any) -> list[Any]:
 
 
 def containers_of(docker_runtime: Any, execution_id: Any, since: float) -> list[str]:
-    """Ids of every container the engine created for an execution since `since` (from its event log)."""
-    from granary_flows.runtimes.base import LABEL_EXECUTION
+    """Ids of every container the engine created for an execution (a pipeline's steps included) since `since`, from
+    the engine's event log."""
+    from granary_flows.runtimes.base import LABEL_FLOW_RUN
 
     events = docker_runtime.client.events(
         since=int(since),
         until=int(time.time()) + 1,
         decode=True,
-        filters={"type": "container", "event": "create", "label": f"{LABEL_EXECUTION}={execution_id}"},
+        filters={"type": "container", "event": "create", "label": f"{LABEL_FLOW_RUN}={execution_id}"},
     )
     return [event["id"] for event in events]
 

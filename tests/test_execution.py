@@ -157,6 +157,7 @@ def test_a_last_plugin_results_line_gives_the_results(client, runner):
     assert [a["href"] for a in assets["results"]] == ["s3://bucket/elsewhere.tif"]
     value = execute(client, "reporter", how="plugin-value").state.result()
     assert value["source"] == "plugin_results" and value["value"] == {"area_km2": 12.5}
+    assert sorted(a["title"] for a in value["results"]) == ["map.tif", "notes.txt"]  # a value leaves the files
 
 
 def test_without_results_json_or_plugin_results_every_output_file_is_a_result(client, runner):

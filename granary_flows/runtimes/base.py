@@ -14,6 +14,7 @@ from granary_flows.definition import TaskDefinition
 LABEL_EXECUTION = "granary.execution-id"
 LABEL_TASK = "granary.task"
 LABEL_RUNNER = "granary.runner"
+LABEL_FLOW_RUN = "granary.flow-run-id"  # the execution's own id, or for a pipeline step, the pipeline run's
 
 
 class Attempt(BaseModel):
@@ -30,8 +31,14 @@ class Attempt(BaseModel):
     output_uri: str | None = None  # Batch: where the job writes its outputs itself
     input_dir: Path | None = None
     runner_id: str = ""
+    flow_run_id: str = ""  # when it differs from execution_id: a pipeline step's
     command: list[str] | None = None
     volumes: dict[str, dict[str, str]] = {}
+
+    @property
+    def owner(self) -> str:
+        """The flow run that cancellation and restarts know this attempt by."""
+        return self.flow_run_id or self.execution_id
 
 
 class AttemptOutcome(BaseModel):
@@ -65,7 +72,8 @@ class Runtime(ABC):
 
     @abstractmethod
     def stop(self, execution_id: str) -> int:
-        """Stop whatever runs for an execution (cancellation). Returns how many containers or jobs it stopped."""
+        """Stop whatever runs for a flow run (cancellation), a pipeline's steps included. Returns how many containers
+        or jobs it stopped."""
 
     @abstractmethod
     def orphans(self, is_dead: Callable[[str], bool]) -> list[Orphan]:

@@ -67,6 +67,7 @@ class JobRecord(BaseModel):
     attempt: int
     runner_id: str
     submitted: datetime
+    flow_run_id: str = ""  # a pipeline step's pipeline run
 
 
 class BatchRuntime(Runtime):
@@ -85,6 +86,7 @@ class BatchRuntime(Runtime):
         self._watching: dict[str, str] = {}  # execution id -> job id
         self._wake: dict[str, threading.Event] = {}
         self._stopped: dict[str, str] = {}  # execution id -> what stop() did, said by the waiting thread
+        self._owned: dict[str, set[str]] = {}  # flow run id -> the executions it waits on (a pipeline's steps)
 
     @property
     def batch(self) -> Any:
@@ -108,15 +110,21 @@ class BatchRuntime(Runtime):
             say.info("submitted Batch job %s (%s) to queue %s", record.job_id, record.job_name, record.job_queue)
         self._watching[attempt.execution_id] = record.job_id
         self._wake[attempt.execution_id] = threading.Event()
+        self._owned.setdefault(attempt.owner, set()).add(attempt.execution_id)
         try:
             outcome = self._wait(record, attempt, on_line, say)
         finally:
             self._watching.pop(attempt.execution_id, None)
             self._wake.pop(attempt.execution_id, None)
+            self._owned.get(attempt.owner, set()).discard(attempt.execution_id)
         self._delete_record(attempt.execution_id)
         return outcome
 
     def stop(self, execution_id: str) -> int:
+        owned = self._owned.get(execution_id) or {execution_id}
+        return sum(self._stop_job(owned_id) for owned_id in list(owned))
+
+    def _stop_job(self, execution_id: str) -> int:
         job_id = self._watching.get(execution_id)
         if job_id is None:
             record = self._read_record(execution_id)
@@ -151,7 +159,7 @@ class BatchRuntime(Runtime):
             status = job["status"] if job else "gone"
             found.append(
                 Orphan(
-                    execution_id=record.execution_id,
+                    execution_id=record.flow_run_id or record.execution_id,
                     what=f"the process waiting on it died; Batch job {record.job_id} is {status}",
                     resumable=job is not None,
                 )
@@ -206,6 +214,7 @@ class BatchRuntime(Runtime):
             attempt=attempt.attempt,
             runner_id=attempt.runner_id,
             submitted=datetime.now(timezone.utc),
+            flow_run_id=attempt.owner,
         )
         try:
             self.store.write_json(f"{RECORDS}/{attempt.execution_id}.json", record.model_dump(mode="json"))

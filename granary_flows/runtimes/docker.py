@@ -18,6 +18,7 @@ from granary_flows.contract import ARGUMENTS_FILE, INPUT_DIR, OUTPUT_DIR
 from granary_flows.errors import RuntimeUnavailable
 from granary_flows.runtimes.base import (
     LABEL_EXECUTION,
+    LABEL_FLOW_RUN,
     LABEL_RUNNER,
     LABEL_TASK,
     Attempt,
@@ -111,7 +112,7 @@ class DockerRuntime(Runtime):
             self._remove(container)
 
     def stop(self, execution_id: str) -> int:
-        containers = self._labelled(f"{LABEL_EXECUTION}={execution_id}")
+        containers = self._labelled(f"{LABEL_FLOW_RUN}={execution_id}")
         for container in containers:
             self._remove(container)
         return len(containers)
@@ -125,7 +126,7 @@ class DockerRuntime(Runtime):
                 self._remove(container)
                 found.append(
                     Orphan(
-                        execution_id=labels[LABEL_EXECUTION],
+                        execution_id=labels.get(LABEL_FLOW_RUN, labels[LABEL_EXECUTION]),
                         what="the process running it died; container removed",
                     )
                 )
@@ -153,6 +154,7 @@ class DockerRuntime(Runtime):
             "environment": spec.environment | attempt.environment,
             "labels": {
                 LABEL_EXECUTION: attempt.execution_id,
+                LABEL_FLOW_RUN: attempt.owner,
                 LABEL_TASK: task.name,
                 LABEL_RUNNER: attempt.runner_id,
             },

@@ -1,0 +1,342 @@
+"""Running a pipeline: each step (each item of a mapped step) is a Prefect task run named after it, executing the
+step's task as usual; every completed step is recorded in the results store, so that a retried or resumed run reuses
+it instead of starting its container again.
+
+A step's record is keyed by its task, the task's version and its resolved arguments. A run finds records of its own
+(a retry: the UI's Retry, `prefect flow-run retry`, `granary resume ID`) and of the run it resumes
+(`granary resume ID -p name=value`, which tags the new run `resumes:<ID>`); a step whose arguments changed, directly or
+because an earlier step ran again, has no record and runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, wait
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run as current_flow_run
+from prefect.states import Completed, State
+from pydantic import BaseModel
+
+from granary_flows.artifacts import artifact_key
+from granary_flows.definition import TaskDefinition
+from granary_flows.errors import ExecutionCancelled, PipelineFailed, ReferenceProblem
+from granary_flows.execution import cancel_requested, run_execution
+from granary_flows.pipeline import PipelineDefinition, Step
+from granary_flows.references import Mapped, holds, resolve, whole_reference
+from granary_flows.runtimes.base import Runtime
+from granary_flows.store import EXECUTION_DOCUMENT, ResultsStore
+from granary_flows.validation import prepare_arguments
+
+PIPELINE_DOCUMENT = "granary-pipeline.json"
+RESUMES_TAG = "resumes:"
+SUCCESSFUL, FAILED, SKIPPED, NOT_RUN = "successful", "failed", "skipped", "not run"
+
+
+class StepSummary(BaseModel):
+    """How one step of a pipeline run ended, and the executions (one per item when mapped) it consists of."""
+
+    task: str
+    status: str = NOT_RUN
+    reason: str | None = None
+    keep: bool = False  # its outputs are final results, which `granary cleanup` leaves alone
+    executions: list[str] = []
+    reused: list[bool] = []
+    results: Any = None
+
+
+class PipelineDocument(BaseModel):
+    """A pipeline run's document, `<root>/<pipeline>/<execution-id>/granary-pipeline.json`, and its return value."""
+
+    execution_id: str
+    pipeline: str
+    version: str
+    status: str
+    arguments: dict[str, Any]
+    resumes: str | None = None
+    steps: dict[str, StepSummary] = {}
+    started: datetime
+    finished: datetime | None = None
+
+
+def resumed_execution(tags: list[str]) -> str | None:
+    """The execution a run resumes, from its `resumes:<id>` tag."""
+    return next((tag.removeprefix(RESUMES_TAG) for tag in tags if tag.startswith(RESUMES_TAG)), None)
+
+
+def step_key(pipeline: str, definition: TaskDefinition, arguments: dict[str, Any]) -> str:
+    """What makes two executions of a step the same: pipeline, task, task version and resolved arguments."""
+    identity = {"pipeline": pipeline, "task": definition.name, "version": definition.version, "arguments": arguments}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+class StepRecords:
+    """Completed steps of a run, and of the run it resumes, in the results store."""
+
+    def __init__(self, store: ResultsStore, pipeline: str, execution_id: str, resumes: str | None):
+        self.store = store
+        self.pipeline = pipeline
+        self.execution_id = execution_id
+        self.resumes = resumes
+
+    def find(self, key: str) -> dict[str, Any] | None:
+        """The results document of a completed execution with this key whose outputs are still stored."""
+        for run in filter(None, (self.execution_id, self.resumes)):
+            try:
+                record = self.store.read_json(self._path(run, key))
+            except FileNotFoundError:
+                continue
+            document = record["document"]
+            if not self.store.exists(f"{document['task']}/{document['execution_id']}/{EXECUTION_DOCUMENT}"):
+                continue  # cleaned up since: run it again
+            if run != self.execution_id:  # a resume of this run finds it here
+                self.store.write_json(self._path(self.execution_id, key), record)
+            return dict(document)
+        return None
+
+    def save(self, key: str, step: str, document: dict[str, Any]) -> None:
+        self.store.write_json(self._path(self.execution_id, key), {"step": step, "key": key, "document": document})
+
+    def _path(self, run: str, key: str) -> str:
+        return f"{self.pipeline}/{run}/steps/{key}.json"
+
+
+def run_pipeline(
+    pipeline: PipelineDefinition,
+    arguments: dict[str, Any],
+    *,
+    store: ResultsStore,
+    runtimes: dict[str, Runtime],
+    runner_id: str = "",
+) -> dict[str, Any]:
+    """Run the pipeline's steps in the current flow run, each as soon as the steps it refers to are done.
+
+    Returns:
+        The pipeline document (`PipelineDocument`) as JSON-ready data.
+
+    Raises:
+        ArgumentsInvalid: before any step starts.
+        PipelineFailed: naming the steps that failed and those that could not run because of them.
+    """
+    logger = get_run_logger()
+    execution_id = str(current_flow_run.id)
+    validated = prepare_arguments(pipeline.name, pipeline.arguments_schema, arguments)
+    resumes = resumed_execution(list(current_flow_run.tags))
+    document = PipelineDocument(
+        execution_id=execution_id,
+        pipeline=pipeline.name,
+        version=pipeline.version,
+        status="running",
+        arguments=validated,
+        resumes=resumes,
+        steps={step.name: StepSummary(task=step.task, keep=_kept(pipeline, step)) for step in pipeline.steps},
+        started=datetime.now(timezone.utc),
+    )
+    _save(store, document)
+    if resumes:
+        logger.info("resuming execution %s: its steps that completed with the same arguments are reused", resumes)
+    records = StepRecords(store, pipeline.name, execution_id, resumes)
+    _Scheduler(pipeline, document, records, store, runtimes, runner_id).run(validated)
+    document.finished = datetime.now(timezone.utc)
+    broken = {name: s for name, s in document.steps.items() if s.status in (FAILED, NOT_RUN)}
+    document.status = FAILED if broken else SUCCESSFUL
+    _save(store, document)
+    _record_steps(document)
+    if broken:
+        raise PipelineFailed(
+            "; ".join(f"{name} {summary.status}: {summary.reason}" for name, summary in broken.items())
+            + f" (resume with `granary resume {execution_id}`)"
+        )
+    return document.model_dump(mode="json")
+
+
+class _Scheduler:
+    """Starts each step once the steps it refers to have finished, up to the flow's task runner's limit."""
+
+    def __init__(
+        self,
+        pipeline: PipelineDefinition,
+        document: PipelineDocument,
+        records: StepRecords,
+        store: ResultsStore,
+        runtimes: dict[str, Runtime],
+        runner_id: str,
+    ):
+        self.pipeline = pipeline
+        self.document = document
+        self.records = records
+        self.store = store
+        self.runtimes = runtimes
+        self.runner_id = runner_id
+        self.logger = get_run_logger()
+        self.running: dict[str, list[PrefectFuture[Any]]] = {}
+        self.finished: set[str] = set()
+
+    def run(self, arguments: dict[str, Any]) -> None:
+        scope: dict[str, Any] = {"args": arguments, "steps": {}}
+        while len(self.finished) < len(self.pipeline.steps):
+            if self.document.execution_id in cancel_requested:
+                raise ExecutionCancelled(f"pipeline run {self.document.execution_id} was cancelled")
+            for step in self.pipeline.steps:
+                waiting = step.name not in self.finished and step.name not in self.running
+                if waiting and all(name in self.finished for name in self.pipeline.dependencies(step)):
+                    self._start(step, scope)
+            if self.running:
+                self._collect_one(scope)
+
+    def _start(self, step: Step, scope: dict[str, Any]) -> None:
+        summary = self.document.steps[step.name]
+        for name in self.pipeline.dependencies(step):
+            needed = self.document.steps[name]
+            if needed.status in (FAILED, NOT_RUN):
+                what = "failed" if needed.status == FAILED else "did not run"
+                self._finish(step, NOT_RUN, f"needs step {name!r}, which {what}")
+                self.logger.warning("step %s not run: %s", step.name, summary.reason)
+                return
+            if needed.status == SKIPPED:
+                return self._skip(step, f"needs step {name!r}, which was skipped")
+        try:
+            if step.when is not None and not holds(step.when, scope):
+                return self._skip(step, f"when: {step.when} is false")
+            items = self._items(step, scope)
+            arguments = [resolve(step.arguments, scope | item) for item in items]
+        except ReferenceProblem as err:
+            _refused(step.name)(str(err), return_state=True)
+            return self._finish(step, FAILED, str(err))
+        definition = self.pipeline.task_of(step)
+        self.running[step.name] = [
+            self._step_task(step, definition, index if step.map is not None else None).submit(resolved)
+            for index, resolved in enumerate(arguments)
+        ]
+        if not arguments:
+            self.running.pop(step.name)
+            scope["steps"][step.name] = Mapped()
+            self._finish(step, SUCCESSFUL, "mapped over an empty list")
+
+    def _items(self, step: Step, scope: dict[str, Any]) -> list[dict[str, Any]]:
+        """The scope additions of each execution of the step: one, or one per item of the list it maps over."""
+        if step.map is None:
+            return [{}]
+        reference = whole_reference(step.map)
+        values = resolve(step.map, scope)
+        if not isinstance(values, list):
+            raise ReferenceProblem(f"map: {reference} is a {type(values).__name__}, not a list")
+        return [{"item": value, "index": index} for index, value in enumerate(values)]
+
+    def _collect_one(self, scope: dict[str, Any]) -> None:
+        """Wait until some execution ends; a step whose executions have all ended is finished."""
+        waiting = [future for futures in self.running.values() for future in futures]
+        wait([future.wrapped_future for future in waiting], return_when=FIRST_COMPLETED)  # type: ignore[attr-defined]
+        for name, futures in list(self.running.items()):
+            if not all(future.wrapped_future.done() for future in futures):  # type: ignore[attr-defined]
+                continue
+            del self.running[name]
+            step = next(s for s in self.pipeline.steps if s.name == name)
+            documents, errors = [], []
+            for index, future in enumerate(futures):
+                try:
+                    documents.append(future.result())
+                except Exception as err:  # the step's failure, recorded and reported
+                    errors.append(f"item {index}: {err}" if step.map is not None else str(err))
+            summary = self.document.steps[name]
+            summary.executions = [d["execution_id"] for d in documents]
+            summary.reused = [bool(d.get("reused_from")) for d in documents]
+            summary.results = (
+                [d["results"] for d in documents]
+                if step.map is not None
+                else (documents[0]["results"] if documents else None)
+            )
+            if errors:
+                self._finish(step, FAILED, "; ".join(errors))
+            else:
+                scope["steps"][name] = Mapped(documents) if step.map is not None else documents[0]
+                self._finish(step, SUCCESSFUL, None)
+
+    def _skip(self, step: Step, reason: str) -> None:
+        _skipped(step.name)(reason)
+        self.logger.info("step %s skipped: %s", step.name, reason)
+        self._finish(step, SKIPPED, reason)
+
+    def _finish(self, step: Step, status: str, reason: str | None) -> None:
+        summary = self.document.steps[step.name]
+        summary.status, summary.reason = status, reason
+        self.finished.add(step.name)
+
+    def _step_task(self, step: Step, definition: TaskDefinition, index: int | None) -> Any:
+        pipeline, records, store = self.pipeline.name, self.records, self.store
+        runtime, runner_id = self.runtimes[definition.runtime_kind], self.runner_id
+        execution_of = self.document.execution_id
+
+        def execute(arguments: dict[str, Any]) -> Any:
+            key = step_key(pipeline, definition, arguments)
+            found = records.find(key)
+            if found is not None:
+                found["reused_from"] = found["execution_id"]
+                get_run_logger().info("reused execution %s: same task, version and arguments", found["execution_id"])
+                return Completed(name="Cached", message=f"reused execution {found['execution_id']}", data=found)
+            # The same key in the same run gets the same execution id: a retry finds a Batch job it submitted.
+            execution_id = str(uuid.uuid5(uuid.UUID(execution_of), key))
+            document = run_execution(
+                definition, arguments, store=store, runtime=runtime, runner_id=runner_id, execution_id=execution_id
+            )
+            records.save(key, step.name, document)
+            return document
+
+        return task(
+            name=step.name,
+            task_run_name=step.name if index is None else f"{step.name}[{index}]",
+            persist_result=False,
+            cache_policy=NO_CACHE,
+        )(execute)
+
+
+def _skipped(name: str) -> Callable[..., State[Any]]:
+    """A task run for a step that was skipped, so that it shows as skipped among the others."""
+
+    def skip(reason: str) -> State[Any]:
+        return Completed(name="Skipped", message=reason)
+
+    return task(name=name, task_run_name=name, persist_result=False, cache_policy=NO_CACHE)(skip)
+
+
+def _refused(name: str) -> Callable[..., Any]:
+    """A failed task run for a step whose references resolve to nothing, saying which."""
+
+    def refuse(problem: str) -> None:
+        raise ReferenceProblem(problem)
+
+    return task(name=name, task_run_name=name, persist_result=False, cache_policy=NO_CACHE)(refuse)
+
+
+def _kept(pipeline: PipelineDefinition, step: Step) -> bool:
+    return step.keep if step.keep is not None else pipeline.is_final(step)
+
+
+def _save(store: ResultsStore, document: PipelineDocument) -> None:
+    path = f"{document.pipeline}/{document.execution_id}/{PIPELINE_DOCUMENT}"
+    store.write_json(path, document.model_dump(mode="json"))
+
+
+def _record_steps(document: PipelineDocument) -> None:
+    lines = [f"# {document.pipeline} {document.version}: {document.status}", ""]
+    if document.resumes:
+        lines += [f"Resumes execution `{document.resumes}`.", ""]
+    lines += ["| step | task | status | executions | reused | note |", "|---|---|---|---|---|---|"]
+    for name, step in document.steps.items():
+        reused = sum(step.reused)
+        lines.append(
+            f"| {name} | {step.task} | {step.status} | {len(step.executions)} | {reused} | {step.reason or ''} |"
+        )
+    create_markdown_artifact(
+        markdown="\n".join(lines),
+        key=artifact_key(document.pipeline, "steps"),
+        description=f"Steps of {document.pipeline} execution {document.execution_id}",
+    )
