@@ -174,3 +174,70 @@ def test_cancelling_a_pipeline_stops_its_step_containers(client, runner, docker_
     client.set_flow_run_state(flow_run.id, Cancelling())
     assert wait_final(client, flow_run.id, timeout=30).state.is_cancelled()
     assert docker_runtime.client.containers.list(all=True, filters=label) == []
+
+
+def test_check_refuses_unknown_tasks_bad_references_cycles_and_arguments_the_task_cannot_take(tmp_path):
+    for task in ("step.yaml", "gate.yaml"):
+        (tmp_path / task).write_text((TEST_TASKS / task).read_text())
+    (tmp_path / "broken.yaml").write_text(
+        """kind: pipeline
+name: broken
+validator:
+  schema: {type: object, properties: {word: {type: string}, count: {type: integer}}}
+steps:
+  - name: a
+    task: step
+    arguments: {text: "${steps.b.value}"}
+  - name: b
+    task: step
+    arguments: {text: "${steps.a.value}"}
+  - name: c
+    task: nowhere
+  - name: d
+    task: gate
+    map: ${args.word}
+    arguments: {gate: "${steps.zz.results.out.href}", input: 5}
+  - name: e
+    task: step
+    arguments: {text: "${args.count}"}
+    when: "__import__('os').system('true')"
+"""
+    )
+    result = cli.invoke(app, ["check", str(tmp_path)])
+
+    assert result.exit_code == 1
+    output = " ".join(result.output.split())
+    assert "steps.0.arguments.text (line 8): ${steps.b.value}: the steps form a cycle: a -> b -> a" in output
+    assert "steps.2.task (line 13): unknown task 'nowhere' (known tasks: gate, step)" in output
+    assert "steps.3.map (line 16): ${args.word}: the argument is a string, not a list" in output
+    assert "steps.3.arguments.gate (line 17): ${steps.zz.results.out.href}: there is no step 'zz'" in output
+    assert "steps.3.arguments.input (line 17): task 'gate': 5 is not of type 'string'" in output
+    assert "steps.4.arguments.text (line 20): gives an integer where task 'step' takes string" in output
+    assert "steps.4.when (line 21)" in output and "is not allowed" in output
+    assert "ok    " in result.output and "step.yaml" in result.output  # the tasks themselves are fine
+
+
+def test_cleanup_removes_interim_step_outputs_of_ended_runs_and_keeps_final_results(client, runner, tmp_path):
+    flow_run = execute(client, "three-steps", text="tidy", gate=gate_file(tmp_path, "g.txt", "open"))
+    assert flow_run.state.is_completed(), flow_run.state.message
+    steps = flow_run.state.result()["steps"]
+    store = ResultsStore()
+    folder = {name: f"{step['task']}/{step['executions'][0]}" for name, step in steps.items()}
+    assert all(store.exists(path) for path in folder.values())
+
+    recent = cli.invoke(app, ["cleanup", "--older-than", "1h"])
+    assert recent.exit_code == 0 and folder["first"] not in recent.output  # ended just now: not old enough
+
+    dry = cli.invoke(app, ["cleanup", "--older-than", "0s", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert folder["first"] in dry.output and folder["second"] in dry.output and folder["third"] not in dry.output
+    assert "would free" in dry.output and all(store.exists(path) for path in folder.values())
+
+    done = cli.invoke(app, ["cleanup", "--older-than", "0s"])
+    assert done.exit_code == 0, done.output
+    freed = int(done.output.split("freed ")[1].split(" bytes")[0].replace(",", ""))
+    assert freed > 0
+    assert not store.exists(folder["first"]) and not store.exists(folder["second"])
+    assert store.exists(folder["third"])  # the final result stays
+    collection = store.read_json("step/collection.json")
+    assert not any(folder["first"].split("/")[1] in link["href"] for link in collection["links"])
