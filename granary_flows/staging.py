@@ -46,7 +46,10 @@ def stage_inputs(uris: dict[str, str | list[str]], folder: Path) -> dict[str, st
     """
     container_paths: dict[str, str | list[str]] = {}
     for name, value in uris.items():
-        paths = [_fetch(name, uri, folder / name) for uri in ([value] if isinstance(value, str) else value)]
+        listed = [value] if isinstance(value, str) else value
+        # Files of one list with the same name (each tile's ndvi.tif) each get a folder of their own.
+        clash = len({_file_name(uri, name) for uri in listed}) < len(listed)
+        paths = [_fetch(name, uri, folder / name, f"{index}/" if clash else "") for index, uri in enumerate(listed)]
         container_paths[name] = paths[0] if isinstance(value, str) else paths
     return container_paths
 
@@ -55,8 +58,12 @@ def input_folder(argument: str) -> str:
     return f"{INPUT_DIR}/{argument}"
 
 
-def _fetch(name: str, uri: str, folder: Path) -> str:
-    file_name = posixpath.basename(urlparse(uri).path.rstrip("/")) or name
+def _file_name(uri: str, argument: str) -> str:
+    return posixpath.basename(urlparse(uri).path.rstrip("/")) or argument
+
+
+def _fetch(name: str, uri: str, folder: Path, subfolder: str = "") -> str:
+    file_name = subfolder + _file_name(uri, name)
     target = folder / file_name
     target.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -77,6 +77,10 @@ build_ndvi() {
     mkdir -p "$CACHE/sample"
     docker run --rm --network none -v "$CACHE/sample:/out" granary/ndvi:1 python3 /app/make_sample.py /out/scene.tif
   fi
+  if [ ! -f "$CACHE/sample/tiles/tile-1-1.tif" ]; then  # the ndvi-tiles pipeline's example input
+    docker run --rm --network none -v "$CACHE/sample:/out" granary/ndvi:1 \
+      python3 /app/make_tiles.py /out/scene.tif /out/tiles
+  fi
 }
 
 install_package() {

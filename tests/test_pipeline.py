@@ -9,7 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
-from conftest import TEST_TASKS, api_post, containers_of, execute, start, wait_final
+from conftest import SAMPLE_TIFF, TEST_TASKS, api_post, containers_of, execute, start, wait_final
 from prefect.states import Cancelling
 from typer.testing import CliRunner
 
@@ -174,6 +174,42 @@ def test_cancelling_a_pipeline_stops_its_step_containers(client, runner, docker_
     client.set_flow_run_state(flow_run.id, Cancelling())
     assert wait_final(client, flow_run.id, timeout=30).state.is_cancelled()
     assert docker_runtime.client.containers.list(all=True, filters=label) == []
+
+
+def test_the_ndvi_tiles_example_computes_ndvi_per_tile_and_a_mosaic_of_the_whole_scene(client, runner, docker_runtime):
+    tiles = sorted((SAMPLE_TIFF.parent / "tiles").glob("tile-*.tif"))
+    assert len(tiles) == 4, "scripts/setup.sh makes the example tiles"
+    begun = time.time()
+    flow_run = execute(client, "ndvi-tiles", tiles=[tile.as_uri() for tile in tiles], timeout=180)
+
+    assert flow_run.state.is_completed(), flow_run.state.message
+    assert len(containers_of(docker_runtime, flow_run.id, begun)) == 5
+    states = step_states(client, flow_run.id)
+    assert [states[f"ndvi[{i}]"] for i in range(4)] == ["Completed"] * 4 and states["mosaic"] == "Completed"
+    mosaic = ResultsStore().read_json(
+        f"ndvi-mosaic/{flow_run.state.result()['steps']['mosaic']['executions'][0]}/granary-execution.json"
+    )
+    statistics = mosaic["value"]
+    assert statistics["tiles"] == 4 and statistics["pixels"] == 64 * 64  # the whole scene, from its four quarters
+    assert statistics["vegetated"] == 0.5  # the sample is half vegetation, half water
+    assert [asset["title"] for asset in mosaic["results"]] == ["mosaic"]
+
+
+def test_files_of_one_list_with_the_same_name_are_staged_apart(tmp_path):
+    from granary_flows.staging import stage_inputs
+
+    for index in range(2):
+        (tmp_path / f"tile-{index}").mkdir()
+        (tmp_path / f"tile-{index}" / "ndvi.tif").write_text(f"tile {index}")
+    uris = [(tmp_path / f"tile-{index}" / "ndvi.tif").as_uri() for index in range(2)]
+
+    staged = stage_inputs({"rasters": uris}, tmp_path / "inputs")
+
+    assert staged == {"rasters": ["/granary/inputs/rasters/0/ndvi.tif", "/granary/inputs/rasters/1/ndvi.tif"]}
+    assert [(tmp_path / "inputs" / "rasters" / str(i) / "ndvi.tif").read_text() for i in range(2)] == [
+        "tile 0",
+        "tile 1",
+    ]
 
 
 def test_check_refuses_unknown_tasks_bad_references_cycles_and_arguments_the_task_cannot_take(tmp_path):
