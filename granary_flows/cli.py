@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 from contextlib import ExitStack
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -325,7 +326,7 @@ def run(
         raise fail(str(err)) from err
 
 
-def _watch_to_results(client: Any, flow_run_id: Any) -> None:
+def _watch_to_results(client: Any, flow_run_id: Any, since: datetime | None = None) -> None:
     """Follow an execution's states and logs, then print its results; exit 1 unless it completed."""
     from granary_flows import submission
 
@@ -336,6 +337,7 @@ def _watch_to_results(client: Any, flow_run_id: Any) -> None:
             f"[bold]state[/] {name}" + (f": {message}" if message else ""), highlight=False
         ),
         on_log=lambda log: console.print(Text.assemble((f"{log.timestamp:%H:%M:%S} ", "dim"), log.message)),
+        since=since,
     )
     if not final.state or not final.state.is_completed():
         raise fail(f"execution {flow_run_id} ended {final.state.name if final.state else 'unknown'}")
@@ -370,6 +372,7 @@ def resume(
             flow_run = submission.read_execution(client, execution_id)
             name = client.read_flow(flow_run.flow_id).name
             definition = _definition_if_known(name, deployments)
+            asked = datetime.now(timezone.utc)
             resumed = submission.resume(client, execution_id, definition, changes)
             if resumed.id == flow_run.id:
                 console.print(f"execution [bold]{resumed.id}[/] of {name} scheduled again", highlight=False)
@@ -378,7 +381,7 @@ def resume(
                     f"execution [bold]{resumed.id}[/] of {name} created, resuming {execution_id}", highlight=False
                 )
             if watch:
-                _watch_to_results(client, resumed.id)
+                _watch_to_results(client, resumed.id, since=asked)
     except (GranaryError, ValueError) as err:
         raise fail(str(err)) from err
 

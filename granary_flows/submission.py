@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -121,11 +122,12 @@ def watch(
     on_log: Callable[[Log], None],
     interval: float = 0.5,
     log_grace: float = 3.0,
+    since: datetime | None = None,
 ) -> FlowRun:
     """Follow a flow run to a final state, reporting each state change once and each log line once, in order.
 
     Prefect ships logs in batches (every 2 s by default), so after the final state it keeps reading for
-    `log_grace` seconds without a new line before it returns.
+    `log_grace` seconds without a new line before it returns. With `since`, earlier log lines are left out.
     """
     seen_state: tuple[str, str | None] | None = None
     seen_logs: set[UUID] = set()
@@ -141,7 +143,8 @@ def watch(
         fresh = [log for log in logs if log.id not in seen_logs]
         for log in fresh:
             seen_logs.add(log.id)
-            on_log(log)
+            if since is None or log.timestamp >= since:  # a resumed run's earlier attempts are not news
+                on_log(log)
         state = flow_run.state
         if state and (state.name or state.type.value, state.message) != seen_state:
             seen_state = (state.name or state.type.value, state.message)
