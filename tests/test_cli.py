@@ -64,7 +64,7 @@ def test_run_watch_exits_non_zero_when_the_execution_fails(runner):
 
 def test_run_of_an_unknown_task_names_the_known_ones():
     result = cli.invoke(app, ["run", "nope", "-d", str(ROOT / "deployments")])
-    assert result.exit_code == 1 and "known tasks: hello, ndvi, random-number" in result.output
+    assert result.exit_code == 1 and "known tasks: hello, ndvi, ndvi-mosaic, ndvi-tiles, random-number" in result.output
 
 
 def test_results_prints_the_results_document(client, runner):

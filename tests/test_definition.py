@@ -111,5 +111,6 @@ def test_broken_files_are_reported_beside_the_good_ones_and_duplicates_refused(t
 
 
 def test_an_unknown_task_lists_the_known_ones():
-    with pytest.raises(UnknownTask, match=r"no task named .nope. \(known tasks: hello, ndvi, random-number\)"):
+    known = r"\(known tasks: hello, ndvi, ndvi-mosaic, ndvi-tiles, random-number\)"
+    with pytest.raises(UnknownTask, match=rf"no task named .nope. {known}"):
         find_definition("nope", [ROOT / "deployments"])
