@@ -75,14 +75,16 @@ def resident_mib(pid: int) -> float:
 
 
 @contextmanager
-def runner_process(api: str, name: str, prefect_runner: bool) -> Any:
-    """`granary serve` (or `--subprocess`) serving a copy of hello named `name`; yields (process, deployment id)."""
+def runner_process(api: str, name: str, prefect_runner: bool, also: dict[str, Any] | None = None) -> Any:
+    """`granary serve` (or `--subprocess`) serving a copy of hello named `name`, and the definitions in `also`
+    (file stem -> document); yields (process, the deployment id of `name`)."""
     import yaml
 
     folder = WORK / name
     folder.mkdir()
     document = yaml.safe_load((ROOT / "deployments" / "hello.yaml").read_text()) | {"name": name}
-    (folder / f"{name}.yaml").write_text(yaml.safe_dump(document))
+    for stem, definition in ({name: document} | (also or {})).items():
+        (folder / f"{stem}.yaml").write_text(yaml.safe_dump(definition))
     command = [sys.executable, "-m", "granary_flows.cli", "serve", "-d", str(folder), "--limit", "8"]
     environment = os.environ | {
         "PREFECT_API_URL": api,

@@ -225,7 +225,7 @@ def containers_of(docker_runtime: Any, execution_id: Any, since: float) -> list[
         decode=True,
         filters={"type": "container", "event": "create", "label": f"{LABEL_FLOW_RUN}={execution_id}"},
     )
-    return [event["id"] for event in events]
+    return [event["id"] for event in events if event["timeNano"] >= since * 1e9]  # `since` above is whole seconds
 
 
 def read_until(process: Any, marker: str, timeout: float) -> str:

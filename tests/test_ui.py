@@ -4,7 +4,7 @@ import json
 import subprocess
 import time
 
-from conftest import ROOT, SAMPLE_TIFF, wait_final
+from conftest import ROOT, SAMPLE_TIFF, containers_of, execute, wait_final
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.sorting import FlowRunSort
 
@@ -59,3 +59,37 @@ def test_the_ndvi_run_form_shows_the_task_arguments_and_accepts_only_valid_runs(
         final = wait_final(client, flow_run.id)
         assert final.state.is_completed(), final.state.message
         assert final.state.result()["arguments"]["tiffLocation"] == SAMPLE_TIFF.as_uri()
+
+
+def test_retry_in_the_ui_resumes_a_failed_pipeline_from_its_failed_step(
+    client, runner, prefect_server, docker_runtime, tmp_path
+):
+
+    gate = tmp_path / "gate.txt"
+    gate.write_text("closed\n")
+    failed = execute(client, "three-steps", text="ui", gate=gate.as_uri())
+    assert failed.state.is_failed()
+    gate.write_text("open\n")
+    retried_at = time.time()
+
+    driven = subprocess.run(
+        [
+            "node",
+            str(ROOT / "tests" / "ui" / "retry.mjs"),
+            prefect_server.removesuffix("/api"),
+            str(failed.id),
+            str(tmp_path),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert driven.returncode == 0, driven.stderr
+    report = json.loads(driven.stdout)
+    assert report["body"]["status"] == "ACCEPT", report
+    assert not report["problems"], report
+
+    final = wait_final(client, failed.id)
+    assert final.state.is_completed(), final.state.message
+    assert len(containers_of(docker_runtime, failed.id, retried_at)) == 1  # the third step's alone
