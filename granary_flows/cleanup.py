@@ -20,7 +20,6 @@ class Removal(NamedTuple):
     """One folder `granary cleanup` removes (or would, with `--dry-run`), and why."""
 
     relative: str  # under the results root
-    uri: str
     bytes: int
     why: str
 
@@ -57,7 +56,7 @@ def interim_results(store: ResultsStore, older_than: timedelta, now: datetime | 
 
 
 def _removal(store: ResultsStore, relative: str, why: str) -> Removal:
-    return Removal(relative, f"{store.root}/{relative}", store.size(relative), why)
+    return Removal(relative, store.size(relative), why)
 
 
 def remove(store: ResultsStore, removals: list[Removal]) -> int:

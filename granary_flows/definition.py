@@ -143,14 +143,27 @@ class Validator(_Model):
     schema_: dict[str, Any] = Field(alias="schema")
 
 
-class TaskDefinition(_Model):
-    """A registered container algorithm. See DESIGN.md for every field."""
+class Registered(_Model):
+    """What a task and a pipeline both are: a named, versioned flow whose arguments follow a JSON Schema."""
 
     name: str = Field(pattern=TASK_NAME.pattern)
     title: str | None = None
     description: str | None = None
     version: str = "1.0.0"
     validator: Validator
+
+    @property
+    def arguments_schema(self) -> dict[str, Any]:
+        return self.validator.schema_
+
+    @property
+    def argument_names(self) -> list[str]:
+        return list(self.arguments_schema.get("properties", {}))
+
+
+class TaskDefinition(Registered):
+    """A registered container algorithm. See DESIGN.md for every field."""
+
     runtime: Runtime
     resources: Resources = Field(default_factory=Resources)
     timeout: float | None = Field(default=None, gt=0, description="Seconds; the container is killed after it.")
@@ -161,14 +174,6 @@ class TaskDefinition(_Model):
     tags: list[str] = Field(default_factory=list)
     seed: SeedInterface | None = Field(default=None, description="Seed's execution semantics, for Seed tasks.")
     source: str | None = Field(default=None, exclude=True, description="The file it was read from.")
-
-    @property
-    def arguments_schema(self) -> dict[str, Any]:
-        return self.validator.schema_
-
-    @property
-    def argument_names(self) -> list[str]:
-        return list(self.arguments_schema.get("properties", {}))
 
     @property
     def runtime_kind(self) -> str:
@@ -244,9 +249,12 @@ def load_definition(path: str | Path) -> Definition:
         raise DefinitionError(str(path), [f"line {line}: {err.problem}"]) from err
     if not isinstance(document, dict):
         raise DefinitionError(str(path), ["the file must hold a mapping (a task definition)"])
+    model: type[Definition] = TaskDefinition
     if document.get("kind") == "pipeline":
-        return _load_pipeline(document, path, root)
-    if is_granary_document(document):
+        from granary_flows.pipeline import PipelineDefinition
+
+        model = PipelineDefinition
+    elif is_granary_document(document):
         document = from_granary_document(document)
     elif is_manifest(document):
         document = task_document(parse_manifest(document, str(path), root))
@@ -258,7 +266,7 @@ def load_definition(path: str | Path) -> Definition:
         }
         document = task_document(_seed_manifest(deployment, path, root), deployment | {"mounts": mounts})
     try:
-        definition = TaskDefinition.model_validate(document | {"source": str(path)})
+        definition = model.model_validate(document | {"source": str(path)})
     except ValidationError as err:
         raise DefinitionError(str(path), describe(err, root)) from err
     problems = [at(location, message, root) for location, message in schema_problems(definition.arguments_schema)]
@@ -266,20 +274,6 @@ def load_definition(path: str | Path) -> Definition:
     if problems:
         raise DefinitionError(str(path), problems)
     return definition
-
-
-def _load_pipeline(document: dict[str, Any], path: Path, root: yaml.Node | None) -> Any:
-    from granary_flows.pipeline import PipelineDefinition
-
-    try:
-        pipeline = PipelineDefinition.model_validate(document | {"source": str(path)})
-    except ValidationError as err:
-        raise DefinitionError(str(path), describe(err, root)) from err
-    problems = [at(location, message, root) for location, message in schema_problems(pipeline.arguments_schema)]
-    problems += [at(location, message, root) for location, message in schedule_problems(pipeline)]
-    if problems:
-        raise DefinitionError(str(path), problems)
-    return pipeline
 
 
 def schema_problems(schema: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from jsonschema.validators import validator_for
 from pydantic import Field, PrivateAttr
 
-from granary_flows.definition import DRAFT_07, ScheduleSpec, TaskDefinition, Validator, _Model
+from granary_flows.definition import DRAFT_07, Registered, ScheduleSpec, TaskDefinition, _Model
 from granary_flows.errors import ReferenceProblem
 from granary_flows.references import Reference, condition_references, references_in, whole_reference
 
@@ -49,29 +49,16 @@ class Step(_Model):
     )
 
 
-class PipelineDefinition(_Model):
+class PipelineDefinition(Registered):
     """A registered pipeline: an argument schema and steps. It becomes a flow and a deployment like a task."""
 
     kind: Literal["pipeline"]
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    title: str | None = None
-    description: str | None = None
-    version: str = "1.0.0"
-    validator: Validator
     steps: list[Step] = Field(min_length=1)
     concurrency: int = Field(default=4, ge=1, description="Steps, or items of a mapped step, running at once.")
     schedules: list[ScheduleSpec] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     source: str | None = Field(default=None, exclude=True)
     _tasks: dict[str, TaskDefinition] = PrivateAttr(default_factory=dict)
-
-    @property
-    def arguments_schema(self) -> dict[str, Any]:
-        return self.validator.schema_
-
-    @property
-    def argument_names(self) -> list[str]:
-        return list(self.arguments_schema.get("properties", {}))
 
     @property
     def runtime_kind(self) -> str:

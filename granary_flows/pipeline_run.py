@@ -179,6 +179,7 @@ class _Scheduler:
         self.logger = get_run_logger()
         self.running: dict[str, list[PrefectFuture[Any]]] = {}
         self.finished: set[str] = set()
+        self.needs = {step.name: pipeline.dependencies(step) for step in pipeline.steps}
 
     def run(self, arguments: dict[str, Any]) -> None:
         scope: dict[str, Any] = {"args": arguments, "steps": {}}
@@ -187,14 +188,14 @@ class _Scheduler:
                 raise ExecutionCancelled(f"pipeline run {self.document.execution_id} was cancelled")
             for step in self.pipeline.steps:
                 waiting = step.name not in self.finished and step.name not in self.running
-                if waiting and all(name in self.finished for name in self.pipeline.dependencies(step)):
+                if waiting and all(name in self.finished for name in self.needs[step.name]):
                     self._start(step, scope)
             if self.running:
                 self._collect_one(scope)
 
     def _start(self, step: Step, scope: dict[str, Any]) -> None:
         summary = self.document.steps[step.name]
-        for name in self.pipeline.dependencies(step):
+        for name in self.needs[step.name]:
             needed = self.document.steps[name]
             if needed.status in (FAILED, NOT_RUN):
                 what = "failed" if needed.status == FAILED else "did not run"

@@ -237,8 +237,7 @@ def _evaluate(node: ast.AST, values: dict[str, Any] | None, condition: str) -> A
                 raise ReferenceProblem(f"when: {condition!r}: cannot compare {left!r} with {right!r}") from err
             left = right
         return True
-    what = ast.unparse(node) if hasattr(ast, "unparse") else type(node).__name__
     raise ReferenceProblem(
-        f"when: {condition!r}: {what!r} is not allowed; a condition compares references and literals "
+        f"when: {condition!r}: {ast.unparse(node)!r} is not allowed; a condition compares references and literals "
         "(==, !=, <, <=, >, >=, in, not in) joined by and, or, not"
     )

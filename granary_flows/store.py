@@ -183,16 +183,7 @@ class ResultsStore:
 
     def read_all_json(self, folder: str) -> list[Any]:
         """Every JSON document directly under `<root>/<folder>`."""
-        path = f"{self._root_path}/{folder}"
-        self.fs.invalidate_cache(path)
-        if not self.fs.exists(path):
-            return []
-        documents = []
-        for name in sorted(self.fs.ls(path, detail=False)):
-            if name.endswith(".json"):
-                with self.fs.open(name, "rb") as handle:
-                    documents.append(json.load(handle))
-        return documents
+        return self.find_json(f"{folder}/*.json")
 
     @contextmanager
     def exclusive(self, relative: str) -> Iterator[None]:
@@ -227,8 +218,8 @@ class ResultsStore:
             raise StorageError(f"removing {path} failed: {err}") from err
 
     def find_json(self, pattern: str) -> list[Any]:
-        """Every JSON document whose path under the root matches the glob `pattern`."""
-        self.fs.invalidate_cache(self._root_path)
+        """Every JSON document whose path under the root matches the glob `pattern`, listed afresh."""
+        self.fs.invalidate_cache()  # another process may have written since: no listing of any folder is kept
         documents = []
         for path in sorted(self.fs.glob(f"{self._root_path}/{pattern}")):
             with self.fs.open(path, "rb") as handle:

@@ -11,6 +11,19 @@ from prefect.client.schemas.sorting import FlowRunSort
 FIELDS = ["Red band", "Near-infrared band", "GeoTIFF", "Output file name (Optional)"]
 
 
+def drive(script: str, *arguments: object, timeout: float) -> dict:
+    """Run one of the browser scripts under tests/ui/ in Node and return the JSON document it prints."""
+    driven = subprocess.run(
+        ["node", str(ROOT / "tests" / "ui" / script), *map(str, arguments)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert driven.returncode == 0, driven.stderr
+    return json.loads(driven.stdout)
+
+
 def test_the_ndvi_run_form_shows_the_task_arguments_and_accepts_only_valid_runs(
     client, runner, prefect_server, tmp_path
 ):
@@ -18,23 +31,8 @@ def test_the_ndvi_run_form_shows_the_task_arguments_and_accepts_only_valid_runs(
     valid = {"Red band": 3, "Near-infrared band": 4, "GeoTIFF": SAMPLE_TIFF.as_uri()}
     invalid = {"Red band": 0, "Near-infrared band": 4, "GeoTIFF": SAMPLE_TIFF.as_uri()}
     started = time.time()
-    driven = subprocess.run(
-        [
-            "node",
-            str(ROOT / "tests" / "ui" / "run_form.mjs"),
-            prefect_server.removesuffix("/api"),
-            str(deployment.id),
-            str(tmp_path),
-            json.dumps(valid),
-            json.dumps(invalid),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert driven.returncode == 0, driven.stderr
-    report = json.loads(driven.stdout)
+    ui = prefect_server.removesuffix("/api")
+    report = drive("run_form.mjs", ui, deployment.id, tmp_path, json.dumps(valid), json.dumps(invalid), timeout=240)
 
     for ui in ("v1", "v2"):
         seen = report[ui]
@@ -64,7 +62,6 @@ def test_the_ndvi_run_form_shows_the_task_arguments_and_accepts_only_valid_runs(
 def test_retry_in_the_ui_resumes_a_failed_pipeline_from_its_failed_step(
     client, runner, prefect_server, docker_runtime, tmp_path
 ):
-
     gate = tmp_path / "gate.txt"
     gate.write_text("closed\n")
     failed = execute(client, "three-steps", text="ui", gate=gate.as_uri())
@@ -72,21 +69,7 @@ def test_retry_in_the_ui_resumes_a_failed_pipeline_from_its_failed_step(
     gate.write_text("open\n")
     retried_at = time.time()
 
-    driven = subprocess.run(
-        [
-            "node",
-            str(ROOT / "tests" / "ui" / "retry.mjs"),
-            prefect_server.removesuffix("/api"),
-            str(failed.id),
-            str(tmp_path),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert driven.returncode == 0, driven.stderr
-    report = json.loads(driven.stdout)
+    report = drive("retry.mjs", prefect_server.removesuffix("/api"), failed.id, tmp_path, timeout=120)
     assert report["body"]["status"] == "ACCEPT", report
     assert not report["problems"], report
 
