@@ -151,7 +151,12 @@ def test_a_batch_execution_delivers_the_contract_and_collects_results_from_s3(cl
 def test_thousands_of_log_lines_reach_the_run_once_each_and_in_order(client, aws, batch_runner):
     flow_run = execute(client, "batch-probe", lines=3000)
     assert flow_run.state.is_completed(), flow_run.state.message
-    lines = [line for line in logs_of(client, flow_run.id, settle=3) if line.startswith("line ")]
+    # Prefect's log worker ships the 3,000 lines in batches that sometimes land late (seen: none 3 s after the end).
+    deadline = time.monotonic() + 30
+    while True:
+        lines = [line for line in logs_of(client, flow_run.id, settle=1) if line.startswith("line ")]
+        if len(lines) >= 3000 or time.monotonic() > deadline:
+            break
     assert lines == [f"line {n}" for n in range(1, 3001)]
 
 
