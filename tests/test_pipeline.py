@@ -96,6 +96,19 @@ def test_resume_with_a_corrected_argument_reuses_the_steps_it_does_not_reach(cli
     assert read(rerun.state.result()["steps"]["third"]["results"][0]["href"]).endswith("changed\n")
 
 
+def test_resume_watch_shows_the_resumed_attempt_and_not_the_failed_one_again(client, runner, tmp_path):
+    gate = tmp_path / "gate.txt"
+    failed = execute(client, "three-steps", text="watched", gate=gate_file(tmp_path, "gate.txt", "closed"))
+    assert failed.state.is_failed()
+    gate.write_text("open\n")
+
+    watched = cli.invoke(app, ["resume", str(failed.id), "--watch", "-d", str(TEST_TASKS)])
+
+    assert watched.exit_code == 0, watched.output
+    assert "reused execution" in watched.output and "steps of three-steps" in watched.output
+    assert "the gate is closed" not in watched.output  # the failed attempt's container said so; it is not news
+
+
 def test_resume_refuses_an_execution_that_does_not_exist_is_running_or_has_nothing_to_resume(client, runner, tmp_path):
     unknown = cli.invoke(app, ["resume", str(uuid.uuid4())])
     assert unknown.exit_code == 1 and "no execution" in unknown.output
