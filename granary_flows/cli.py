@@ -128,10 +128,16 @@ def _serve_in_process(
     stop = threading.Event()
     with ExitStack() as stack:
         try:
-            api_url = configured_api_url()
-            if not api_url:
-                console.print("[dim]PREFECT_API_URL is not set: starting a local Prefect server (SQLite)...[/]")
+            api_url = configured_api_url(port)
+            if os.environ.get("PREFECT_API_URL"):
+                console.print(f"Prefect server: {api_url} (PREFECT_API_URL)", highlight=False)
+            elif api_url:
+                console.print(f"Prefect server: {api_url} (already running on this machine)", highlight=False)
+            else:
                 api_url = stack.enter_context(local_server(port=port or local_port()))
+                console.print(
+                    f"Prefect server: {api_url} (started here, SQLite; stops with this command)", highlight=False
+                )
             # Before Prefect is imported: it fixes its settings then, and threads without a settings context of their
             # own (the runner's, the log and event workers) would otherwise start a throwaway server of their own.
             os.environ["PREFECT_API_URL"] = api_url

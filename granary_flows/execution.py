@@ -22,6 +22,7 @@ from granary_flows import artifacts, seed, stac
 from granary_flows.contract import environment, parse_progress
 from granary_flows.definition import TaskDefinition
 from granary_flows.errors import ErrorCategory, ExecutionCancelled, ExecutionFailed, StorageError
+from granary_flows.layout import unsent_folder
 from granary_flows.results import CollectedResults, ResultAsset, collect
 from granary_flows.runtimes.base import Attempt, AttemptOutcome, Runtime
 from granary_flows.sidecars import read_sidecars
@@ -32,8 +33,6 @@ from granary_flows.validation import prepare_arguments
 # Execution ids whose cancellation was asked for; the runner adds to it before it stops their containers, so that
 # the attempt ends as cancelled instead of failed and is never retried.
 cancel_requested: set[str] = set()
-# Where outputs are kept when the results store refuses them, so that a failed upload loses nothing.
-UNSENT_ROOT = "~/.granary/unsent"
 
 
 class ExecutionDocument(BaseModel):
@@ -263,7 +262,7 @@ def _upload(store: ResultsStore, output_dir: Path, task: str, execution_id: str)
     try:
         return store.put_outputs(output_dir, task, execution_id)
     except StorageError as err:
-        kept = Path(UNSENT_ROOT).expanduser() / task / execution_id
+        kept = unsent_folder(task, execution_id)
         shutil.rmtree(kept, ignore_errors=True)
         shutil.copytree(output_dir, kept)
         raise ExecutionFailed(f"{err}; the outputs are kept in {kept}", ErrorCategory.SYSTEM) from err

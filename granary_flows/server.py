@@ -99,15 +99,16 @@ def is_healthy(api_url: str) -> bool:
         return False
 
 
-def configured_api_url() -> str | None:
-    """`PREFECT_API_URL`, else the local server `granary serve` starts on port 4200 if one answers there.
+def configured_api_url(port: int | None = None) -> str | None:
+    """`PREFECT_API_URL`, else the local server on `port` (default `GRANARY_LOCAL_PORT`, 4200) if one answers there.
 
-    Without either, Prefect would start a throwaway server inside this process, with none of our deployments.
+    Without either, Prefect would start a throwaway server inside this process, with none of our deployments. A
+    server on any other port is never used: `granary serve --port P` means the server on P.
     """
     url = os.environ.get("PREFECT_API_URL")
     if url:
         return url
-    local_api = f"http://127.0.0.1:{local_port()}/api"
+    local_api = f"http://127.0.0.1:{port or local_port()}/api"
     return local_api if is_healthy(local_api) else None
 
 

@@ -19,9 +19,9 @@ from fsspec.core import url_to_fs
 from pydantic import BaseModel
 
 from granary_flows.errors import StorageError
+from granary_flows.layout import default_results_root
 
 EXECUTION_DOCUMENT = "granary-execution.json"
-DEFAULT_ROOT = "~/.granary/results"
 RESULTS_BLOCK_VARIABLE = "GRANARY_RESULTS_BLOCK"
 # Files from 2 chunks up are uploaded to S3 in parts, several at once; S3's smallest part is 5 MiB.
 MULTIPART_CHUNK = int(float(os.environ.get("GRANARY_MULTIPART_CHUNK_MIB", "16")) * 2**20)
@@ -42,7 +42,8 @@ class ResultsStore:
 
     Args:
         root: a URI fsspec understands (`file:///...`, `s3://bucket/prefix`) or a local path; default the prefect-aws
-            `S3Bucket` block named by `GRANARY_RESULTS_BLOCK`, else `GRANARY_RESULTS_URI`, else `~/.granary/results`.
+            `S3Bucket` block named by `GRANARY_RESULTS_BLOCK`, else `GRANARY_RESULTS_URI`, else `$GRANARY_HOME/results`
+            (`~/.granary/results`).
         storage_options: for the file system (credentials, endpoint); for `s3://` roots, default those of the
             `AwsCredentials` block named by `GRANARY_AWS_CREDENTIALS_BLOCK`, if any.
 
@@ -55,7 +56,7 @@ class ResultsStore:
     def __init__(self, root: str | None = None, storage_options: dict[str, Any] | None = None):
         if root is None and os.environ.get(RESULTS_BLOCK_VARIABLE):
             root, storage_options = _from_s3_bucket_block(os.environ[RESULTS_BLOCK_VARIABLE])
-        root = root or os.environ.get("GRANARY_RESULTS_URI") or DEFAULT_ROOT
+        root = root or os.environ.get("GRANARY_RESULTS_URI") or default_results_root()
         if "://" not in root:
             root = Path(root).expanduser().resolve().as_uri()
         if storage_options is None and root.startswith("s3://") and os.environ.get("GRANARY_AWS_CREDENTIALS_BLOCK"):

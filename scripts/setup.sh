@@ -83,11 +83,12 @@ build_ndvi() {
   fi
 }
 
+# Every install resolves the versions in constraints.txt, which were tested together (bash scripts/lock.sh refreshes it).
 install_package() {
-  if [ ! -x .venv/bin/granary ] || [ pyproject.toml -nt .venv/.installed ]; then
+  if [ ! -x .venv/bin/granary ] || [ pyproject.toml -nt .venv/.installed ] || [ constraints.txt -nt .venv/.installed ]; then
     log "installing granary-flows into .venv"
     python3 -m venv .venv
-    .venv/bin/pip install -q -e ".[test]" >"$CACHE/pip.log" 2>&1 || { cat "$CACHE/pip.log" >&2; exit 1; }
+    .venv/bin/pip install -q -c constraints.txt -e ".[test]" >"$CACHE/pip.log" 2>&1 || { cat "$CACHE/pip.log" >&2; exit 1; }
     touch .venv/.installed
   fi
 }

@@ -41,6 +41,7 @@ os.environ |= {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "GRANARY_RESULTS_URI": str(SESSION_DIR / "results"),
+    "GRANARY_HOME": str(SESSION_DIR / "home"),  # never the user's ~/.granary
     "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
     "COLUMNS": "250",  # rich wraps at 80 columns otherwise
     # AWS is moto in server mode on this machine (started by the moto fixture); botocore honours AWS_ENDPOINT_URL.

@@ -317,12 +317,11 @@ def test_docker_outputs_go_to_s3_in_parallel_multipart_uploads(client, aws, batc
 
 
 def test_a_failed_upload_fails_the_execution_and_keeps_the_outputs(aws, docker_runtime, tmp_path, monkeypatch):
-    import granary_flows.execution
     from granary_flows.definition import find_definition
     from granary_flows.flows import build_flow
     from granary_flows.store import ResultsStore
 
-    monkeypatch.setattr(granary_flows.execution, "UNSENT_ROOT", str(tmp_path))
+    monkeypatch.setenv("GRANARY_HOME", str(tmp_path))
     aws.s3.create_bucket(Bucket="granary-vanishing")
     writer = build_flow(find_definition("s3-writer", [BATCH_TASKS]), ResultsStore("s3://granary-vanishing/runs"))
     outcome: dict[str, Any] = {}
@@ -336,8 +335,8 @@ def test_a_failed_upload_fails_the_execution_and_keeps_the_outputs(aws, docker_r
     thread.join(timeout=60)
     state = outcome["state"]
     assert state.is_failed()
-    [execution] = [p.name for p in (tmp_path / "s3-writer").iterdir()]
-    kept = tmp_path / "s3-writer" / execution
+    [execution] = [p.name for p in (tmp_path / "unsent" / "s3-writer").iterdir()]
+    kept = tmp_path / "unsent" / "s3-writer" / execution
     assert f"uploading outputs to s3://granary-vanishing/runs/s3-writer/{execution} failed" in state.message
     assert f"the outputs are kept in {kept}" in state.message
     assert (kept / "part-1.bin").stat().st_size == 2**20

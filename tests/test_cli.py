@@ -5,15 +5,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 
 import httpx
 import pytest
-from conftest import ROOT, api_get, api_post, granary_serve, read_until, start, wait_final
+from conftest import ROOT, api_get, api_post, granary_serve, read_until, start, stop_process, task_copy, wait_final
 from typer.testing import CliRunner
 
 from granary_flows.cli import app
-from granary_flows.runtimes.base import LABEL_EXECUTION, LABEL_RUNNER, LABEL_TASK
+from granary_flows.runtimes.base import LABEL_EXECUTION, LABEL_RUNNER, LABEL_SERVER, LABEL_TASK
 from granary_flows.server import free_port
 
 cli = CliRunner()
@@ -86,7 +88,42 @@ def test_serve_refuses_a_results_root_that_cannot_be_written():
     assert result.exit_code == 1 and "cannot be written" in result.output
 
 
+@contextmanager
+def stand_in_on_the_default_port():
+    """Something answering Prefect's health check on 127.0.0.1:4200, where a user's own server would be (the
+    quickstart's): it counts the requests it gets. When that port is taken already (a real user's server), that is the
+    stand-in, and nothing is counted."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked: list[str] = []
+
+    class Healthy(BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b"true")
+
+        def log_message(self, *_):
+            pass
+
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", 4200), Healthy)
+    except OSError:  # a server of the user's own answers there
+        yield None
+        return
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_serve_starts_its_own_server_reaps_orphans_runs_and_stops_on_sigint(docker_runtime, tmp_path):
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
     orphan = docker_runtime.client.containers.run(
         "granary/hello:1",
         ["sleep", "300"],
@@ -96,42 +133,59 @@ def test_serve_starts_its_own_server_reaps_orphans_runs_and_stops_on_sigint(dock
             LABEL_EXECUTION: "00000000-0000-0000-0000-000000000000",
             LABEL_TASK: "hello",
             LABEL_RUNNER: f"{os.uname().nodename}:999999:dead",
+            LABEL_SERVER: api,
         },
     )
-    port = free_port()
-    serve = granary_serve(
-        "--port",
-        str(port),
-        unset=("PREFECT_API_URL",),
-        PREFECT_HOME=str(tmp_path / "prefect"),
-        GRANARY_RESULTS_URI=str(tmp_path / "results"),
-        COLUMNS="200",
-    )
-    try:
-        output = read_until(serve, "waiting for runs", timeout=90)
-        assert f"UI: http://127.0.0.1:{port}" in output
-        assert "found 00000000-0000-0000-0000-000000000000: the process running it died; container removed" in output
-        assert docker_runtime.client.containers.list(all=True, filters={"id": orphan.id}) == []
-        api = f"http://127.0.0.1:{port}/api"
-        deployment = api_get("/deployments/name/hello/hello", api).json()
-        flow_run = api_post(
-            f"/deployments/{deployment['id']}/create_flow_run", {"parameters": {"name": "served"}}, api
-        ).json()
-        deadline = time.monotonic() + 60
-        while api_get(f"/flow_runs/{flow_run['id']}", api).json()["state"]["type"] != "COMPLETED":
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
-        assert (tmp_path / "results" / "hello" / flow_run["id"] / "greeting.txt").read_text() == "Hello, served!\n"
-        serve.send_signal(signal.SIGINT)
-        assert serve.wait(timeout=30) == 0
-        with pytest.raises(httpx.HTTPError):
-            httpx.get(f"{api}/health", timeout=2)
-    finally:
-        if serve.poll() is None:
-            serve.kill()
-        orphan.remove(force=True) if docker_runtime.client.containers.list(
-            all=True, filters={"id": orphan.id}
-        ) else None
+    with stand_in_on_the_default_port() as asked:
+        serve = granary_serve(
+            "--port",
+            str(port),
+            unset=("PREFECT_API_URL",),
+            PREFECT_HOME=str(tmp_path / "prefect"),
+            GRANARY_RESULTS_URI=str(tmp_path / "results"),
+            COLUMNS="200",
+        )
+        try:
+            output = read_until(serve, "waiting for runs", timeout=90)
+            assert output.startswith(f"Prefect server: {api} (started here")  # said first
+            assert f"UI: http://127.0.0.1:{port}" in output
+            found = "found 00000000-0000-0000-0000-000000000000: the process running it died; container removed"
+            assert found in output
+            assert docker_runtime.client.containers.list(all=True, filters={"id": orphan.id}) == []
+            deployment = api_get("/deployments/name/hello/hello", api).json()
+            flow_run = api_post(
+                f"/deployments/{deployment['id']}/create_flow_run", {"parameters": {"name": "served"}}, api
+            ).json()
+            deadline = time.monotonic() + 60
+            while api_get(f"/flow_runs/{flow_run['id']}", api).json()["state"]["type"] != "COMPLETED":
+                assert time.monotonic() < deadline
+                time.sleep(0.3)
+            assert (tmp_path / "results" / "hello" / flow_run["id"] / "greeting.txt").read_text() == "Hello, served!\n"
+            serve.send_signal(signal.SIGINT)
+            assert serve.wait(timeout=30) == 0
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(f"{api}/health", timeout=2)
+        finally:
+            if serve.poll() is None:
+                serve.kill()
+            if docker_runtime.client.containers.list(all=True, filters={"id": orphan.id}):
+                orphan.remove(force=True)
+    if asked is not None:
+        assert asked == []  # the server on the default port was never asked anything
+
+
+def test_serve_uses_a_server_already_on_its_port_and_says_so(prefect_server, tmp_path):
+    port = int(prefect_server.split(":")[2].split("/")[0])
+    task_copy("hello", tmp_path, "port-hello")
+    with stand_in_on_the_default_port() as asked:
+        serve = granary_serve("--port", str(port), "-d", str(tmp_path), unset=("PREFECT_API_URL",), COLUMNS="200")
+        try:
+            said = read_until(serve, "waiting for runs", timeout=60)
+        finally:
+            stop_process(serve)
+    assert said.startswith(f"Prefect server: {prefect_server} (already running on this machine)")
+    if asked is not None:
+        assert asked == []
 
 
 def test_run_against_a_server_that_does_not_answer_says_so(monkeypatch):

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT, wait_final
+from conftest import ROOT, api_post, wait_final
 from prefect.client.schemas.sorting import DeploymentSort
 from typer.testing import CliRunner
 
@@ -163,3 +163,55 @@ def test_cancelling_a_run_under_granary_worker_subprocess_stops_its_container(
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+def test_a_task_files_schedule_creates_runs_that_complete_under_granary_serve(tmp_path):
+    """The scheduler itself (not a test) creates the runs: Prefect's scheduler service on a server of this test's own,
+    looking every second, against a schedule every 3 seconds."""
+    from conftest import granary_serve, read_until, stop_process, task_copy
+
+    from granary_flows.server import free_port, local_server
+
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    task_copy(
+        "hello", tmp_path / "tasks", "scheduled-hello", schedules=[{"interval": 3, "parameters": {"name": "tick"}}]
+    )
+    server_env = {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1"}
+    with local_server(port=port, extra_env=server_env):
+        serve = granary_serve("-d", str(tmp_path / "tasks"), PREFECT_API_URL=api, GRANARY_RESULTS_URI=str(tmp_path))
+        try:
+            read_until(serve, "waiting for runs", timeout=60)
+            deadline = time.monotonic() + 60
+            while True:
+                completed = {"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}, "limit": 50, "offset": 0}
+                done = [r for r in api_post("/flow_runs/filter", completed, api).json() if r["auto_scheduled"]]
+                if len(done) >= 2:
+                    break
+                assert time.monotonic() < deadline, "no scheduled run completed"
+                time.sleep(1)
+        finally:
+            stop_process(serve)
+    assert all(r["parameters"] == {"name": "tick"} and r["created_by"]["type"] == "SCHEDULE" for r in done)
+    assert all((tmp_path / "scheduled-hello" / r["id"] / "greeting.txt").read_text() == "Hello, tick!\n" for r in done)
+
+
+def test_prefect_flow_run_logs_prints_an_executions_logs(client, runner):
+    flow_run = wait_final(
+        client,
+        client.create_flow_run_from_deployment(
+            client.read_deployment_by_name("hello/hello").id, parameters={"name": "logs", "times": 2}
+        ).id,
+    )
+    assert flow_run.state.is_completed(), flow_run.state.message
+    time.sleep(1)  # logs reach the server in batches
+    shown = subprocess.run(
+        [sys.executable, "-m", "prefect", "flow-run", "logs", str(flow_run.id)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stdout[-2000:] + shown.stderr[-2000:]
+    assert "Hello, logs! (1/2)" in shown.stdout and "Hello, logs! (2/2)" in shown.stdout

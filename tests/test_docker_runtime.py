@@ -173,7 +173,7 @@ def test_looking_for_orphans_is_not_upset_by_containers_removed_meanwhile(docker
 
     from docker.errors import DockerException
 
-    from granary_flows.runtimes.base import LABEL_EXECUTION
+    from granary_flows.runtimes.base import LABEL_EXECUTION, LABEL_SERVER, current_server
 
     churning = threading.Event()
 
@@ -181,7 +181,11 @@ def test_looking_for_orphans_is_not_upset_by_containers_removed_meanwhile(docker
         while not churning.is_set():
             with contextlib.suppress(DockerException):  # stop() below may remove it first
                 docker_runtime.client.containers.run(
-                    "granary/hello:1", ["true"], remove=True, network_mode="none", labels={LABEL_EXECUTION: "churn"}
+                    "granary/hello:1",
+                    ["true"],
+                    remove=True,
+                    network_mode="none",
+                    labels={LABEL_EXECUTION: "churn", LABEL_SERVER: current_server()},
                 )
 
     threads = [threading.Thread(target=churn, daemon=True) for _ in range(3)]

@@ -15,6 +15,16 @@ LABEL_EXECUTION = "granary.execution-id"
 LABEL_TASK = "granary.task"
 LABEL_RUNNER = "granary.runner"
 LABEL_FLOW_RUN = "granary.flow-run-id"  # the execution's own id, or for a pipeline step, the pipeline run's
+# The Prefect server whose run started it: a runner settles only its own server's containers, so that two
+# installations on one host (or a test suite beside a user's own server) never touch each other's.
+LABEL_SERVER = "granary.server"
+
+
+def current_server() -> str:
+    """The Prefect API this process reports to."""
+    import os
+
+    return os.environ.get("PREFECT_API_URL", "")
 
 
 class Attempt(BaseModel):

@@ -20,11 +20,13 @@ from granary_flows.runtimes.base import (
     LABEL_EXECUTION,
     LABEL_FLOW_RUN,
     LABEL_RUNNER,
+    LABEL_SERVER,
     LABEL_TASK,
     Attempt,
     AttemptOutcome,
     Orphan,
     Runtime,
+    current_server,
 )
 
 LOG_TAIL = 20
@@ -120,7 +122,7 @@ class DockerRuntime(Runtime):
     def orphans(self, is_dead: Callable[[str], bool]) -> list[Orphan]:
         """Remove the containers of runners that died: nothing is waiting to collect what they write."""
         found = []
-        for container in self._labelled(LABEL_EXECUTION):
+        for container in self._labelled(f"{LABEL_SERVER}={current_server()}"):
             labels = container.attrs["Labels"]
             if is_dead(labels.get(LABEL_RUNNER, "")):
                 self._remove(container)
@@ -157,6 +159,7 @@ class DockerRuntime(Runtime):
                 LABEL_FLOW_RUN: attempt.owner,
                 LABEL_TASK: task.name,
                 LABEL_RUNNER: attempt.runner_id,
+                LABEL_SERVER: current_server(),
             },
             "volumes": volumes,
             "network_mode": "bridge" if spec.network else "none",

@@ -1,0 +1,80 @@
+"""Where everything lives: granary's local home, and every folder and document name under the results root.
+
+Paths under the results root are relative (`<task>/<execution-id>/...`) and joined to the root by `ResultsStore`, so
+that a local folder and S3 share one layout.
+
+Example:
+    >>> execution_folder("ndvi", "0b6f")
+    'ndvi/0b6f'
+    >>> execution_document("ndvi", "0b6f")
+    'ndvi/0b6f/granary-execution.json'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+EXECUTION_DOCUMENT = "granary-execution.json"  # the results document, beside the outputs
+PIPELINE_DOCUMENT = "granary-pipeline.json"  # a pipeline run's document
+ITEM_FILE = "granary-item.json"  # an execution's STAC Item: named so that no container output is overwritten
+COLLECTION_FILE = "collection.json"  # a task's STAC Collection
+BATCH_RECORDS = ".granary/batch-jobs"  # Batch job ids, written before waiting on them
+HOME_VARIABLE = "GRANARY_HOME"
+
+
+def home() -> Path:
+    """granary's own folder on this machine (`$GRANARY_HOME`, default `~/.granary`): the default results root, the
+    outputs an upload could not send, the quickstart's logs."""
+    return Path(os.environ.get(HOME_VARIABLE) or "~/.granary").expanduser()
+
+
+def default_results_root() -> str:
+    return str(home() / "results")
+
+
+def unsent_folder(task: str, execution_id: str) -> Path:
+    """Where an execution's outputs are kept when the results store refuses them, so that nothing is lost."""
+    return home() / "unsent" / task / execution_id
+
+
+def task_folder(task: str) -> str:
+    return task
+
+
+def execution_folder(task: str, execution_id: str) -> str:
+    return f"{task}/{execution_id}"
+
+
+def execution_document(task: str, execution_id: str) -> str:
+    return f"{task}/{execution_id}/{EXECUTION_DOCUMENT}"
+
+
+def pipeline_document(pipeline: str, execution_id: str) -> str:
+    return f"{pipeline}/{execution_id}/{PIPELINE_DOCUMENT}"
+
+
+def item_document(task: str, execution_id: str) -> str:
+    return f"{task}/{execution_id}/{ITEM_FILE}"
+
+
+def collection_document(task: str) -> str:
+    return f"{task}/{COLLECTION_FILE}"
+
+
+def item_link_from_collection(execution_id: str) -> str:
+    """The Collection's relative link to an Item."""
+    return f"./{execution_id}/{ITEM_FILE}"
+
+
+def step_records(pipeline: str, execution_id: str) -> str:
+    """The folder of a pipeline run's completed-step records."""
+    return f"{pipeline}/{execution_id}/steps"
+
+
+def step_record(pipeline: str, execution_id: str, key: str) -> str:
+    return f"{step_records(pipeline, execution_id)}/{key}.json"
+
+
+def batch_record(execution_id: str) -> str:
+    return f"{BATCH_RECORDS}/{execution_id}.json"
