@@ -2,7 +2,8 @@
 
 from typing import Any
 
-from granary_flows.definition import TaskDefinition, load_definition
+from granary_flows.definition import TaskDefinition
+from granary_flows.loading import load_definition
 
 __all__ = ["TaskDefinition", "build_flow", "load_definition"]
 __version__ = "0.1.0"

@@ -15,6 +15,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from granary_flows.masking import Masker
 from granary_flows.results import ResultAsset
 
 
@@ -88,10 +89,11 @@ def record_summary(summary: dict[str, Any], log_tail: list[str]) -> None:
 
 
 class ProgressArtifact:
-    """Drives a progress artifact from the container's `{"progress": N}` lines."""
+    """Drives a progress artifact from the container's `{"progress": N}` lines; its message is masked."""
 
-    def __init__(self, task: str):
+    def __init__(self, task: str, mask: Masker | None = None):
         self.task = task
+        self.mask = mask or Masker()
         self.artifact_id: UUID | None = None
         self.progress = -1.0
 
@@ -99,7 +101,7 @@ class ProgressArtifact:
         if percent == self.progress:
             return
         self.progress = percent
-        description = message or f"{self.task}: {percent:g}%"
+        description = self.mask.text(message or f"{self.task}: {percent:g}%")
         if self.artifact_id is None:
             # create_progress_artifact returns a UUID when called from sync code, as here
             created = create_progress_artifact(

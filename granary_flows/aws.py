@@ -37,6 +37,11 @@ _clients: dict[tuple[str, str], Any] = {}
 _lock = threading.Lock()
 
 
+def configured_block() -> str | None:
+    """The `AwsCredentials` block this process is configured with, if any."""
+    return os.environ.get(CREDENTIALS_BLOCK_VARIABLE) or None
+
+
 def credentials(block: str | None = None) -> AwsCredentials:
     """The `AwsCredentials` block named `block` (default `$GRANARY_AWS_CREDENTIALS_BLOCK`), else boto3's chain.
 

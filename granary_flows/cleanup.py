@@ -11,8 +11,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
-from granary_flows import stac
-from granary_flows.pipeline_run import FAILED, PIPELINE_DOCUMENT, SUCCESSFUL, PipelineDocument
+from granary_flows import layout, stac
+from granary_flows.pipeline_run import FAILED, SUCCESSFUL, PipelineDocument
 from granary_flows.store import ResultsStore
 
 
@@ -43,12 +43,12 @@ def interim_results(store: ResultsStore, older_than: timedelta, now: datetime | 
                 else:
                     kept.add((step.task, execution_id))
     removals = [
-        _removal(store, f"{task}/{execution_id}", why)
+        _removal(store, layout.execution_folder(task, execution_id), why)
         for (task, execution_id), why in sorted(interim.items())
-        if (task, execution_id) not in kept and store.exists(f"{task}/{execution_id}")
+        if (task, execution_id) not in kept and store.exists(layout.execution_folder(task, execution_id))
     ]
     for run in runs:
-        records = f"{run.pipeline}/{run.execution_id}/steps"
+        records = layout.step_records(run.pipeline, run.execution_id)
         if run.execution_id in ended and store.exists(records):
             why = f"step records of {run.pipeline} {run.execution_id} (ended {run.finished:%Y-%m-%d %H:%M})"
             removals.append(_removal(store, records, why))
@@ -74,7 +74,7 @@ def remove(store: ResultsStore, removals: list[Removal]) -> int:
 
 def _pipeline_runs(store: ResultsStore) -> list[PipelineDocument]:
     runs = []
-    for document in store.find_json(f"*/*/{PIPELINE_DOCUMENT}"):
+    for document in store.find_json(f"*/*/{layout.PIPELINE_DOCUMENT}"):
         try:
             runs.append(PipelineDocument.model_validate(document))
         except ValueError:

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import threading
-from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from granary_flows.definition import find_definition, load_definitions
 from granary_flows.errors import GranaryError
+from granary_flows.loading import read_files
 
 app = typer.Typer(
     help="Run containerized geospatial algorithms as Prefect flows.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+tasks_app = typer.Typer(help="What is registered: list, show and remove tasks and pipelines.", no_args_is_help=False)
+app.add_typer(tasks_app, name="tasks")
 console = Console()
 err_console = Console(stderr=True)
 DEPLOYMENTS = Path(os.environ.get("GRANARY_DEPLOYMENTS", "deployments"))
@@ -31,21 +32,30 @@ DeploymentsOption = typer.Option(DEPLOYMENTS, "--deployments", "-d", help="Folde
 
 
 def fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
     return typer.Exit(1)
+
+
+def _name_of(entry: Any) -> str:
+    """A definition's name, and the free-text name it was given where that differs (a Granary document's)."""
+    given = entry.document.get("name") if isinstance(entry.document, dict) else None
+    if isinstance(given, str) and given != entry.definition.name:
+        return f"{entry.definition.name} (from {given!r})"
+    return str(entry.definition.name)
 
 
 @app.command()
 def check(
     paths: list[Path] | None = typer.Argument(None, help="Task files or folders (default: deployments/)."),
 ) -> None:
-    """Check task and pipeline definitions: fields, schemas (against their own draft), schedules, and each
-    pipeline's steps (tasks, references, arguments against the step task's schema)."""
-    definitions, errors = load_definitions(paths or [DEPLOYMENTS])
-    for definition in definitions:
+    """Check task and pipeline definitions, in any format: fields, schemas (against their own draft), schedules, and
+    each pipeline's steps (tasks, references, arguments against the step task's schema)."""
+    loaded, errors = read_files(paths or [DEPLOYMENTS])
+    for entry in loaded:
+        definition = entry.definition
         console.print(
-            f"[green]ok[/]    {definition.source}  [dim]{definition.name} {definition.version} "
-            f"({definition.runtime_kind})[/]",
+            f"[green]ok[/]    {entry.source}  [dim]{_name_of(entry)} {definition.version} "
+            f"({definition.runtime_kind.value}, {entry.source_format.value})[/]",
             highlight=False,
         )
     for error in errors:
@@ -54,7 +64,7 @@ def check(
             console.print(f"      {problem}", highlight=False, markup=False)
     if errors:
         raise fail(f"{len(errors)} broken task definition(s)")
-    if not definitions:
+    if not loaded:
         raise fail("no task definitions found")
 
 
@@ -81,114 +91,78 @@ def serve(
     results: str | None = ResultsOption,
     port: int | None = typer.Option(
         None,
-        help="Port of the local Prefect server started when PREFECT_API_URL is unset ($GRANARY_LOCAL_PORT or 4200).",
+        help="Port of the local Prefect server, used (or started) when PREFECT_API_URL is unset "
+        "($GRANARY_LOCAL_PORT or 4200).",
     ),
     drain: bool = DrainOption,
     poll: float = PollOption,
     subprocess: bool = SubprocessOption,
 ) -> None:
-    """Register every task under deployments/ and execute their runs in this process until interrupted."""
-    _serve_in_process(deployments, limit, results, port, drain, poll, work_pool=None, prefect_runner=subprocess)
+    """Register every task under deployments/ and execute the runs of every registered task in this process until
+    interrupted."""
+    from granary_flows.serving import ServeOptions
+
+    _serve(
+        ServeOptions(
+            deployments=deployments,
+            limit=limit,
+            results=results,
+            port=port,
+            drain=drain,
+            poll=poll,
+            subprocess=subprocess,
+        )
+    )
 
 
 @app.command()
 def worker(
-    pool: str = typer.Option(..., "--pool", help="The work pool `granary deploy --pool` deployed the tasks to."),
-    deployments: Path = DeploymentsOption,
+    pool: str = typer.Option(..., "--pool", help="The work pool its tasks are registered to (granary deploy)."),
     limit: int = LimitOption,
     results: str | None = ResultsOption,
     drain: bool = DrainOption,
     poll: float = PollOption,
     subprocess: bool = SubprocessOption,
 ) -> None:
-    """Execute the runs of a work pool's granary deployments in this process (production).
+    """Execute the runs of a work pool's registered tasks in this process (production); it needs no task files, and
+    picks up tasks registered while it runs."""
+    from granary_flows.serving import ServeOptions, child_environment
 
-    Runs of deployments whose task is not under deployments/ are left for other workers.
-    """
     if subprocess:
-        _exec_prefect_worker(pool, deployments, limit, results)
-    _serve_in_process(deployments, limit, results, None, drain, poll, work_pool=pool, prefect_runner=False)
+        import sys
+
+        child_environment(results)
+        command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--limit", str(limit)]
+        os.execv(sys.executable, command)
+    _serve(ServeOptions(work_pool=pool, limit=limit, results=results, drain=drain, poll=poll))
 
 
-def _serve_in_process(
-    deployments: Path,
-    limit: int,
-    results: str | None,
-    port: int | None,
-    drain: bool,
-    poll: float,
-    work_pool: str | None,
-    prefect_runner: bool,
-) -> None:
-    """What `serve` and `worker` share: server, reconciliation, deployments, the runner, and a clean stop."""
-    from granary_flows.server import configured_api_url, local_port, local_server
+def _serve(options: Any) -> None:
+    from granary_flows.serving import BrokenDefinitions, serve
 
-    definitions = _definitions_or_exit(deployments)
     _show_runner_logs()
     stop = threading.Event()
-    with ExitStack() as stack:
-        try:
-            api_url = configured_api_url(port)
-            if os.environ.get("PREFECT_API_URL"):
-                console.print(f"Prefect server: {api_url} (PREFECT_API_URL)", highlight=False)
-            elif api_url:
-                console.print(f"Prefect server: {api_url} (already running on this machine)", highlight=False)
-            else:
-                api_url = stack.enter_context(local_server(port=port or local_port()))
-                console.print(
-                    f"Prefect server: {api_url} (started here, SQLite; stops with this command)", highlight=False
-                )
-            # Before Prefect is imported: it fixes its settings then, and threads without a settings context of their
-            # own (the runner's, the log and event workers) would otherwise start a throwaway server of their own.
-            os.environ["PREFECT_API_URL"] = api_url
-            # A long-lived runner waits out a server restart (about 8 minutes of retries) instead of losing a run.
-            os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "8")
-            if prefect_runner:
-                _serve_with_prefect_runner(definitions, deployments, limit, results)
-                return
-            from prefect.client.orchestration import get_client
+    runner_of: dict[str, Any] = {}
 
-            from granary_flows.flows import flow_for
-            from granary_flows.runner import InProcessRunner, new_runner_id, reconcile
-            from granary_flows.runtimes.batch import BatchRuntime
-            from granary_flows.runtimes.docker import DockerRuntime, docker_client
-            from granary_flows.store import ResultsStore
+    def on_signal(*_: Any) -> None:
+        if stop.is_set() and runner_of.get("runner") is not None:
+            runner_of["runner"].hurry()
+        stop.set()
 
-            store = ResultsStore(results)
-            store.check_writable()
-            runtimes = {"docker": DockerRuntime(docker_client(max_pool_size=limit * 4)), "batch": BatchRuntime(store)}
-            runner_id = new_runner_id()
-            with get_client(sync_client=True) as client:
-                served = _served_deployments(client, definitions, work_pool)
-                flows = {
-                    deployment_id: flow_for(definition, store, runtimes, runner_id)
-                    for deployment_id, definition in served.items()
-                }
-                settled = reconcile(client, list(runtimes.values()), list(flows))
-        except GranaryError as err:
-            raise fail(str(err)) from err
-        for done in settled:
-            console.print(f"[yellow]{done.action}[/] {done.execution_id}: {done.reason}", highlight=False)
-        _print_served(list(served.values()), store.root, work_pool)
-        runner = InProcessRunner(
-            flows, list(runtimes.values()), runner_id, limit=limit, poll_interval=poll, work_pool=work_pool
-        )
+    def ready(served: Any) -> None:
+        runner_of["runner"] = served.runner
+        _print_served(served, options.work_pool)
 
-        def on_signal(*_: Any) -> None:
-            if stop.is_set():
-                runner.hurry()
-            stop.set()
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, on_signal)
-        runner.serve(stop, drain=drain)
-        # Send the last logs and events while the server is up: a local one stops when this block ends, and Prefect's
-        # workers would otherwise retry against it at exit.
-        from prefect.events.worker import EventsWorker
-        from prefect.logging.handlers import APILogWorker
-
-        APILogWorker.drain_all(timeout=5)
-        EventsWorker.drain_all(timeout=5)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    try:
+        serve(options, stop, on_ready=ready)
+    except BrokenDefinitions as err:
+        for error in err.errors:
+            err_console.print(f"[red]error[/] {error}", highlight=False, markup=False)
+        raise fail(str(err)) from err
+    except GranaryError as err:
+        raise fail(str(err)) from err
     console.print("stopped")
 
 
@@ -204,75 +178,38 @@ def _show_runner_logs() -> None:
     granary_logger.propagate = False
 
 
-def _served_deployments(client: Any, definitions: list[Any], work_pool: str | None) -> dict[Any, Any]:
-    """deployment id -> definition: registered here for `serve`; for a worker, those deployed to its pool."""
-    from prefect.exceptions import ObjectNotFound
-
-    from granary_flows.deployment import register
-
-    if work_pool is None:
-        return {register(client, definition): definition for definition in definitions}
-    served = {}
-    for definition in definitions:
-        try:
-            deployment = client.read_deployment_by_name(f"{definition.name}/{definition.name}")
-        except ObjectNotFound:
-            deployment = None
-        if deployment is None or deployment.work_pool_name != work_pool:
-            err_console.print(
-                f"[yellow]skipped[/] {definition.name}: not deployed to pool {work_pool}; "
-                f"run granary deploy --pool {work_pool}",
-                highlight=False,
-            )
-            continue
-        served[deployment.id] = definition
-    if not served:
-        raise GranaryError(f"no task here is deployed to pool {work_pool}: run granary deploy --pool {work_pool}")
-    return served
-
-
-def _serve_with_prefect_runner(definitions: list[Any], deployments: Path, limit: int, results: str | None) -> None:
-    """`serve --subprocess`: Prefect's own Runner, which starts `python -m prefect.engine` per flow run."""
-    import asyncio
-
-    from prefect.client.orchestration import get_client
-    from prefect.deployments.runner import RunnerDeployment
-    from prefect.runner import Runner
-
-    from granary_flows.deployment import ENTRYPOINT_MODULE, register
-    from granary_flows.store import ResultsStore
-
-    _child_environment(deployments, results)
-    runner = Runner(name="granary", limit=limit)
-    for definition in definitions:
-        runner.add_deployment(
-            RunnerDeployment(
-                name=definition.name, flow_name=definition.name, entrypoint=f"{ENTRYPOINT_MODULE}:{definition.name}"
-            )
+def _print_served(served: Any, work_pool: str | None) -> None:
+    console.print(f"Prefect server: {served.server.api_url} ({served.server.how})", highlight=False, soft_wrap=True)
+    for done in served.settled:
+        console.print(
+            Text.assemble((done.action, "yellow"), f" {done.execution_id}: {done.reason}"),
+            highlight=False,
+            soft_wrap=True,
         )
-    # Without a pull step, Prefect's runner would try to download the flow's code from a storage it never had.
-    here = [{"prefect.deployments.steps.set_working_directory": {"directory": str(Path.cwd())}}]
-    with get_client(sync_client=True) as client:
-        for definition in definitions:  # the same deployments, with the task's form and schedules back on them
-            register(client, definition, pull_steps=here)
-    _print_served(definitions, ResultsStore(results).root, None)
-    asyncio.run(runner.start())
+    from granary_flows.registry import Registry
+    from granary_flows.server import prefect_client
+
+    with prefect_client() as client:
+        entries = [e for e in Registry(client).entries() if e.work_pool == work_pool]
+    title = f"granary worker, pool {work_pool}" if work_pool else "granary serve"
+    table = Table(title=title, title_justify="left")
+    for column in ("task", "version", "runtime", "deployment"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(entry.name, entry.version, entry.runtime, f"{entry.name}/{entry.name}")
+    console.print(table)
+    console.print(f"results: {served.results_root}", highlight=False)
+    console.print(f"UI: {served.ui_url}", highlight=False)
+    console.print("[dim]waiting for runs; Ctrl+C to stop[/]")
 
 
-def _exec_prefect_worker(pool: str, deployments: Path, limit: int, results: str | None) -> None:
-    """`worker --subprocess`: become Prefect's own process worker on the pool."""
-    import sys
-
-    _child_environment(deployments, results)
-    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--limit", str(limit)]
-    os.execv(sys.executable, command)
-
-
-def _child_environment(deployments: Path, results: str | None) -> None:
-    """What the flow-run processes Prefect starts need to find the tasks and the results root."""
-    os.environ["GRANARY_DEPLOYMENTS"] = str(deployments.resolve())
-    if results:
-        os.environ["GRANARY_RESULTS_URI"] = results
+@app.command()
+def register(
+    paths: list[Path] = typer.Argument(..., help="Task and pipeline files (or folders), in any format."),
+    pool: str | None = typer.Option(None, "--pool", help="The work pool whose workers run them; none for serve."),
+) -> None:
+    """Register tasks and pipelines in Prefect without serving them: every runner can then execute them."""
+    _register(paths, pool)
 
 
 @app.command()
@@ -280,26 +217,107 @@ def deploy(
     pool: str = typer.Option(..., "--pool", help="The work pool whose workers run the executions."),
     deployments: Path = DeploymentsOption,
 ) -> None:
-    """Create or update a deployment per task for a work pool (production)."""
-    from granary_flows.deployment import ensure_work_pool, register
+    """Register every task under deployments/ to a work pool (created if missing), for `granary worker`."""
+    _register([deployments], pool)
+
+
+def _register(paths: list[Path], pool: str | None) -> None:
+    from granary_flows.deployment import ensure_work_pool
+    from granary_flows.registry import Registry
     from granary_flows.server import prefect_client
 
-    definitions = _definitions_or_exit(deployments)
+    loaded, errors = read_files(paths)
+    for error in errors:
+        err_console.print(f"[red]error[/] {error.path}", highlight=False)
+        for problem in error.problems:
+            err_console.print(f"      {problem}", highlight=False, markup=False)
+    if errors:
+        raise fail(f"{len(errors)} broken definition(s): nothing was registered")
+    if not loaded:
+        raise fail("no task definitions found")
     try:
         with prefect_client() as client:
-            if ensure_work_pool(client, pool):
+            if pool and ensure_work_pool(client, pool):
+                console.print(f"created work pool {pool} (process)", highlight=False)
+            registry = Registry(client)
+            also = {e.definition.name: e.definition for e in loaded if e.source_format.value != "pipeline"}
+            for entry in loaded:
+                done = registry.register(entry, work_pool=pool, also=also)
+                where = f" -> pool {pool}" if pool else ""
                 console.print(
-                    f"created work pool {pool} (process); start a worker: prefect worker start --pool {pool}",
-                    highlight=False,
-                )
-            for definition in definitions:
-                deployment_id = register(client, definition, work_pool=pool)
-                console.print(
-                    f"[green]deployed[/] {definition.name}/{definition.name} -> pool {pool} [dim]({deployment_id})[/]",
+                    f"[green]registered[/] {_name_of(entry)} {done.version} ({done.runtime}, {done.source_format})"
+                    f"{where} [dim]deployment {done.name}/{done.name}[/]",
                     highlight=False,
                 )
     except GranaryError as err:
         raise fail(str(err)) from err
+
+
+@tasks_app.callback(invoke_without_command=True)
+def tasks_list(context: typer.Context) -> None:
+    """List the registered tasks and pipelines."""
+    if context.invoked_subcommand is not None:
+        return
+    from granary_flows.registry import Registry
+    from granary_flows.server import prefect_client
+
+    try:
+        with prefect_client() as client:
+            entries = Registry(client).entries()
+    except GranaryError as err:
+        raise fail(str(err)) from err
+    table = Table(title="registered tasks", title_justify="left")
+    for column in ("name", "title", "version", "runtime", "format", "pool", "registered"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        table.add_row(
+            entry.name,
+            entry.title or "",
+            entry.version,
+            entry.runtime,
+            entry.source_format,
+            entry.work_pool or "",
+            f"{entry.registered:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+
+
+@tasks_app.command("show")
+def tasks_show(name: str = typer.Argument(..., help="A registered task or pipeline.")) -> None:
+    """Print a registered task's stored definition (as YAML), and where it came from."""
+    import yaml
+
+    from granary_flows.registry import Registry
+    from granary_flows.server import prefect_client
+
+    try:
+        with prefect_client() as client:
+            entry = Registry(client).get(name)
+    except GranaryError as err:
+        raise fail(str(err)) from err
+    if entry is None:
+        raise fail(f"no task named {name!r} is registered")
+    console.print(
+        f"# {entry.name} {entry.version}, registered {entry.registered:%Y-%m-%d %H:%M} from {entry.source} "
+        f"({entry.source_format})",
+        highlight=False,
+        markup=False,
+    )
+    print(yaml.safe_dump(entry.definition, sort_keys=False), end="")
+
+
+@tasks_app.command("remove")
+def tasks_remove(name: str = typer.Argument(..., help="A registered task or pipeline.")) -> None:
+    """Remove a task's deployment and stored definition; the history of its runs stays."""
+    from granary_flows.registry import Registry
+    from granary_flows.server import prefect_client
+
+    try:
+        with prefect_client() as client:
+            entry = Registry(client).remove(name)
+    except GranaryError as err:
+        raise fail(str(err)) from err
+    console.print(f"[green]removed[/] {entry.name} (its runs stay)", highlight=False)
 
 
 @app.command()
@@ -308,19 +326,21 @@ def run(
     param: list[str] = typer.Option([], "--param", "-p", help="An argument, NAME=VALUE (VALUE read as JSON if it is)."),
     params: str | None = typer.Option(None, "--params", help="All arguments as one JSON object."),
     watch: bool = typer.Option(False, "--watch", help="Follow state and logs; print the results; exit 1 on failure."),
-    deployments: Path = DeploymentsOption,
 ) -> None:
-    """Start an execution of TASK, validated here before anything is created."""
+    """Start an execution of a registered TASK, its arguments validated here before anything is created."""
     from prefect.settings import PREFECT_UI_URL
 
     from granary_flows import submission
+    from granary_flows.registry import Registry
     from granary_flows.server import prefect_client
 
     try:
-        definition = find_definition(task, [deployments])
         arguments = (json.loads(params) if params else {}) | submission.parse_parameters(param)
-        submission.validate(definition, arguments)
+        if not isinstance(arguments, dict):
+            raise GranaryError("--params must be a JSON object")
         with prefect_client() as client:
+            definition = Registry(client).definition(task)
+            submission.validate(definition, arguments)
             flow_run = submission.submit(client, definition, arguments)
             console.print(f"execution [bold]{flow_run.id}[/] of {task} created ({flow_run.name})", highlight=False)
             ui = PREFECT_UI_URL.value()
@@ -340,7 +360,7 @@ def _watch_to_results(client: Any, flow_run_id: Any, since: datetime | None = No
         client,
         flow_run_id,
         on_state=lambda name, message: console.print(
-            f"[bold]state[/] {name}" + (f": {message}" if message else ""), highlight=False
+            f"[bold]state[/] {name}" + (f": {message}" if message else ""), highlight=False, markup=False
         ),
         on_log=lambda log: console.print(Text.assemble((f"{log.timestamp:%H:%M:%S} ", "dim"), log.message)),
         since=since,
@@ -350,26 +370,18 @@ def _watch_to_results(client: Any, flow_run_id: Any, since: datetime | None = No
     _print_results(submission.results_document(client, str(flow_run_id)))
 
 
-def _definition_if_known(name: str, deployments: Path) -> Any:
-    """The task or pipeline, to check changed arguments here; None when it is not under `deployments`."""
-    try:
-        return find_definition(name, [deployments])
-    except GranaryError:
-        return None
-
-
 @app.command()
 def resume(
     execution_id: str = typer.Argument(..., help="The execution (flow run) to resume."),
     param: list[str] = typer.Option([], "--param", "-p", help="A changed argument, NAME=VALUE (VALUE read as JSON)."),
     watch: bool = typer.Option(False, "--watch", help="Follow state and logs; print the results; exit 1 on failure."),
-    deployments: Path = DeploymentsOption,
 ) -> None:
     """Resume a failed execution; a pipeline reruns only its failed and not-yet-run steps.
 
     With -p, a new execution with those arguments changed, reusing every pipeline step they do not reach.
     """
     from granary_flows import submission
+    from granary_flows.registry import Registry
     from granary_flows.server import prefect_client
 
     try:
@@ -377,7 +389,7 @@ def resume(
         with prefect_client() as client:
             flow_run = submission.read_execution(client, execution_id)
             name = client.read_flow(flow_run.flow_id).name
-            definition = _definition_if_known(name, deployments)
+            definition = _registered(Registry(client), name)
             asked = datetime.now(timezone.utc)
             resumed = submission.resume(client, execution_id, definition, changes)
             if resumed.id == flow_run.id:
@@ -390,6 +402,14 @@ def resume(
                 _watch_to_results(client, resumed.id, since=asked)
     except (GranaryError, ValueError) as err:
         raise fail(str(err)) from err
+
+
+def _registered(registry: Any, name: str) -> Any:
+    """The task or pipeline as registered now, to check changed arguments; None when it is no longer registered."""
+    try:
+        return registry.definition(name)
+    except GranaryError:
+        return None
 
 
 @app.command()
@@ -446,7 +466,7 @@ def import_seed(
     """Write a task file for a Seed-packaged image, after checking its manifest against the Seed schema."""
     import yaml
 
-    from granary_flows import seed
+    from granary_flows.formats import seed
     from granary_flows.runtimes.docker import docker_client
 
     try:
@@ -470,36 +490,6 @@ def import_seed(
     console.print(f"[green]wrote[/] {target} [dim]({manifest.job.name} {manifest.job.jobVersion})[/]", highlight=False)
 
 
-def _definitions_or_exit(deployments: Path) -> list[Any]:
-    definitions, errors = load_definitions([deployments])
-    for error in errors:
-        err_console.print(f"[red]error[/] {error}", highlight=False, markup=False)
-    if errors:
-        raise fail(f"{len(errors)} broken task definition(s); fix them or run `granary check`")
-    if not definitions:
-        raise fail(f"no task definitions in {deployments}")
-    return definitions
-
-
-def _print_served(definitions: list[Any], results_root: str, work_pool: str | None) -> None:
-    from prefect.settings import PREFECT_UI_URL
-
-    title = f"granary worker, pool {work_pool}" if work_pool else "granary serve"
-    table = Table(title=title, title_justify="left")
-    for column in ("task", "version", "runtime", "deployment"):
-        table.add_column(column)
-    for definition in definitions:
-        table.add_row(
-            definition.name, definition.version, definition.runtime_kind, f"{definition.name}/{definition.name}"
-        )
-    console.print(table)
-    console.print(f"results: {results_root}", highlight=False)
-    console.print(
-        f"UI: {PREFECT_UI_URL.value() or os.environ['PREFECT_API_URL'].removesuffix('/api')}", highlight=False
-    )
-    console.print("[dim]waiting for runs; Ctrl+C to stop[/]")
-
-
 def _print_results(document: dict[str, Any]) -> None:
     if "pipeline" in document:
         return _print_pipeline(document)
@@ -510,7 +500,7 @@ def _print_results(document: dict[str, Any]) -> None:
         table.add_row(asset.get("title") or "", asset.get("type") or "", str(asset.get("size") or ""), asset["href"])
     console.print(table)
     if document.get("value") is not None:
-        console.print(f"value: {json.dumps(document['value'])}", highlight=False)
+        console.print(f"value: {json.dumps(document['value'])}", highlight=False, markup=False)
 
 
 def _print_pipeline(document: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""What a container sees: its arguments as one JSON document, as a file, and one variable per argument."""
+"""The container contract's fixed points: where a container finds its arguments and inputs, where it writes, and the
+lines and files it may report with. How a given task's container takes its arguments is built by `invocation`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import Any
 
 ARGUMENTS_FILE = "/granary/arguments.json"
 INPUT_DIR = "/granary/inputs"
-OUTPUT_DIR = "/granary/outputs"
+INPUT_METADATA_FILE = "/granary/input-metadata.json"  # Scale's $INPUT_METADATA
+RESULTS_FILE = "results.json"  # Granary's webhook shape, in the output folder
+SIDECAR_SUFFIX = ".metadata.json"  # `<file>.metadata.json`: a GeoJSON Feature describing `<file>`
+MAX_LINE = 64 * 1024  # a longer log line is cut, saying so
 
 
 def variable_name(argument: str) -> str:
@@ -20,30 +24,13 @@ def variable_name(argument: str) -> str:
     return argument.upper().replace("-", "_")
 
 
-def environment(
-    arguments: dict[str, Any], execution_id: str, task: str, attempt: int, output_uri: str | None = None
-) -> dict[str, str]:
-    """The container's environment for one attempt of an execution.
-
-    Strings are given as they are, everything else as JSON (`3`, `true`, `[1, 2]`). A Batch job gets `OUTPUT_URI`
-    (an `s3://` prefix it writes its outputs to) instead of the mounted `OUTPUT_DIR` and arguments file.
-    """
-    variables = {
-        variable_name(name): value if isinstance(value, str) else json.dumps(value) for name, value in arguments.items()
-    }
-    variables |= {
-        "GRANARY_ARGUMENTS": json.dumps(arguments),
-        "GRANARY_EXECUTION_ID": execution_id,
-        "GRANARY_TASK": task,
-        "GRANARY_ATTEMPT": str(attempt),
-    }
-    if output_uri:
-        return variables | {"OUTPUT_URI": output_uri}
-    return variables | {"GRANARY_ARGUMENTS_FILE": ARGUMENTS_FILE, "OUTPUT_DIR": OUTPUT_DIR}
-
-
 def parse_progress(line: str) -> tuple[float, str | None] | None:
-    """`(percent, message)` from a `{"progress": N, "message": "..."}` line, else None."""
+    """`(percent, message)` from a `{"progress": N, "message": "..."}` line, else None.
+
+    Example:
+        >>> parse_progress('{"progress": 250, "message": "tiling"}')
+        (100.0, 'tiling')
+    """
     document = _json_line(line)
     if not isinstance(document, dict) or not isinstance(document.get("progress"), (int, float)):
         return None

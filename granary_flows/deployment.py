@@ -1,4 +1,5 @@
-"""Deployments: one per task, its run form the task's schema, created or updated in place."""
+"""Deployments: one per task or pipeline, its run form the schema, created or updated in place (through the
+registry, which keeps the definition beside it)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCre
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
 from prefect.exceptions import ObjectNotFound
 
-from granary_flows.definition import ScheduleSpec, TaskDefinition
+from granary_flows.definition import Registered, ScheduleSpec
 from granary_flows.form import parameter_schema
 
 ENTRYPOINT_MODULE = "granary_flows.entrypoint"
 
 
-def register(
+def create_deployment(
     client: SyncPrefectClient,
-    definition: TaskDefinition,
+    definition: Registered,
     work_pool: str | None = None,
     pull_steps: list[dict[str, Any]] | None = None,
 ) -> UUID:
@@ -27,7 +28,7 @@ def register(
 
     Args:
         client: a synchronous Prefect client.
-        definition: the task.
+        definition: the task or pipeline.
         work_pool: for `granary deploy`; None for deployments served by `granary serve`.
         pull_steps: what Prefect's own runner does before loading the flow (`serve --subprocess`).
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from granary_flows.words import SpecWord
 
 
-class ErrorCategory(str, Enum):
+class ErrorCategory(SpecWord):
     """Why an execution failed, as Seed names it (`job`, `data`), plus `system` for the platform's own faults."""
 
     JOB = "job"

@@ -1,15 +1,15 @@
 """The shared execution workflow, written once for every runtime: validate, stage, attempt (with retries by error
-category), store and collect results, report."""
+category), collect and store the results, report.
+
+What differs per runtime (staging, where outputs go, how they reach the store) is behind `runtimes.base.Runtime`.
+"""
 
 from __future__ import annotations
 
 import contextvars
 import json
 import shutil
-import tempfile
-from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -18,21 +18,30 @@ from prefect.runtime import flow_run as current_flow_run
 from prefect.runtime import task_run as current_task_run
 from pydantic import BaseModel
 
-from granary_flows import artifacts, seed, stac
-from granary_flows.contract import environment, parse_progress
+from granary_flows import artifacts, layout, stac
+from granary_flows.blocks import current_policy
+from granary_flows.cancellation import CancelToken
 from granary_flows.definition import TaskDefinition
-from granary_flows.errors import ErrorCategory, ExecutionCancelled, ExecutionFailed, StorageError
-from granary_flows.layout import unsent_folder
+from granary_flows.errors import ErrorCategory, ExecutionFailed
+from granary_flows.formats import seed
+from granary_flows.invocation import Invocation, invocation_for
+from granary_flows.masking import Masker, without_credentials
+from granary_flows.policy import Policy
 from granary_flows.results import CollectedResults, ResultAsset, collect
 from granary_flows.runtimes.base import Attempt, AttemptOutcome, Runtime
+from granary_flows.scale import input_metadata
 from granary_flows.sidecars import read_sidecars
-from granary_flows.staging import stage_inputs, uri_arguments
-from granary_flows.store import EXECUTION_DOCUMENT, ResultsStore, StoredOutputs
+from granary_flows.staging import StagedInput, container_arguments, stage_inputs, uri_arguments
+from granary_flows.store import ResultsStore
 from granary_flows.validation import prepare_arguments
+from granary_flows.words import SpecWord
 
-# Execution ids whose cancellation was asked for; the runner adds to it before it stops their containers, so that
-# the attempt ends as cancelled instead of failed and is never retried.
-cancel_requested: set[str] = set()
+
+class ExecutionStatus(SpecWord):
+    """The results document's `status` words (OGC's, for what ended)."""
+
+    SUCCESSFUL = "successful"
+    FAILED = "failed"
 
 
 class ExecutionDocument(BaseModel):
@@ -41,7 +50,7 @@ class ExecutionDocument(BaseModel):
     execution_id: str
     task: str
     version: str
-    status: str
+    status: ExecutionStatus
     arguments: dict[str, Any]
     results: list[ResultAsset]
     value: Any = None
@@ -59,243 +68,294 @@ class ExecutionDocument(BaseModel):
     finished: datetime
 
 
-def run_execution(
-    definition: TaskDefinition,
-    arguments: dict[str, Any],
-    *,
-    store: ResultsStore,
-    runtime: Runtime,
-    runner_id: str = "",
-    execution_id: str | None = None,
-) -> dict[str, Any]:
-    """Run one execution of `definition` inside the current flow run.
+class Attempted(BaseModel):
+    """What the last attempt gave: how it ended, its results, and a Seed task's JSON outputs."""
+
+    outcome: AttemptOutcome
+    results: CollectedResults
+    outputs: dict[str, Any] = {}
+    warnings: list[str] = []
+
+
+class Execution:
+    """One execution of a task inside the current flow run.
 
     A task's execution is its flow run, and has its id; a pipeline step's execution has an id of its own
-    (`execution_id`), and its containers are found by the flow run's id all the same, for cancellation.
+    (`execution_id`) and belongs to the pipeline's flow run, whose id its containers carry, for cancellation.
 
-    Returns:
-        The results document (`ExecutionDocument`) as JSON-ready data.
+    Args:
+        definition: the task.
+        arguments: as given (a user, a schedule, the run form, a pipeline step).
+        store: the results store.
+        runtime: the runtime of the task's kind.
+        runner_id: carried by every container or job started, so that a restarted runner finds them.
+        execution_id: a pipeline step's own id; default the flow run's.
+        cancel: set when the run is cancelled; every phase stops at once.
+        context: Scale's input context of a pipeline step (`RECIPE`), for Seed tasks.
 
-    Raises:
-        ArgumentsInvalid: before anything starts, listing every violation.
-        StagingError: when an input could not be fetched, before any container exists.
-        ExecutionFailed: when the last attempt failed; the summary artifact says why.
-        ExecutionCancelled: when the execution was cancelled.
+    Example:
+        >>> Execution(load_definition("deployments/hello.yaml"), {"name": "Ada"}, store=ResultsStore(),
+        ...           runtime=DockerRuntime()).run()  # doctest: +SKIP
     """
-    logger = get_run_logger()
-    flow_run_id = str(current_flow_run.id)
-    execution_id = execution_id or flow_run_id
-    started = datetime.now(timezone.utc)
-    validated = prepare_arguments(definition.name, definition.arguments_schema, arguments)
-    summary: dict[str, Any] = {
-        "task": definition.name,
-        "version": definition.version,
-        "execution_id": execution_id,
-        "image": definition.image,
-        "arguments": validated,
-        "results_uri": store.execution_uri(definition.name, execution_id),
-    }
-    progress = artifacts.ProgressArtifact(definition.name)
-    attempts: list[int] = []
-    secrets = seed.resolve_secrets(definition.seed) if definition.seed else {}
-    mask = _masker(list(secrets.values()))
-    with tempfile.TemporaryDirectory(prefix=f"granary-{execution_id[:8]}-") as work:
-        container_arguments, input_dir = _stage(definition, validated, Path(work))
 
-        def attempt_once() -> tuple[AttemptOutcome, CollectedResults, dict[str, Any]]:
-            number = current_task_run.run_count or 1
-            attempts.append(number)
-            if number > 1:
-                logger.info("attempt %d of %d", number, definition.retries.attempts + 1)
-            output_dir, output_uri = None, None
-            if definition.runtime_kind == "batch":
-                output_uri = store.execution_uri(definition.name, execution_id)
-            else:
-                output_dir = Path(work) / f"attempt-{number}" / "outputs"
-                output_dir.mkdir(parents=True)
-            variables = environment(container_arguments, execution_id, definition.name, number, output_uri)
-            command, volumes = None, {}
-            if definition.seed:
-                variables |= seed.variables(definition.seed, container_arguments, secrets, _size_mib(input_dir))
-                command = seed.expand_command(definition.seed.command, variables) if definition.seed.command else None
-                volumes = seed.mount_volumes(definition.seed)
-            attempt = Attempt(
-                execution_id=execution_id,
-                attempt=number,
-                task=definition,
-                arguments=container_arguments,
-                environment=variables,
-                output_dir=output_dir,
-                output_uri=output_uri,
-                input_dir=input_dir,
-                runner_id=runner_id,
-                flow_run_id=flow_run_id,
-                command=command,
-                volumes=volumes,
-            )
-            if flow_run_id in cancel_requested:  # cancelled while staging: start nothing
-                raise ExecutionCancelled(f"execution {execution_id} was cancelled before its container started")
-            outcome = runtime.run(attempt, _line_handler(logger, progress, mask))
-            _raise_for_failure(definition, flow_run_id, outcome)
-            if output_dir is None:  # the job wrote its outputs to OUTPUT_URI itself
-                stored = store.list_outputs(definition.name, execution_id)
-            else:
-                stored = _upload(store, output_dir, definition.name, execution_id)
-            collected = collect(
-                stored, store.read_bytes, outcome.last_stdout_line, definition.outputs.files, _input_names(definition)
-            )
-            return outcome, collected, _seed_outputs(definition, stored, store)
+    def __init__(
+        self,
+        definition: TaskDefinition,
+        arguments: dict[str, Any],
+        *,
+        store: ResultsStore,
+        runtime: Runtime,
+        runner_id: str = "",
+        execution_id: str | None = None,
+        cancel: CancelToken | None = None,
+        context: dict[str, Any] | None = None,
+        policy: Policy | None = None,
+    ):
+        self.definition = definition
+        self.given = arguments
+        self.store = store
+        self.runtime = runtime
+        self.runner_id = runner_id
+        self.flow_run_id = str(current_flow_run.id)
+        self.execution_id = execution_id or self.flow_run_id
+        self.cancel = cancel or CancelToken()
+        self.recipe = context
+        self.policy = policy or current_policy()
+        self.logger = get_run_logger()
+        self.started = datetime.now(timezone.utc)
+        self.work = layout.work_folder(self.flow_run_id, self.execution_id)
+        self.attempts: list[int] = []
+        self.secrets = seed.resolve_secrets(definition.seed) if definition.seed else {}
+        self.mask = Masker(list(self.secrets.values()))
+        self.progress = artifacts.ProgressArtifact(definition.name, self.mask)
 
+    def run(self) -> dict[str, Any]:
+        """Run it to its end.
+
+        Returns:
+            The results document (`ExecutionDocument`) as JSON-ready data.
+
+        Raises:
+            ArgumentsInvalid: before anything starts, listing every violation.
+            StagingError: when an input could not be fetched, before any container exists.
+            ExecutionFailed: when the last attempt failed; the summary artifact says why.
+            ExecutionCancelled: when the execution was cancelled.
+        """
+        arguments = prepare_arguments(self.definition.name, self.definition.arguments_schema, self.given)
+        self.cancel.check(f"execution {self.execution_id}")
         try:
-            outcome, collected, outputs = _attempt_task(definition)(attempt_once)
-        except ExecutionFailed as err:
-            summary |= {
-                "status": "failed",
-                "reason": err.reason,
-                "exit_code": err.exit_code,
-                "attempts": len(attempts),
-                "duration": _seconds_since(started),
-            }
-            artifacts.record_summary(summary, [mask(line) for line in err.log_tail])
-            raise
-    document = ExecutionDocument(
-        **summary,
-        status="successful",
-        results=collected.assets,
-        value=collected.value,
-        outputs=outputs,
-        source=collected.source,
-        exit_code=outcome.exit_code,
-        attempts=len(attempts),
-        duration=_seconds_since(started),
-        started=started,
-        finished=datetime.now(timezone.utc),
-    )
-    sidecars, document.warnings = read_sidecars(document.results, store.read_bytes)
-    for warning in document.warnings:
-        logger.warning(warning)
-    item = stac.execution_item(document.model_dump(mode="json"), sidecars)
-    document.stac_item = stac.publish(store, definition.name, definition.title, definition.description, item)
-    results = document.model_dump(mode="json")
-    store.write_json(f"{definition.name}/{execution_id}/{EXECUTION_DOCUMENT}", results)
-    artifacts.record_results(definition.name, document.results, document.stac_item, store.presign)
-    artifacts.record_summary(results, [mask(line) for line in outcome.log_tail])
-    logger.info("%d result(s) stored under %s", len(document.results), document.results_uri)
-    return results
+            staged = self._stage(arguments)
+            try:
+                attempted = self._attempts(arguments, staged)
+            except ExecutionFailed as err:
+                self._report_failure(arguments, err)
+                raise
+        finally:
+            shutil.rmtree(self.work, ignore_errors=True)
+        return self._report_success(arguments, attempted)
 
+    def _stage(self, arguments: dict[str, Any]) -> list[StagedInput]:
+        """Fetch `format: uri` inputs for a runtime whose containers cannot (local Docker has no network)."""
+        uris = uri_arguments(self.definition.arguments_schema, arguments)
+        resumed = self.runtime.resuming(self.execution_id)
+        if not self.runtime.stages_inputs or not uris:
+            return []
+        if resumed is not None:  # the container that runs on reads the inputs staged before
+            return []
+        self.work.mkdir(parents=True, exist_ok=True)
+        staged = stage_inputs(
+            uris,
+            self.work / "inputs",
+            self.policy,
+            self.cancel,
+            self._s3_options(),
+            sidecars=self.definition.seed is not None,
+        )
+        self.logger.info(
+            "staged %s", ", ".join(f"{item.argument} <- {without_credentials(item.uri)}" for item in staged)
+        )
+        return staged
 
-def _stage(definition: TaskDefinition, arguments: dict[str, Any], work: Path) -> tuple[dict[str, Any], Path | None]:
-    """Fetch `format: uri` inputs for local Docker; Batch containers read their URIs themselves."""
-    uris = uri_arguments(definition.arguments_schema, arguments)
-    if definition.runtime_kind != "docker" or not uris:
-        return arguments, None
-    input_dir = work / "inputs"
-    staged = stage_inputs(uris, input_dir)
-    get_run_logger().info("staged %s", ", ".join(f"{name} <- {uris[name]}" for name in staged))
-    return arguments | staged, input_dir
+    def _s3_options(self) -> dict[str, Any]:
+        """Credentials for `s3://` inputs: the results store's, else the AwsCredentials block's, else boto3's chain."""
+        if self.store.is_s3:
+            return self.store.storage_options
+        from granary_flows import aws
 
+        block = aws.configured_block()
+        return aws.s3_storage_options(aws.credentials(block)) if block else {}
 
-def _attempt_task(definition: TaskDefinition) -> Callable[[Callable[[], Any]], Any]:
-    """A Prefect task run per execution whose retries follow the task's policy, so each attempt shows in the run."""
-    policy = definition.retries
+    def _attempts(self, arguments: dict[str, Any], staged: list[StagedInput]) -> Attempted:
+        policy = self.definition.retries
 
-    def retry_on_category(_task: Any, _task_run: Any, state: Any) -> bool:
-        error = state.data
-        return isinstance(error, ExecutionFailed) and error.category in policy.on
+        def retry_on_category(_task: Any, _task_run: Any, state: Any) -> bool:
+            error = state.data
+            return isinstance(error, ExecutionFailed) and error.category in policy.on
 
-    @task(
-        name=f"run-{definition.name}",
-        retries=policy.attempts,
-        retry_delay_seconds=policy.delay,
-        retry_condition_fn=retry_on_category,
-        persist_result=False,
-        cache_policy=NO_CACHE,
-    )
-    def attempt(run_once: Callable[[], Any]) -> Any:
-        return run_once()
+        @task(
+            name=f"run-{self.definition.name}",
+            retries=policy.attempts,
+            retry_delay_seconds=policy.delay,
+            retry_condition_fn=retry_on_category,
+            persist_result=False,
+            cache_policy=NO_CACHE,
+        )
+        def attempt() -> Attempted:
+            return self._attempt(arguments, staged)
 
-    return attempt
+        return attempt()
 
+    def _attempt(self, arguments: dict[str, Any], staged: list[StagedInput]) -> Attempted:
+        resumed = self.runtime.resuming(self.execution_id)
+        number = resumed or current_task_run.run_count or 1
+        self.attempts.append(number)
+        if number > 1 and resumed is None:
+            self.logger.info("attempt %d of %d", number, self.definition.retries.attempts + 1)
+        attempt = self.runtime.prepare(
+            Attempt(
+                execution_id=self.execution_id,
+                flow_run_id=self.flow_run_id,
+                number=number,
+                task=self.definition,
+                invocation=Invocation(),
+                work_dir=self.work,
+                runner_id=self.runner_id,
+                input_dir=self.work / "inputs" if staged else None,
+                cancel=self.cancel,
+            ),
+            self.store,
+        )
+        attempt.invocation = self._invocation(arguments, staged, attempt)
+        self.mask = Masker([*self.mask.secrets, *attempt.invocation.masked])
+        self.cancel.check(f"execution {self.execution_id}")
+        outcome = self.runtime.run(attempt, self._line_handler())
+        self.cancel.check(f"execution {self.execution_id}")
+        self._raise_for_failure(outcome)
+        collected = self.runtime.collect(attempt, self.store, self.policy)
+        for warning in collected.warnings:
+            self.logger.warning(self.mask.text(warning))
+        results = collect(
+            collected.stored,
+            self.store.read_bytes,
+            outcome.last_stdout_line,
+            self.definition.outputs.files,
+            self.definition.input_names,
+            attempt.invocation.output_path,
+        )
+        outputs = self._seed_outputs(collected.stored.uris)
+        return Attempted(outcome=outcome, results=results, outputs=outputs, warnings=collected.warnings)
 
-def _line_handler(
-    logger: Any, progress: artifacts.ProgressArtifact, mask: Callable[[str], str]
-) -> Callable[[str], None]:
-    """Each container line goes to the run's logs, masked; progress lines also drive the progress artifact."""
-    context = contextvars.copy_context()
+    def _invocation(self, arguments: dict[str, Any], staged: list[StagedInput], attempt: Attempt) -> Invocation:
+        seen = container_arguments(arguments, staged)
+        context = None
+        if self.definition.seed is not None:
+            context = input_metadata(self.definition, arguments, staged, self.recipe)
+        return invocation_for(
+            self.definition,
+            seen,
+            execution_id=self.execution_id,
+            attempt=attempt.number,
+            output_uri=attempt.output_uri,
+            secrets=self.secrets,
+            input_mib=sum(item.size for item in staged) / 2**20,
+            input_metadata=context,
+            passable=self.policy.pass_environment,
+        )
 
-    def on_line(line: str) -> None:
-        parsed = parse_progress(line)
-        if parsed is not None:
-            context.run(progress.update, *parsed)
-        logger.info(mask(line))
+    def _line_handler(self) -> Any:
+        """Each container line goes to the run's logs, masked; progress lines also drive the progress artifact."""
+        context = contextvars.copy_context()
+        progress, logger, mask = self.progress, self.logger, self.mask
 
-    return on_line
+        def on_line(line: str) -> None:
+            from granary_flows.contract import parse_progress
 
+            parsed = parse_progress(line)
+            if parsed is not None:
+                context.run(progress.update, *parsed)
+            logger.info(mask.text(line))
 
-def _masker(secrets: list[str]) -> Callable[[str], str]:
-    """Replaces secret values wherever a container line would show them (logs, the summary's last lines)."""
+        return on_line
 
-    def mask(line: str) -> str:
-        for secret in secrets:
-            if secret:
-                line = line.replace(secret, "****")
-        return line
+    def _raise_for_failure(self, outcome: AttemptOutcome) -> None:
+        platform = f" ({outcome.detail})" if outcome.detail else ""
+        tail = [self.mask.text(line) for line in outcome.log_tail]
+        if outcome.killed_reason:
+            raise ExecutionFailed(outcome.killed_reason + platform, ErrorCategory.SYSTEM, outcome.exit_code, tail)
+        if outcome.exit_code == 0:
+            return
+        known = self.definition.errors.get(outcome.exit_code) if outcome.exit_code is not None else None
+        if known:
+            detail = f": {known.description}" if known.description else ""
+            reason = f"exit code {outcome.exit_code} ({known.name}, a {known.category.value} error){detail}{platform}"
+            raise ExecutionFailed(reason, known.category, outcome.exit_code, tail)
+        code = "no exit code" if outcome.exit_code is None else f"exit code {outcome.exit_code}"
+        raise ExecutionFailed(f"{code}{platform}", ErrorCategory.JOB, outcome.exit_code, tail)
 
-    return mask
+    def _seed_outputs(self, stored: dict[str, str]) -> dict[str, Any]:
+        """The JSON outputs a Seed task declares, from `seed.outputs.json`."""
+        if not self.definition.seed or not self.definition.seed.outputs_json:
+            return {}
+        uri = stored.get(seed.OUTPUTS_FILE)
+        try:
+            document = json.loads(self.store.read_bytes(uri)) if uri else {}
+            return seed.outputs_from(document, self.definition.seed.outputs_json)
+        except ValueError as err:
+            raise ExecutionFailed(str(err), ErrorCategory.JOB) from err
 
+    def _summary(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "task": self.definition.name,
+            "version": self.definition.version,
+            "execution_id": self.execution_id,
+            "image": self.definition.image,
+            "arguments": arguments,
+            "results_uri": self.store.execution_uri(self.definition.name, self.execution_id),
+        }
 
-def _size_mib(folder: Path | None) -> float:
-    if folder is None:
-        return 0.0
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / (1024 * 1024)
+    def _report_failure(self, arguments: dict[str, Any], err: ExecutionFailed) -> None:
+        err.reason = self.mask.text(err.reason)
+        err.args = (err.reason,)
+        summary = self._summary(arguments) | {
+            "status": ExecutionStatus.FAILED,
+            "reason": err.reason,
+            "exit_code": err.exit_code,
+            "attempts": len(self.attempts),
+            "duration": _seconds_since(self.started),
+        }
+        artifacts.record_summary(self.mask.document(summary), [self.mask.text(line) for line in err.log_tail])
 
-
-def _input_names(definition: TaskDefinition) -> list[str]:
-    """Names an input annotation may carry: Seed's input names, else the arguments' names."""
-    if definition.seed:
-        return [file.name for file in definition.seed.files] + [value.name for value in definition.seed.values]
-    return definition.argument_names
-
-
-def _upload(store: ResultsStore, output_dir: Path, task: str, execution_id: str) -> StoredOutputs:
-    """Store what the container wrote; if that fails, keep it on this machine and fail the attempt saying where."""
-    try:
-        return store.put_outputs(output_dir, task, execution_id)
-    except StorageError as err:
-        kept = unsent_folder(task, execution_id)
-        shutil.rmtree(kept, ignore_errors=True)
-        shutil.copytree(output_dir, kept)
-        raise ExecutionFailed(f"{err}; the outputs are kept in {kept}", ErrorCategory.SYSTEM) from err
-
-
-def _seed_outputs(definition: TaskDefinition, stored: StoredOutputs, store: ResultsStore) -> dict[str, Any]:
-    """The JSON outputs a Seed task declares, from `seed.outputs.json`."""
-    if not definition.seed or not definition.seed.outputs_json:
-        return {}
-    uri = stored.uris.get(seed.OUTPUTS_FILE)
-    try:
-        document = json.loads(store.read_bytes(uri)) if uri else {}
-        return seed.outputs_from(document, definition.seed.outputs_json)
-    except ValueError as err:
-        raise ExecutionFailed(str(err), ErrorCategory.JOB) from err
-
-
-def _raise_for_failure(definition: TaskDefinition, flow_run_id: str, outcome: AttemptOutcome) -> None:
-    if flow_run_id in cancel_requested:
-        raise ExecutionCancelled(f"flow run {flow_run_id} was cancelled; its container was stopped")
-    platform = f" ({outcome.detail})" if outcome.detail else ""
-    if outcome.killed_reason:
-        reason = outcome.killed_reason + platform
-        raise ExecutionFailed(reason, ErrorCategory.SYSTEM, outcome.exit_code, outcome.log_tail)
-    if outcome.exit_code == 0:
-        return
-    known = definition.errors.get(outcome.exit_code) if outcome.exit_code is not None else None
-    if known:
-        detail = f": {known.description}" if known.description else ""
-        reason = f"exit code {outcome.exit_code} ({known.name}, a {known.category.value} error){detail}{platform}"
-        raise ExecutionFailed(reason, known.category, outcome.exit_code, outcome.log_tail)
-    code = "no exit code" if outcome.exit_code is None else f"exit code {outcome.exit_code}"
-    raise ExecutionFailed(f"{code}{platform}", ErrorCategory.JOB, outcome.exit_code, outcome.log_tail)
+    def _report_success(self, arguments: dict[str, Any], attempted: Attempted) -> dict[str, Any]:
+        document = ExecutionDocument(
+            **self._summary(arguments),
+            status=ExecutionStatus.SUCCESSFUL,
+            results=attempted.results.assets,
+            value=self.mask.document(attempted.results.value),
+            outputs=self.mask.document(attempted.outputs),
+            source=attempted.results.source,
+            exit_code=attempted.outcome.exit_code,
+            attempts=len(self.attempts),
+            duration=_seconds_since(self.started),
+            warnings=[self.mask.text(w) for w in attempted.warnings],
+            started=self.started,
+            finished=datetime.now(timezone.utc),
+        )
+        sidecars, warnings = read_sidecars(document.results, self.store.read_bytes)
+        for warning in warnings:
+            self.logger.warning(warning)
+        document.warnings += warnings
+        name = self.definition.name
+        item = stac.execution_item(document.model_dump(mode="json"), sidecars)
+        document.stac_item = stac.publish(
+            store=self.store, task=name, title=self.definition.title, description=self.definition.description, item=item
+        )
+        results = self.mask.document(document.model_dump(mode="json"))
+        self.store.write_json(layout.execution_document(name, self.execution_id), results)
+        own = self.store.execution_uri(name, self.execution_id)
+        artifacts.record_results(name, document.results, document.stac_item, lambda uri: self.store.presign(uri, own))
+        artifacts.record_summary(results, [self.mask.text(line) for line in attempted.outcome.log_tail])
+        self.logger.info("%d result(s) stored under %s", len(document.results), document.results_uri)
+        return results
 
 
 def _seconds_since(started: datetime) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -10,70 +11,64 @@ from prefect import Flow, State, flow
 from prefect.client.schemas.objects import FlowRun
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from granary_flows.definition import Definition, TaskDefinition
-from granary_flows.execution import run_execution
+from granary_flows.cancellation import current_token
+from granary_flows.definition import RuntimeKind
+from granary_flows.execution import Execution
+from granary_flows.loading import Definition
 from granary_flows.pipeline import PipelineDefinition
 from granary_flows.runtimes.base import Runtime
 from granary_flows.store import ResultsStore
 
 
 def flow_for(
-    definition: Definition, store: ResultsStore, runtimes: dict[str, Runtime], runner_id: str = ""
-) -> Flow[..., dict[str, Any]]:
-    """The flow of a task or a pipeline, with the runtimes of a runner (`granary serve`, `granary worker`)."""
-    if isinstance(definition, PipelineDefinition):
-        return build_pipeline_flow(definition, store, runtimes, runner_id)
-    return build_flow(definition, store, runtimes[definition.runtime_kind], runner_id)
-
-
-def build_flow(
-    definition: TaskDefinition, store: ResultsStore | None = None, runtime: Runtime | None = None, runner_id: str = ""
-) -> Flow[..., dict[str, Any]]:
-    """The Prefect flow that executes `definition`.
-
-    Its signature has one keyword-only parameter per argument, all defaulting to None, so that a deployment
-    accepts `-p name=value` and a missing required argument is reported by our validation, with the others.
-
-    Example:
-        >>> ndvi = build_flow(load_definition("deployments/ndvi.yaml"))  # doctest: +SKIP
-        >>> ndvi(redBand=3, nirBand=4, tiffLocation="file:///data/scene.tif")  # doctest: +SKIP
-    """
-
-    def store_and_runtime() -> tuple[ResultsStore, Runtime]:
-        results = store or ResultsStore()
-        return results, runtime or runtime_for(definition.runtime_kind, results)
-
-    def execute(**arguments: Any) -> dict[str, Any]:
-        results, chosen = store_and_runtime()
-        return run_execution(definition, arguments, store=results, runtime=chosen, runner_id=runner_id)
-
-    return _as_flow(definition, execute, lambda: [store_and_runtime()[1]])
-
-
-def build_pipeline_flow(
-    pipeline: PipelineDefinition,
+    definition: Definition,
     store: ResultsStore | None = None,
-    runtimes: dict[str, Runtime] | None = None,
+    runtimes: dict[RuntimeKind, Runtime] | None = None,
     runner_id: str = "",
 ) -> Flow[..., dict[str, Any]]:
-    """The Prefect flow that runs a pipeline's steps as task runs, up to `concurrency` at once."""
+    """The Prefect flow that executes a task or a pipeline.
 
-    def store_and_runtimes() -> tuple[ResultsStore, dict[str, Runtime]]:
+    Its signature has one keyword-only parameter per argument, all defaulting to None, so that a deployment
+    accepts `-p name=value` and a missing required argument is reported by our validation, with the others. The run
+    is cancelled through the token the runner sets (`cancellation.running_with`).
+
+    Args:
+        definition: the task or pipeline.
+        store: the results store; default `ResultsStore()` (as configured), made when the flow first runs.
+        runtimes: the runtimes of a runner (`granary serve`, `granary worker`); default one of each kind per process.
+        runner_id: carried by the containers and jobs it starts.
+
+    Example:
+        >>> hello = flow_for(load_definition("deployments/hello.yaml"))  # doctest: +SKIP
+        >>> hello(name="Ada")  # doctest: +SKIP
+    """
+    kinds = definition.runtime_kinds if isinstance(definition, PipelineDefinition) else {definition.runtime_kind}
+
+    def store_and_runtimes() -> tuple[ResultsStore, dict[RuntimeKind, Runtime]]:
         results = store or ResultsStore()
-        return results, runtimes or {kind: runtime_for(kind, results) for kind in pipeline.runtime_kinds}
+        return results, runtimes or {kind: default_runtime(kind, results) for kind in kinds}
 
     def execute(**arguments: Any) -> dict[str, Any]:
-        from granary_flows.pipeline_run import run_pipeline
-
         results, chosen = store_and_runtimes()
-        return run_pipeline(pipeline, arguments, store=results, runtimes=chosen, runner_id=runner_id)
+        if isinstance(definition, PipelineDefinition):
+            from granary_flows.pipeline_run import run_pipeline
 
-    return _as_flow(
-        pipeline,
-        execute,
-        lambda: list(store_and_runtimes()[1].values()),
-        task_runner=ThreadPoolTaskRunner(max_workers=pipeline.concurrency),
-    )
+            return run_pipeline(
+                definition, arguments, store=results, runtimes=chosen, runner_id=runner_id, cancel=current_token()
+            )
+        return Execution(
+            definition,
+            arguments,
+            store=results,
+            runtime=chosen[definition.runtime_kind],
+            runner_id=runner_id,
+            cancel=current_token(),
+        ).run()
+
+    task_runner = None
+    if isinstance(definition, PipelineDefinition):
+        task_runner = ThreadPoolTaskRunner(max_workers=definition.concurrency)
+    return _as_flow(definition, execute, lambda: list(store_and_runtimes()[1].values()), task_runner)
 
 
 def _as_flow(
@@ -106,18 +101,19 @@ def _as_flow(
     )(execute)
 
 
-_docker_runtime: Runtime | None = None
+_shared: dict[RuntimeKind, Runtime] = {}
+_shared_lock = threading.Lock()
 
 
-def runtime_for(kind: str, store: ResultsStore) -> Runtime:
-    """The runtime of a kind (`docker`, `batch`); the Docker one is shared by every flow of a process."""
-    global _docker_runtime
-    if kind == "batch":
+def default_runtime(kind: RuntimeKind, store: ResultsStore) -> Runtime:
+    """The runtime of a kind for flows run outside granary's runner; the Docker one is shared by the process."""
+    if kind is RuntimeKind.BATCH:
         from granary_flows.runtimes.batch import BatchRuntime
 
         return BatchRuntime(store)
-    if _docker_runtime is None:
-        from granary_flows.runtimes.docker import DockerRuntime
+    with _shared_lock:
+        if kind not in _shared:
+            from granary_flows.runtimes.docker import DockerRuntime
 
-        _docker_runtime = DockerRuntime()
-    return _docker_runtime
+            _shared[kind] = DockerRuntime()
+        return _shared[kind]

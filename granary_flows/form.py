@@ -1,6 +1,9 @@
 """The Prefect run form for a task: its argument schema reshaped so both of Prefect's UIs render every field.
 
-What each UI needs was measured (see shared notes): titles everywhere, a `position` per top-level property,
+What each UI needs was measured on Prefect 3.8/3.9 (tests/test_ui.py drives both in Chromium): untitled fields are
+labelled by Python type names; field order follows `position`, not key order (which PostgreSQL scrambles); the Vue
+UI drops fields whose `$ref` points at `#/$defs/` and shows no input for `type: [T, "null"]`; an optional object with
+required fields is pre-filled and then refused. Hence: titles everywhere, a `position` per top-level property,
 `definitions` instead of `$defs`, `anyOf [X, null]` instead of `type: [X, "null"]`, `prefixItems` for tuples,
 optional objects and arrays as `anyOf [X, null]` with a null default. The task's own schema, not this one, is what
 arguments are validated against.
@@ -19,7 +22,7 @@ def parameter_schema(schema: dict[str, Any]) -> dict[str, Any]:
     Example:
         >>> form = parameter_schema({"type": "object", "properties": {"red_band": {"type": "integer"}}})
         >>> form["properties"]["red_band"]["title"], form["properties"]["red_band"]["position"]
-        ('Red Band', 0)
+        ('Red band', 0)
     """
     source = copy.deepcopy(schema)
     required = list(source.get("required", []))
@@ -39,7 +42,7 @@ def parameter_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _field(spec: dict[str, Any], name: str) -> dict[str, Any]:
     field = {key: value for key, value in spec.items() if key not in ("$schema", "$id", "$comment")}
-    field.setdefault("title", _title(name))
+    field.setdefault("title", title_of(name))
     if "$ref" in field:
         field["$ref"] = field["$ref"].replace("#/$defs/", "#/definitions/")
     if isinstance(field.get("type"), list) and "null" in field["type"]:
@@ -68,7 +71,13 @@ def _optional(field: dict[str, Any]) -> dict[str, Any]:
     return field
 
 
-def _title(name: str) -> str:
+def title_of(name: str) -> str:
+    """A label for an argument named without a title: words split at `_`, `-` and camelCase, in sentence case.
+
+    Example:
+        >>> title_of("redBand"), title_of("cloud_cover"), title_of("INPUT_FILE"), title_of("nir-band")
+        ('Red band', 'Cloud cover', 'Input file', 'Nir band')
+    """
     words = []
     for part in name.replace("-", "_").split("_"):
         current = ""
@@ -78,4 +87,5 @@ def _title(name: str) -> str:
                 current = ""
             current += char
         words.append(current)
-    return " ".join(w[:1].upper() + w[1:] for w in words if w)
+    text = " ".join(word.lower() for word in words if word)
+    return text[:1].upper() + text[1:]

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -78,3 +79,15 @@ def step_record(pipeline: str, execution_id: str, key: str) -> str:
 
 def batch_record(execution_id: str) -> str:
     return f"{BATCH_RECORDS}/{execution_id}.json"
+
+
+def work_folder(flow_run_id: str, execution_id: str) -> Path:
+    """An execution's folder on the runner's host (staged inputs, the mounted output folder), kept by run so that a
+    restarted runner finds it again, and removed when the execution ends."""
+    return work_root() / flow_run_id / execution_id
+
+
+def work_root() -> Path:
+    """The work folders of this Prefect server's runs: two servers' runners on one host never touch each other's."""
+    server = hashlib.sha256(os.environ.get("PREFECT_API_URL", "").encode()).hexdigest()[:12]
+    return home() / "work" / server

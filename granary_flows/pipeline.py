@@ -24,19 +24,19 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from jsonschema.validators import validator_for
 from pydantic import Field, PrivateAttr
 
-from granary_flows.definition import DRAFT_07, Registered, ScheduleSpec, TaskDefinition, _Model
+from granary_flows.definition import Model, Registered, RuntimeKind, TaskDefinition
 from granary_flows.errors import ReferenceProblem
 from granary_flows.references import Reference, condition_references, references_in, whole_reference
+from granary_flows.validation import schema_validator
 
 STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 # JSON Schema types a value of one type can be accepted as.
 _ACCEPTED_AS = {"integer": {"integer", "number"}}
 
 
-class Step(_Model):
+class Step(Model):
     """One task run by a pipeline, with arguments that may refer to the pipeline's arguments and earlier steps."""
 
     name: str = Field(pattern=STEP_NAME.pattern, description="Names the step's Prefect task run and its references.")
@@ -54,18 +54,15 @@ class PipelineDefinition(Registered):
 
     kind: Literal["pipeline"]
     steps: list[Step] = Field(min_length=1)
-    concurrency: int = Field(default=4, ge=1, description="Steps, or items of a mapped step, running at once.")
-    schedules: list[ScheduleSpec] = Field(default_factory=list)
-    tags: list[str] = Field(default_factory=list)
-    source: str | None = Field(default=None, exclude=True)
+    concurrency: int = Field(default=4, ge=1, le=64, description="Steps, or items of a mapped step, running at once.")
     _tasks: dict[str, TaskDefinition] = PrivateAttr(default_factory=dict)
 
     @property
-    def runtime_kind(self) -> str:
-        return "pipeline"
+    def runtime_kind(self) -> RuntimeKind:
+        return RuntimeKind.PIPELINE
 
     @property
-    def runtime_kinds(self) -> set[str]:
+    def runtime_kinds(self) -> set[RuntimeKind]:
         return {self.task_of(step).runtime_kind for step in self.steps}
 
     def task_of(self, step: Step) -> TaskDefinition:
@@ -235,12 +232,11 @@ def _argument_problems(
         if properties and name not in properties:
             problems.append((("arguments", name), f"task {task.name!r} has no argument {name!r}"))
     for name in schema.get("required", []):
-        if name not in step.arguments and "default" not in properties.get(name, {}):
+        if name not in step.arguments:
             problems.append((("arguments",), f"task {task.name!r} requires argument {name!r}"))
     literals = {name: value for name, value in step.arguments.items() if not _has_reference(value)}
     unrequired = {key: value for key, value in schema.items() if key != "required"}
-    cls = validator_for(unrequired, default=validator_for({"$schema": DRAFT_07}))
-    for error in cls(unrequired, format_checker=cls.FORMAT_CHECKER).iter_errors(literals):
+    for error in schema_validator(unrequired).iter_errors(literals):
         location = ("arguments", *error.absolute_path) if error.absolute_path else ("arguments",)
         problems.append((location, f"task {task.name!r}: {error.message}"))
     for name, value in step.arguments.items():

@@ -26,26 +26,41 @@ from prefect.runtime import flow_run as current_flow_run
 from prefect.states import Completed, State
 from pydantic import BaseModel
 
+from granary_flows import layout
 from granary_flows.artifacts import artifact_key
-from granary_flows.definition import TaskDefinition
-from granary_flows.errors import ExecutionCancelled, PipelineFailed, ReferenceProblem
-from granary_flows.execution import cancel_requested, run_execution
+from granary_flows.cancellation import CancelToken
+from granary_flows.definition import RuntimeKind, TaskDefinition
+from granary_flows.errors import PipelineFailed, ReferenceProblem
+from granary_flows.execution import Execution
 from granary_flows.pipeline import PipelineDefinition, Step
 from granary_flows.references import Mapped, holds, resolve, whole_reference
 from granary_flows.runtimes.base import Runtime
-from granary_flows.store import EXECUTION_DOCUMENT, ResultsStore
+from granary_flows.scale import recipe_context
+from granary_flows.store import ResultsStore
 from granary_flows.validation import prepare_arguments
+from granary_flows.words import SpecWord
 
-PIPELINE_DOCUMENT = "granary-pipeline.json"
 RESUMES_TAG = "resumes:"
-SUCCESSFUL, FAILED, SKIPPED, NOT_RUN = "successful", "failed", "skipped", "not run"
+
+
+class StepStatus(SpecWord):
+    """How a step of a pipeline run ended (and how the run did: successful or failed, or running meanwhile)."""
+
+    SUCCESSFUL = "successful"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    NOT_RUN = "not run"
+    RUNNING = "running"
+
+
+SUCCESSFUL, FAILED, SKIPPED, NOT_RUN = StepStatus.SUCCESSFUL, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.NOT_RUN
 
 
 class StepSummary(BaseModel):
     """How one step of a pipeline run ended, and the executions (one per item when mapped) it consists of."""
 
     task: str
-    status: str = NOT_RUN
+    status: StepStatus = NOT_RUN
     reason: str | None = None
     keep: bool = False  # its outputs are final results, which `granary cleanup` leaves alone
     executions: list[str] = []
@@ -59,7 +74,7 @@ class PipelineDocument(BaseModel):
     execution_id: str
     pipeline: str
     version: str
-    status: str
+    status: StepStatus
     arguments: dict[str, Any]
     resumes: str | None = None
     steps: dict[str, StepSummary] = {}
@@ -95,7 +110,7 @@ class StepRecords:
             except FileNotFoundError:
                 continue
             document = record["document"]
-            if not self.store.exists(f"{document['task']}/{document['execution_id']}/{EXECUTION_DOCUMENT}"):
+            if not self.store.exists(layout.execution_document(document["task"], document["execution_id"])):
                 continue  # cleaned up since: run it again
             if run != self.execution_id:  # a resume of this run finds it here
                 self.store.write_json(self._path(self.execution_id, key), record)
@@ -106,7 +121,7 @@ class StepRecords:
         self.store.write_json(self._path(self.execution_id, key), {"step": step, "key": key, "document": document})
 
     def _path(self, run: str, key: str) -> str:
-        return f"{self.pipeline}/{run}/steps/{key}.json"
+        return layout.step_record(self.pipeline, run, key)
 
 
 def run_pipeline(
@@ -114,8 +129,9 @@ def run_pipeline(
     arguments: dict[str, Any],
     *,
     store: ResultsStore,
-    runtimes: dict[str, Runtime],
+    runtimes: dict[RuntimeKind, Runtime],
     runner_id: str = "",
+    cancel: CancelToken | None = None,
 ) -> dict[str, Any]:
     """Run the pipeline's steps in the current flow run, each as soon as the steps it refers to are done.
 
@@ -134,7 +150,7 @@ def run_pipeline(
         execution_id=execution_id,
         pipeline=pipeline.name,
         version=pipeline.version,
-        status="running",
+        status=StepStatus.RUNNING,
         arguments=validated,
         resumes=resumes,
         steps={step.name: StepSummary(task=step.task, keep=_kept(pipeline, step)) for step in pipeline.steps},
@@ -144,7 +160,7 @@ def run_pipeline(
     if resumes:
         logger.info("resuming execution %s: its steps that completed with the same arguments are reused", resumes)
     records = StepRecords(store, pipeline.name, execution_id, resumes)
-    _Scheduler(pipeline, document, records, store, runtimes, runner_id).run(validated)
+    _Scheduler(pipeline, document, records, store, runtimes, runner_id, cancel or CancelToken()).run(validated)
     document.finished = datetime.now(timezone.utc)
     broken = {name: s for name, s in document.steps.items() if s.status in (FAILED, NOT_RUN)}
     document.status = FAILED if broken else SUCCESSFUL
@@ -167,9 +183,11 @@ class _Scheduler:
         document: PipelineDocument,
         records: StepRecords,
         store: ResultsStore,
-        runtimes: dict[str, Runtime],
+        runtimes: dict[RuntimeKind, Runtime],
         runner_id: str,
+        cancel: CancelToken,
     ):
+        self.cancel = cancel
         self.pipeline = pipeline
         self.document = document
         self.records = records
@@ -184,8 +202,7 @@ class _Scheduler:
     def run(self, arguments: dict[str, Any]) -> None:
         scope: dict[str, Any] = {"args": arguments, "steps": {}}
         while len(self.finished) < len(self.pipeline.steps):
-            if self.document.execution_id in cancel_requested:
-                raise ExecutionCancelled(f"pipeline run {self.document.execution_id} was cancelled")
+            self.cancel.check(f"pipeline run {self.document.execution_id}")
             for step in self.pipeline.steps:
                 waiting = step.name not in self.finished and step.name not in self.running
                 if waiting and all(name in self.finished for name in self.needs[step.name]):
@@ -213,8 +230,9 @@ class _Scheduler:
             _refused(step.name)(str(err), return_state=True)
             return self._finish(step, FAILED, str(err))
         definition = self.pipeline.task_of(step)
+        recipe = self._recipe(scope) if definition.seed is not None else None
         self.running[step.name] = [
-            self._step_task(step, definition, index if step.map is not None else None).submit(resolved)
+            self._step_task(step, definition, index if step.map is not None else None, recipe).submit(resolved)
             for index, resolved in enumerate(arguments)
         ]
         if not arguments:
@@ -271,9 +289,22 @@ class _Scheduler:
         summary.status, summary.reason = status, reason
         self.finished.add(step.name)
 
-    def _step_task(self, step: Step, definition: TaskDefinition, index: int | None) -> Any:
+    def _recipe(self, scope: dict[str, Any]) -> dict[str, Any]:
+        """Scale's `RECIPE` for a Seed step: the pipeline's inputs and the results of the steps before."""
+
+        def read_sidecar(href: str) -> dict[str, Any] | None:
+            try:
+                found = json.loads(self.store.read_bytes(href))
+            except (OSError, ValueError):
+                return None
+            return found if isinstance(found, dict) else None
+
+        steps = {name: list(value) if isinstance(value, Mapped) else value for name, value in scope["steps"].items()}
+        return recipe_context(self.pipeline.arguments_schema, scope["args"], steps, read_sidecar)
+
+    def _step_task(self, step: Step, definition: TaskDefinition, index: int | None, recipe: Any = None) -> Any:
         pipeline, records, store = self.pipeline.name, self.records, self.store
-        runtime, runner_id = self.runtimes[definition.runtime_kind], self.runner_id
+        runtime, runner_id, cancel = self.runtimes[definition.runtime_kind], self.runner_id, self.cancel
         execution_of = self.document.execution_id
 
         def execute(arguments: dict[str, Any]) -> Any:
@@ -285,9 +316,16 @@ class _Scheduler:
                 return Completed(name="Cached", message=f"reused execution {found['execution_id']}", data=found)
             # The same key in the same run gets the same execution id: a retry finds a Batch job it submitted.
             execution_id = str(uuid.uuid5(uuid.UUID(execution_of), key))
-            document = run_execution(
-                definition, arguments, store=store, runtime=runtime, runner_id=runner_id, execution_id=execution_id
-            )
+            document = Execution(
+                definition,
+                arguments,
+                store=store,
+                runtime=runtime,
+                runner_id=runner_id,
+                execution_id=execution_id,
+                cancel=cancel,
+                context=recipe,
+            ).run()
             records.save(key, step.name, document)
             return document
 
@@ -322,8 +360,9 @@ def _kept(pipeline: PipelineDefinition, step: Step) -> bool:
 
 
 def _save(store: ResultsStore, document: PipelineDocument) -> None:
-    path = f"{document.pipeline}/{document.execution_id}/{PIPELINE_DOCUMENT}"
-    store.write_json(path, document.model_dump(mode="json"))
+    store.write_json(
+        layout.pipeline_document(document.pipeline, document.execution_id), document.model_dump(mode="json")
+    )
 
 
 def _record_steps(document: PipelineDocument) -> None:

@@ -1,6 +1,6 @@
 """What an execution produced: result assets and the results document, collected the same way for every runtime.
 
-Precedence (DESIGN.md): `results.json` in Granary's webhook shape, then a last stdout line `{"plugin_results": ...}`,
+Precedence (the container contract, in the README): `results.json` in Granary's webhook shape, then a last stdout line `{"plugin_results": ...}`,
 then the output files (those matching the task's declared patterns, when it declares any).
 """
 
@@ -9,18 +9,17 @@ from __future__ import annotations
 import fnmatch
 import json
 import mimetypes
+import posixpath
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from granary_flows.contract import OUTPUT_DIR, parse_plugin_results
-from granary_flows.definition import OutputFile
+from granary_flows.contract import RESULTS_FILE, SIDECAR_SUFFIX, parse_plugin_results
+from granary_flows.definition import DEFAULT_OUTPUT_DIR, OutputFile
 from granary_flows.errors import ErrorCategory, ExecutionFailed
 from granary_flows.store import StoredOutputs
 
-RESULTS_FILE = "results.json"
-SIDECAR_SUFFIX = ".metadata.json"
 ANNOTATES = "granary:annotates"  # on a side-car result that annotates an input rather than an output
 mimetypes.add_type("image/tiff; application=geotiff", ".tif")
 mimetypes.add_type("image/tiff; application=geotiff", ".tiff")
@@ -54,6 +53,7 @@ def collect(
     last_stdout_line: str | None,
     declared: list[OutputFile],
     input_names: list[str] | None = None,
+    output_path: str = DEFAULT_OUTPUT_DIR,
 ) -> CollectedResults:
     """Collect an attempt's results from its stored output folder and its last stdout line.
 
@@ -66,16 +66,18 @@ def collect(
         last_stdout_line: the container's last line on stdout (on Batch, the last CloudWatch line).
         declared: the task's `outputs.files`.
         input_names: the task's inputs; `<input>.metadata.json` annotates that input (Seed) and is always kept.
+        output_path: where the container saw its output folder; an href may name a file by its path there.
 
     Raises:
-        ExecutionFailed: for `{"message": ...}` in results.json, a malformed results.json, or a missing required output.
+        ExecutionFailed: for `{"message": ...}` in results.json, a malformed results.json, a missing required output,
+            or an href that names anything but a file this execution wrote (a host file, another bucket, a script).
     """
     plugin_results = parse_plugin_results(last_stdout_line or "")
     if RESULTS_FILE in stored.uris:
-        assets = _from_results_json(read(stored.uris[RESULTS_FILE]), stored.uris)
+        assets = _from_results_json(read(stored.uris[RESULTS_FILE]), stored.uris, output_path)
         collected = CollectedResults(source=RESULTS_FILE, assets=assets)
     elif plugin_results is not None:
-        collected = _from_plugin_results(plugin_results, stored.uris)
+        collected = _from_plugin_results(plugin_results, stored.uris, output_path)
         if not collected.assets:  # a value says something about the outputs; the files are still the results
             collected.assets = _from_files(stored, declared)
     else:
@@ -97,7 +99,7 @@ def _input_annotations(stored: StoredOutputs, input_names: list[str], assets: li
     return annotations
 
 
-def _from_results_json(content: bytes, stored: dict[str, str]) -> list[ResultAsset]:
+def _from_results_json(content: bytes, stored: dict[str, str], output_path: str) -> list[ResultAsset]:
     try:
         document = json.loads(content)
     except ValueError as err:
@@ -106,26 +108,50 @@ def _from_results_json(content: bytes, stored: dict[str, str]) -> list[ResultAss
         raise ExecutionFailed(f"the container reported failure: {document['message']}", ErrorCategory.JOB)
     if not isinstance(document, dict) or not isinstance(document.get("results"), list):
         raise ExecutionFailed(f'{RESULTS_FILE} must be {{"results": [...]}} or {{"message": "..."}}', ErrorCategory.JOB)
-    return [_asset(entry, stored) for entry in document["results"]]
+    return [_asset(entry, stored, output_path) for entry in document["results"]]
 
 
-def _from_plugin_results(value: Any, stored: dict[str, str]) -> CollectedResults:
-    if isinstance(value, list) and all(isinstance(v, dict) and "href" in v for v in value):
-        return CollectedResults(source="plugin_results", assets=[_asset(v, stored) for v in value])
+def _from_plugin_results(value: Any, stored: dict[str, str], output_path: str) -> CollectedResults:
+    if isinstance(value, list) and value and all(isinstance(v, dict) and "href" in v for v in value):
+        return CollectedResults(source="plugin_results", assets=[_asset(v, stored, output_path) for v in value])
     return CollectedResults(source="plugin_results", assets=[], value=value)
 
 
-def _asset(entry: Any, stored: dict[str, str]) -> ResultAsset:
+def _asset(entry: Any, stored: dict[str, str], output_path: str) -> ResultAsset:
     if not isinstance(entry, dict) or not isinstance(entry.get("href"), str):
-        raise ExecutionFailed(f"a result must be an object with an 'href': {entry!r}", ErrorCategory.JOB)
-    href = entry["href"]
-    relative = href.removeprefix("./").removeprefix(f"{OUTPUT_DIR}/")
-    if relative in stored:
-        entry = entry | {"href": stored[relative]}
+        raise ExecutionFailed(f"a result must be an object with an 'href': {str(entry)[:200]!r}", ErrorCategory.JOB)
+    relative = own_output(entry["href"], stored, output_path)
+    entry = entry | {"href": stored[relative]}
     asset = ResultAsset.model_validate(entry)
     if asset.type is None:
         asset.type = mimetypes.guess_type(relative)[0]
     return asset
+
+
+def own_output(href: str, stored: dict[str, str], output_path: str = DEFAULT_OUTPUT_DIR) -> str:
+    """The output (its path in the output folder) an href names: a path relative to the output folder, its path as
+    the container saw it, or its URI in the store. Anything else is refused.
+
+    Example:
+        >>> own_output("./maps/a.tif", {"maps/a.tif": "file:///r/t/1/maps/a.tif"}, "/grid")
+        'maps/a.tif'
+
+    Raises:
+        ExecutionFailed: a `job` error naming the href.
+    """
+    by_uri = {uri: relative for relative, uri in stored.items()}
+    if href in by_uri:
+        return by_uri[href]
+    path = href
+    if path.startswith(output_path.rstrip("/") + "/"):
+        path = path[len(output_path.rstrip("/")) + 1 :]
+    normal = posixpath.normpath(path) if path else ""
+    if "://" not in href and ":" not in href.split("/")[0] and not normal.startswith(("/", "..")) and normal in stored:
+        return normal
+    raise ExecutionFailed(
+        f"result href {href[:300]!r} does not name a file this execution wrote; results can only be its own outputs",
+        ErrorCategory.JOB,
+    )
 
 
 def _from_files(stored: StoredOutputs, declared: list[OutputFile]) -> list[ResultAsset]:

@@ -1,42 +1,40 @@
-"""Runs granary flow runs as threads of one long-lived process (see shared notes: ~0.5 s a run, not ~3 s).
+"""Runs granary flow runs as threads of one long-lived process: about 0.5 s a run, where Prefect's own runner,
+which starts a Python interpreter per flow run, takes about 3 s (measured in `bench/worker.py`).
 
-Prefect's own runner starts an interpreter per flow run; since the real work happens in containers, the flow body
-is thin and threads are enough. What Prefect does not do in-process, this runner does: it watches its runs for
-cancellation and stops their containers, it claims each run under its own name, and at start-up it settles the runs
-and containers that a runner which died left behind.
+Since the real work happens in containers, the flow body is thin and threads are enough. What Prefect does not do
+in-process, this runner does: it claims each run under its own name, cancels a run's token and stops its containers
+when the run is cancelled, fails a run it cannot execute instead of leaving it pending, and at start-up settles the
+runs, containers and work folders that a runner which died left behind. Which deployments it serves, and with which
+definition, is a `Catalog`: the registry in Prefect (`granary serve`, `granary worker`), or a fixed set (tests).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import Any
 from uuid import UUID
 
 from prefect import Flow
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
-    DeploymentFilter,
-    DeploymentFilterId,
     FlowRunFilter,
     FlowRunFilterId,
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.context import SettingsContext, get_settings_context
 from prefect.events import emit_event
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
-from prefect.exceptions import Abort, ObjectNotFound
+from prefect.exceptions import Abort
 from prefect.flow_engine import run_flow
 from prefect.logging.loggers import flow_run_logger
 from prefect.settings import (
@@ -46,38 +44,35 @@ from prefect.settings import (
     get_current_settings,
     temporary_settings,
 )
-from prefect.states import Cancelled, Crashed, Pending, Scheduled
+from prefect.states import Cancelled, Crashed, Failed, Pending
 from prefect.utilities.engine import propose_state_sync
 
-from granary_flows.execution import cancel_requested
+from granary_flows.cancellation import CancelToken, running_with
+from granary_flows.catalog import Catalog
+from granary_flows.definition import RuntimeKind
+from granary_flows.flows import flow_for
+from granary_flows.loading import Definition
+from granary_flows.restarts import CLAIM
 from granary_flows.runtimes.base import Runtime
+from granary_flows.store import ResultsStore
+from granary_flows.validation import INT64, too_large
 
 logger = logging.getLogger("granary.runner")
 WATCH_INTERVAL = 0.1  # how often in-flight runs are checked for cancellation, at most every CANCEL_CHECK seconds
 CANCEL_CHECK = 0.5
 HEARTBEAT_INTERVAL = 30.0  # a work-pool worker's heartbeat, which shows it online in the UI
-CLAIM = "claimed by granary runner "
 # The server's events for a run that became due: each wakes the runner at once, rather than at its next poll.
 DUE_EVENTS = ["prefect.flow-run.Scheduled", "prefect.flow-run.AwaitingRetry"]
 MIN_POLL_GAP = 0.02
-
-
-_started_here: set[str] = set()
-
-
-def new_runner_id() -> str:
-    """`host:pid:nonce`: enough to tell, on the same host, whether the runner that started a container is alive."""
-    runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    _started_here.add(runner_id)
-    return runner_id
 
 
 class InProcessRunner:
     """Polls for due runs of its deployments, claims each and runs it in a thread pool.
 
     Args:
-        flows: deployment id -> the flow to run for it. Runs of other deployments are left for other workers.
-        runtimes: the runtimes its flows use, to stop the containers and jobs of cancelled runs.
+        catalog: the deployments it serves and their definitions; runs of others are left for other workers.
+        store: the results store its runs use.
+        runtimes: one per kind of task; also used to stop the containers and jobs of cancelled runs.
         runner_id: carried by every container this runner starts and by every claim it makes (`new_runner_id()`).
         limit: how many runs at once.
         poll_interval: seconds between looks for due runs.
@@ -86,20 +81,24 @@ class InProcessRunner:
 
     def __init__(
         self,
-        flows: dict[UUID, Flow[..., Any]],
-        runtimes: list[Runtime],
+        catalog: Catalog,
+        store: ResultsStore,
+        runtimes: dict[RuntimeKind, Runtime],
         runner_id: str,
         limit: int = 8,
         poll_interval: float = 1.0,
         work_pool: str | None = None,
     ):
-        self.flows = flows
+        self.catalog = catalog
+        self.store = store
         self.runtimes = runtimes
         self.runner_id = runner_id
         self.limit = limit
         self.poll_interval = poll_interval
         self.work_pool = work_pool
         self.in_flight: dict[UUID, Any] = {}
+        self.tokens: dict[UUID, CancelToken] = {}
+        self._flows: dict[str, Any] = {}  # a definition (as JSON) -> its flow, built once
         self._lock = threading.Lock()
         self._hurry = threading.Event()
         self._wake = threading.Event()
@@ -151,14 +150,13 @@ class InProcessRunner:
         self._hurry.set()
 
     def _listen_for_due_runs(self, stop: threading.Event) -> None:
-        """Wake the loop when the server says one of its deployments has a new due run: ~30 ms instead of up to a
-        poll interval. Polling goes on regardless; while the event stream is unavailable it is all there is."""
-        served = {f"prefect.deployment.{deployment_id}" for deployment_id in self.flows}
+        """Wake the loop when the server says a run of a deployment became due: ~30 ms instead of up to a poll
+        interval. Polling goes on regardless; while the event stream is unavailable it is all there is."""
 
         async def listen() -> None:
             async with get_events_subscriber(filter=EventFilter(event=EventNameFilter(name=DUE_EVENTS))) as events:
                 async for event in events:
-                    if any(related.id in served for related in event.related):
+                    if any(related.id.startswith("prefect.deployment.") for related in event.related):
                         self._wake.set()
 
         while not stop.is_set():
@@ -188,19 +186,26 @@ class InProcessRunner:
         for flow_run in self._due_runs(client, free):
             if len(self.in_flight) >= self.limit:
                 return
-            if flow_run.id in self.in_flight or flow_run.deployment_id not in self.flows:
+            if flow_run.id in self.in_flight or flow_run.deployment_id is None:
+                continue
+            definition = self.catalog.definition_for(client, flow_run)
+            if definition is None:
                 continue  # a run of a deployment this runner does not serve is left for the worker that does
             if not self._claim(client, flow_run):
                 continue
             with self._lock:
                 self.in_flight[flow_run.id] = flow_run
-            pool.submit(self._execute, flow_run.id, self.flows[flow_run.deployment_id])
+                self.tokens[flow_run.id] = CancelToken()
+            pool.submit(self._execute, flow_run.id, definition)
 
     def _due_runs(self, client: SyncPrefectClient, limit: int) -> list[Any]:  # FlowRun or the server's FlowRunResponse
         now = datetime.now(timezone.utc)
         if self.work_pool:
             return [r.flow_run for r in client.get_scheduled_flow_runs_for_work_pool(self.work_pool, None, now)]
-        return client.get_scheduled_flow_runs_for_deployments(list(self.flows), scheduled_before=now, limit=limit)
+        served = self.catalog.deployment_ids(client)
+        if not served:
+            return []
+        return client.get_scheduled_flow_runs_for_deployments(served, scheduled_before=now, limit=limit)
 
     def _claim(self, client: SyncPrefectClient, flow_run: Any) -> bool:
         """Propose Pending, signed with this runner's id; the server lets one claimer through."""
@@ -226,25 +231,48 @@ class InProcessRunner:
                 related=[{"prefect.resource.id": f"prefect.flow.{flow_run.flow_id}", "prefect.resource.role": "flow"}],
             )
 
-    def _execute(self, flow_run_id: UUID, flow: Flow[..., Any]) -> None:
+    def _flow(self, definition: Definition) -> Flow[..., Any]:
+        """The flow of a definition as it is registered now, built once per distinct definition."""
+        key = definition.model_dump_json()
+        with self._lock:
+            if key not in self._flows:
+                self._flows[key] = flow_for(definition, self.store, self.runtimes, self.runner_id)
+            return self._flows[key]
+
+    def _execute(self, flow_run_id: UUID, definition: Definition) -> None:
+        token = self.tokens[flow_run_id]
         try:
             with SettingsContext(**self._run_settings), get_client(sync_client=True) as client:
                 flow_run = client.read_flow_run(flow_run_id)
-                run_flow(flow, flow_run=flow_run, return_type="state")
-                if str(flow_run_id) in cancel_requested:
+                refused = _unrunnable(flow_run, definition.argument_names)
+                if refused:  # the flow could not even be called: fail the run rather than leave it pending
+                    _defuse(client, flow_run)
+                    client.set_flow_run_state(flow_run_id, Failed(message=refused), force=True)
+                    return
+                with running_with(token):
+                    state = run_flow(self._flow(definition), flow_run=flow_run, return_type="state")
+                if token.cancelled:
                     client.set_flow_run_state(
-                        flow_run_id, Cancelled(message="cancelled; its container was stopped"), force=True
+                        flow_run_id, Cancelled(message=f"{token.reason}; its containers were stopped"), force=True
                     )
-        except Exception:  # a crash of one run must not stop the runner
+                elif not state.is_final():
+                    client.set_flow_run_state(flow_run_id, Crashed(message=f"the run ended {state.name}"), force=True)
+        except Exception as err:  # a crash of one run must not stop the runner, nor leave the run waiting
             logger.exception("flow run %s crashed in the runner", flow_run_id)
+            with contextlib.suppress(Exception), get_client(sync_client=True) as client:
+                current = client.read_flow_run(flow_run_id).state
+                if current is None or not current.is_final():
+                    client.set_flow_run_state(
+                        flow_run_id, Crashed(message=f"the runner could not run it: {err}"), force=True
+                    )
         finally:
-            cancel_requested.discard(str(flow_run_id))
             with self._lock:
                 self.in_flight.pop(flow_run_id, None)
+                self.tokens.pop(flow_run_id, None)
             self._wake.set()  # a free slot: look for runs that were waiting for one
 
     def _stop_cancelling_runs(self, client: SyncPrefectClient) -> None:
-        ids = [i for i in self.in_flight if str(i) not in cancel_requested]
+        ids = [i for i, token in list(self.tokens.items()) if not token.cancelled]
         if not ids:
             return
         cancelling = client.read_flow_runs(
@@ -259,10 +287,41 @@ class InProcessRunner:
             self._cancel(flow_run.id, "cancellation was requested")
 
     def _cancel(self, flow_run_id: UUID, why: str) -> None:
-        cancel_requested.add(str(flow_run_id))
-        stopped = sum(runtime.stop(str(flow_run_id)) for runtime in self.runtimes)
+        token = self.tokens.get(flow_run_id)
+        stopped = sum(runtime.stop(str(flow_run_id)) for runtime in self.runtimes.values())
+        if token is not None:  # after stopping: what was stopped is counted once, by the runtime
+            token.cancel(why)
         # In the run's own logs, where a user looking at the cancelled run reads why it ended.
         flow_run_logger(flow_run_id=flow_run_id).info("%s; stopped %d container(s) or job(s)", why, stopped)
+
+
+def _unrunnable(flow_run: Any, names: list[str]) -> str | None:
+    """Why a run's parameters cannot even reach its flow: arguments it does not take, or numbers nothing can hold."""
+    parameters = flow_run.parameters or {}
+    unknown = sorted(set(parameters) - set(names))
+    if unknown:
+        takes = ", ".join(names) or "no arguments"
+        return f"unknown argument(s) {', '.join(map(repr, unknown))} (the task takes: {takes})"
+    huge = too_large(parameters, "$")
+    return "; ".join(huge) if huge else None
+
+
+def _defuse(client: SyncPrefectClient, flow_run: Any) -> None:
+    """Numbers larger than 64 bits make the server's run listings fail (500) for as long as the run exists: keep
+    them as text."""
+
+    def as_text(value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64:
+            return str(value)
+        if isinstance(value, dict):
+            return {key: as_text(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [as_text(item) for item in value]
+        return value
+
+    parameters = as_text(flow_run.parameters or {})
+    if parameters != (flow_run.parameters or {}):
+        client.update_flow_run(flow_run.id, parameters=parameters)
 
 
 def _settings_for_runs() -> dict[str, Any]:
@@ -278,111 +337,3 @@ def _settings_for_runs() -> dict[str, Any]:
         updates[PREFECT_API_TLS_INSECURE_SKIP_VERIFY] = True
     # A context per run, from these: one context object entered by several threads would mix up their tokens.
     return {"profile": current.profile, "settings": current.settings.copy_with_update(updates=updates)}
-
-
-class Settled(NamedTuple):
-    """What `reconcile` did with one execution."""
-
-    action: str  # crashed, rescheduled, cancelled, or found (its run was gone or already final)
-    execution_id: str
-    reason: str
-
-
-def reconcile(client: SyncPrefectClient, runtimes: list[Runtime], deployment_ids: list[UUID]) -> list[Settled]:
-    """Settle what runners on this host that died left behind, before a new runner starts.
-
-    - A container is removed and its run marked Crashed: nobody collected what it wrote.
-    - A Batch job goes on; its run is scheduled again, and running it re-attaches to the job.
-    - A run that a dead runner had claimed but not started is scheduled again; one it was running, Crashed.
-
-    Returns:
-        One `Settled` per execution found.
-    """
-    settled = []
-    for runtime in runtimes:
-        for orphan in runtime.orphans(_is_dead):
-            if orphan.resumable:
-                state: Any = Scheduled(message=f"{orphan.what}; re-attaching")
-            else:
-                state = Crashed(message=orphan.what)
-            if _settle(client, orphan.execution_id, state):
-                settled.append(Settled(_verb(state), orphan.execution_id, state.message))
-            else:  # its run is gone or already final: only the container or job was left to deal with
-                settled.append(Settled("found", orphan.execution_id, orphan.what))
-    for flow_run in _unfinished_runs(client, deployment_ids):
-        claimer = _claimer(client, flow_run.id)
-        if claimer is None or not _is_dead(claimer):
-            continue
-        assert flow_run.state is not None
-        if flow_run.state.is_pending():
-            state = Scheduled(message=f"runner {claimer} stopped before starting it; scheduled again")
-        elif flow_run.state.type == StateType.CANCELLING:
-            state = Cancelled(message=f"runner {claimer} stopped while it was being cancelled")
-        else:
-            state = Crashed(message=f"runner {claimer} stopped while it ran")
-        client.set_flow_run_state(flow_run.id, state, force=True)
-        settled.append(Settled(_verb(state), str(flow_run.id), state.message))
-    return settled
-
-
-def _settle(client: SyncPrefectClient, execution_id: str, state: Any) -> bool:
-    try:
-        flow_run = client.read_flow_run(UUID(execution_id))
-    except (ObjectNotFound, ValueError):
-        return False
-    if flow_run.state and flow_run.state.is_final():
-        return False
-    client.set_flow_run_state(flow_run.id, state, force=True)
-    return True
-
-
-def _verb(state: Any) -> str:
-    return {StateType.SCHEDULED: "rescheduled", StateType.CANCELLED: "cancelled"}.get(state.type, "crashed")
-
-
-def _unfinished_runs(client: SyncPrefectClient, deployment_ids: list[UUID]) -> list[FlowRun]:
-    if not deployment_ids:
-        return []
-    unfinished = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
-    runs: list[FlowRun] = []
-    while True:
-        page = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished))),
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=deployment_ids)),
-            sort=FlowRunSort.ID_DESC,
-            limit=200,
-            offset=len(runs),
-        )
-        runs += page
-        if len(page) < 200:
-            return runs
-
-
-def _claimer(client: SyncPrefectClient, flow_run_id: UUID) -> str | None:
-    """The granary runner that last claimed a run, from its Pending state; None for runs of other workers."""
-    for state in reversed(client.read_flow_run_states(flow_run_id)):
-        if state.is_pending():
-            message = state.message or ""
-            return message.removeprefix(CLAIM) if message.startswith(CLAIM) else None
-    return None
-
-
-def _is_dead(runner_id: str) -> bool:
-    """Whether the runner `host:pid:nonce` ran on this host and its process is gone."""
-    host, _, rest = runner_id.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():  # in a container, a restarted worker gets the pid its dead predecessor had
-        return runner_id not in _started_here
-    return not _alive(int(pid))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

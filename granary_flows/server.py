@@ -131,5 +131,12 @@ def prefect_client() -> Iterator[Any]:
     with temporary_settings(updates={PREFECT_API_URL: url}), get_client(sync_client=True) as client:
         try:
             yield client
+        except httpx.HTTPStatusError as err:
+            from granary_flows.submission import server_reason
+
+            status = err.response.status_code
+            raise GranaryError(
+                f"the Prefect server at {url} refused the request ({status}): {server_reason(err.response)}"
+            ) from err
         except httpx.HTTPError as err:
             raise GranaryError(f"the Prefect server at {url} did not answer: {err}") from err

@@ -1,4 +1,8 @@
-"""Seed side-cars: `<output>.metadata.json` beside an output, a GeoJSON Feature giving it a geometry and times."""
+"""Seed side-cars: `<output>.metadata.json` beside an output, a GeoJSON Feature giving it a geometry and times.
+
+Times are read as STAC writes them (`datetime`, `start_datetime`/`end_datetime`), as Seed does (`time: {start,
+end}`) and as Scale's jobs do (`dataStarted`/`dataEnded`); the Feature's other properties are kept.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from typing import Any
 from geojson_pydantic import Feature
 from pydantic import BaseModel, ValidationError
 
-from granary_flows.results import ANNOTATES, SIDECAR_SUFFIX, ResultAsset
+from granary_flows.contract import SIDECAR_SUFFIX
+from granary_flows.results import ANNOTATES, ResultAsset
 
 
 class Sidecar(BaseModel):
@@ -21,6 +26,12 @@ class Sidecar(BaseModel):
     geometry: dict[str, Any] | None
     start: datetime | None
     end: datetime | None
+    properties: dict[str, Any] = {}  # the Feature's other properties (Scale's dataTypes, ...)
+
+    @property
+    def describes(self) -> str:
+        """The href of the output it describes."""
+        return self.href.removesuffix(SIDECAR_SUFFIX)
 
 
 def read_sidecars(assets: list[ResultAsset], read: Callable[[str], bytes]) -> tuple[list[Sidecar], list[str]]:
@@ -38,7 +49,8 @@ def read_sidecars(assets: list[ResultAsset], read: Callable[[str], bytes]) -> tu
         except (OSError, ValueError, ValidationError) as err:
             warnings.append(f"side-car {asset.href} is not a valid GeoJSON Feature: {_first_line(err)}")
             continue
-        start, end = _times(feature.properties or {})
+        properties = dict(feature.properties or {})
+        start, end = times_of(properties)
         geometry = feature.geometry.model_dump(mode="json", exclude_none=True) if feature.geometry else None
         sidecars.append(
             Sidecar(
@@ -47,17 +59,33 @@ def read_sidecars(assets: list[ResultAsset], read: Callable[[str], bytes]) -> tu
                 geometry=geometry,
                 start=start,
                 end=end,
+                properties={k: v for k, v in properties.items() if k not in TIME_PROPERTIES},
             )
         )
     return sidecars, warnings
 
 
-def _times(properties: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
-    """STAC's `datetime` or `start_datetime`/`end_datetime`, or Seed's `time: {start, end}`."""
+TIME_PROPERTIES = ("datetime", "start_datetime", "end_datetime", "time", "dataStarted", "dataEnded")
+
+
+def times_of(properties: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
+    """STAC's `datetime` or `start_datetime`/`end_datetime`, Seed's `time: {start, end}`, or Scale's
+    `dataStarted`/`dataEnded`.
+
+    Example:
+        >>> start, end = times_of({"dataStarted": "2018-06-01T00:00:00Z", "dataEnded": "2018-06-02T00:00:00Z"})
+        >>> start.isoformat(), end.isoformat()
+        ('2018-06-01T00:00:00+00:00', '2018-06-02T00:00:00+00:00')
+    """
     time = properties.get("time")
     seed_time: dict[str, Any] = time if isinstance(time, dict) else {}
-    start = properties.get("start_datetime") or seed_time.get("start") or properties.get("datetime")
-    end = properties.get("end_datetime") or seed_time.get("end") or start
+    start = (
+        properties.get("start_datetime")
+        or seed_time.get("start")
+        or properties.get("dataStarted")
+        or properties.get("datetime")
+    )
+    end = properties.get("end_datetime") or seed_time.get("end") or properties.get("dataEnded") or start
     return _parse(start), _parse(end)
 
 

@@ -18,12 +18,12 @@ from shapely.ops import unary_union
 from stac_pydantic import Collection as CollectionModel
 from stac_pydantic import Item as ItemModel
 
+from granary_flows import layout
 from granary_flows.sidecars import Sidecar
 from granary_flows.store import ResultsStore
 
 PROCESSING_EXTENSION = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
-ITEM_FILE = "granary-item.json"  # beside the outputs: named so that no container output is overwritten
-COLLECTION_FILE = "collection.json"
+ASSET_FIELDS = {"href", "title", "description", "type", "roles"}
 WHOLE_WORLD = (-180.0, -90.0, 180.0, 90.0)
 _collection_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
@@ -65,9 +65,11 @@ def execution_item(document: dict[str, Any], sidecars: list[Sidecar]) -> pystac.
         stac_extensions=[PROCESSING_EXTENSION],
         collection=document["task"],
     )
+    described = {sidecar.describes: sidecar.properties for sidecar in outputs}
     keys: set[str] = set()
     for result in document["results"]:
         key = _unique_key(result.get("title") or result["href"].rsplit("/", 1)[-1], keys)
+        extra = {k: v for k, v in described.get(result["href"], {}).items() if k not in ASSET_FIELDS}
         item.add_asset(
             key,
             pystac.Asset(
@@ -76,6 +78,7 @@ def execution_item(document: dict[str, Any], sidecars: list[Sidecar]) -> pystac.
                 description=result.get("description"),
                 media_type=result.get("type"),
                 roles=result.get("roles"),
+                extra_fields=extra,
             ),
         )
     return item
@@ -87,40 +90,41 @@ def publish(store: ResultsStore, task: str, title: str | None, description: str 
     Returns:
         The Item's URI.
     """
-    item.add_link(pystac.Link(rel="collection", target=f"../{COLLECTION_FILE}", media_type=pystac.MediaType.JSON))
-    item.add_link(pystac.Link(rel="parent", target=f"../{COLLECTION_FILE}", media_type=pystac.MediaType.JSON))
+    collection_link = f"../{layout.COLLECTION_FILE}"
+    item.add_link(pystac.Link(rel="collection", target=collection_link, media_type=pystac.MediaType.JSON))
+    item.add_link(pystac.Link(rel="parent", target=collection_link, media_type=pystac.MediaType.JSON))
     item_document = item.to_dict(include_self_link=False, transform_hrefs=False)
     ItemModel.model_validate(item_document)
-    item_uri = store.write_json(f"{task}/{item.id}/{ITEM_FILE}", item_document)
+    item_uri = store.write_json(layout.item_document(task, item.id), item_document)
     # One writer per task at a time: threads of this process, then processes sharing a local results folder.
-    with _collection_locks[task], store.exclusive(f"{task}/{COLLECTION_FILE}"):
+    with _collection_locks[task], store.exclusive(layout.collection_document(task)):
         collection = _load_collection(store, task, title, description)
-        target = f"./{item.id}/{ITEM_FILE}"
+        target = layout.item_link_from_collection(item.id)
         item_links = [link for link in collection.links if link.rel == "item"]
         if not any(link.target == target for link in item_links):
             collection.add_link(pystac.Link(rel="item", target=target, media_type=pystac.MediaType.GEOJSON))
         _extend(collection.extent, item, first=not any(link.target != target for link in item_links))
         collection_document = collection.to_dict(include_self_link=False, transform_hrefs=False)
         CollectionModel.model_validate(collection_document)
-        store.write_json(f"{task}/{COLLECTION_FILE}", collection_document)
+        store.write_json(layout.collection_document(task), collection_document)
     return item_uri
 
 
 def unpublish(store: ResultsStore, task: str, execution_ids: set[str]) -> None:
     """Take removed executions' Items out of the task's Collection (its extent is left as it was)."""
-    targets = {f"./{execution_id}/{ITEM_FILE}" for execution_id in execution_ids}
-    with _collection_locks[task], store.exclusive(f"{task}/{COLLECTION_FILE}"):
+    targets = {layout.item_link_from_collection(execution_id) for execution_id in execution_ids}
+    with _collection_locks[task], store.exclusive(layout.collection_document(task)):
         try:
-            document = store.read_json(f"{task}/{COLLECTION_FILE}")
+            document = store.read_json(layout.collection_document(task))
         except FileNotFoundError:
             return
         document["links"] = [link for link in document.get("links", []) if link.get("href") not in targets]
-        store.write_json(f"{task}/{COLLECTION_FILE}", document)
+        store.write_json(layout.collection_document(task), document)
 
 
 def _load_collection(store: ResultsStore, task: str, title: str | None, description: str | None) -> pystac.Collection:
     try:
-        return pystac.Collection.from_dict(store.read_json(f"{task}/{COLLECTION_FILE}"), preserve_dict=False)
+        return pystac.Collection.from_dict(store.read_json(layout.collection_document(task)), preserve_dict=False)
     except FileNotFoundError:
         return pystac.Collection(
             id=task,

@@ -1,18 +1,57 @@
-"""Input staging: on local Docker the container has no network, so `format: uri` arguments are fetched first."""
+"""Input staging: on local Docker the container has no network, so `format: uri` arguments are fetched first, by the
+runner, under the operator's policy (`policy.Policy`): only from allowed folders, public addresses and allowed
+buckets, each input and all of them within their size caps, and stopped at once when the run is cancelled.
+"""
 
 from __future__ import annotations
 
+import base64
+import errno
+import mimetypes
+import os
 import posixpath
+import socket
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlparse
+from typing import Any, BinaryIO
+from urllib.parse import unquote, urljoin, urlsplit
 
-import fsspec
+import httpx
+from pydantic import BaseModel
 
-from granary_flows.contract import INPUT_DIR
+from granary_flows.cancellation import CancelToken
+from granary_flows.contract import INPUT_DIR, SIDECAR_SUFFIX
 from granary_flows.errors import StagingError
+from granary_flows.masking import without_credentials
+from granary_flows.policy import Policy
 
 STAGED_SCHEMES = ("file", "s3", "http", "https")
+CHUNK = 1024 * 1024
+MAX_REDIRECTS = 5
+SIDECAR_CAP = 4 * 1024 * 1024  # an input's side-car is metadata, not data
+TIMEOUT = httpx.Timeout(connect=10, read=30, write=30, pool=10)
+
+
+class StagedInput(BaseModel):
+    """One input file as fetched: what the container sees, and what the execution records of it."""
+
+    argument: str
+    uri: str  # as given; the execution records this
+    path: str  # where the container sees it
+    local: str  # where it lies on the runner's host
+    size: int
+    media_type: str | None = None
+    sidecar: dict[str, Any] | None = None  # the GeoJSON Feature at `<uri>.metadata.json`, when there is one
+
+
+class Staged(BaseModel):
+    """What staging did: the arguments as the container sees them, and the files behind them."""
+
+    arguments: dict[str, Any]
+    input_dir: Path | None = None
+    inputs: list[StagedInput] = []
 
 
 def uri_arguments(schema: dict[str, Any], arguments: dict[str, Any]) -> dict[str, str | list[str]]:
@@ -30,49 +69,300 @@ def _stageable(spec: Any, value: Any) -> bool:
     return False
 
 
-def stage_inputs(uris: dict[str, str | list[str]], folder: Path) -> dict[str, str | list[str]]:
-    """Fetch each URI into `folder/<argument>/<file name>`.
+def stage_inputs(
+    uris: dict[str, str | list[str]],
+    folder: Path,
+    policy: Policy,
+    cancel: CancelToken | None = None,
+    storage_options: dict[str, Any] | None = None,
+    sidecars: bool = False,
+) -> list[StagedInput]:
+    """Fetch each URI into `folder/<argument>/<file name>`, within the policy.
 
     Args:
         uris: argument name -> URI (or list of URIs), as `uri_arguments` returns.
         folder: a local folder, later mounted read-only at `/granary/inputs`.
+        policy: what may be read, from where, and how much.
+        cancel: stops the fetch at once when cancelled.
+        storage_options: for `s3://` inputs (credentials, endpoint).
+        sidecars: also read each input's `<uri>.metadata.json`, where there is one.
 
     Returns:
-        argument name -> the path (or paths) the container sees; a list's files share the folder
-        `/granary/inputs/<argument>/`.
+        One `StagedInput` per file; a list's files share the folder `/granary/inputs/<argument>/`.
 
     Raises:
-        StagingError: naming the argument and URI that could not be read; nothing has started yet.
+        StagingError: naming the argument, the URI (without credentials) and the rule or failure; nothing has started.
+        ExecutionCancelled: when cancelled meanwhile.
     """
-    container_paths: dict[str, str | list[str]] = {}
+    cancel = cancel or CancelToken()
+    budget = _Budget(policy.max_inputs_bytes)
+    staged = []
     for name, value in uris.items():
         listed = [value] if isinstance(value, str) else value
         # Files of one list with the same name (each tile's ndvi.tif) each get a folder of their own.
         clash = len({_file_name(uri, name) for uri in listed}) < len(listed)
-        paths = [_fetch(name, uri, folder / name, f"{index}/" if clash else "") for index, uri in enumerate(listed)]
-        container_paths[name] = paths[0] if isinstance(value, str) else paths
-    return container_paths
+        for index, uri in enumerate(listed):
+            file_name = (f"{index}/" if clash else "") + _file_name(uri, name)
+            target = folder / name / file_name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fetcher = _Fetcher(name, uri, policy, cancel, budget, storage_options or {})
+            size = fetcher.fetch_to(target, policy.max_input_bytes)
+            sidecar = fetcher.sidecar() if sidecars else None
+            staged.append(
+                StagedInput(
+                    argument=name,
+                    uri=uri,
+                    path=f"{INPUT_DIR}/{name}/{file_name}",
+                    local=str(target),
+                    size=size,
+                    media_type=mimetypes.guess_type(file_name)[0],
+                    sidecar=sidecar,
+                )
+            )
+    return staged
 
 
-def input_folder(argument: str) -> str:
-    return f"{INPUT_DIR}/{argument}"
+def container_arguments(arguments: dict[str, Any], staged: list[StagedInput]) -> dict[str, Any]:
+    """The arguments with each staged URI replaced by the path the container sees (a list stays a list)."""
+    paths: dict[str, list[str]] = {}
+    for item in staged:
+        paths.setdefault(item.argument, []).append(item.path)
+    return arguments | {name: found if isinstance(arguments[name], list) else found[0] for name, found in paths.items()}
+
+
+class _Budget:
+    """Bytes left for an execution's inputs together."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+
+
+class _Fetcher:
+    """Fetches one URI under the policy, counting against the input's and the execution's caps."""
+
+    def __init__(
+        self,
+        argument: str,
+        uri: str,
+        policy: Policy,
+        cancel: CancelToken,
+        budget: _Budget,
+        storage_options: dict[str, Any],
+    ):
+        self.argument = argument
+        self.uri = uri
+        self.policy = policy
+        self.cancel = cancel
+        self.budget = budget
+        self.storage_options = storage_options
+        self.scheme = urlsplit(uri).scheme
+
+    def refuse(self, why: str) -> StagingError:
+        return StagingError(f"cannot read input {self.argument!r} from {without_credentials(self.uri)}: {why}")
+
+    def fetch_to(self, target: Path, cap: int) -> int:
+        self.cancel.check(f"staging input {self.argument!r}")
+        try:
+            with self._open(self.uri) as (source, size), open(target, "wb") as sink:
+                return self._copy(source, sink, size, cap)
+        except StagingError:
+            raise
+        except (OSError, ValueError, httpx.HTTPError) as err:
+            self.cancel.check(f"staging input {self.argument!r}")
+            raise self.refuse(_said(err)) from err
+
+    def sidecar(self) -> dict[str, Any] | None:
+        """The input's `<uri>.metadata.json`, when there is one that may be read; else None."""
+        import json
+
+        try:
+            with self._open(self.uri + SIDECAR_SUFFIX) as (source, size):
+                if size is not None and size > SIDECAR_CAP:
+                    return None
+                data = source.read(SIDECAR_CAP + 1)
+        except (StagingError, OSError, ValueError, httpx.HTTPError):
+            return None
+        if len(data) > SIDECAR_CAP:
+            return None
+        try:
+            document = json.loads(data)
+        except ValueError:
+            return None
+        return document if isinstance(document, dict) else None
+
+    def _copy(self, source: BinaryIO, sink: BinaryIO, size: int | None, cap: int) -> int:
+        if size is not None:
+            self._check_size(size, cap)
+        copied = 0
+        while chunk := source.read(CHUNK):
+            self.cancel.check(f"staging input {self.argument!r}")
+            copied += len(chunk)
+            self._check_size(copied, cap)
+            sink.write(chunk)
+        self.budget.used += copied
+        return copied
+
+    def _check_size(self, size: int, cap: int) -> None:
+        if size > cap:
+            raise self.refuse(f"it is larger than the {cap / 2**20:g} MiB an input may be (GRANARY_MAX_INPUT_MIB)")
+        if self.budget.used + size > self.budget.limit:
+            raise self.refuse(
+                f"the execution's inputs would exceed {self.budget.limit / 2**20:g} MiB (GRANARY_MAX_INPUTS_MIB)"
+            )
+
+    @contextmanager
+    def _open(self, uri: str) -> Iterator[tuple[BinaryIO, int | None]]:
+        if self.scheme == "file":
+            with self._open_file(uri) as opened:
+                yield opened
+        elif self.scheme in ("http", "https"):
+            with self._open_http(uri) as opened:
+                yield opened
+        elif self.scheme == "s3":
+            with self._open_s3(uri) as opened:
+                yield opened
+        else:
+            raise self.refuse(f"the scheme {self.scheme!r} is not one of {', '.join(STAGED_SCHEMES)}")
+
+    @contextmanager
+    def _open_file(self, uri: str) -> Iterator[tuple[BinaryIO, int | None]]:
+        parts = urlsplit(uri)
+        if parts.netloc not in ("", "localhost"):
+            raise self.refuse("a file:// URI names a file on this machine (file:///path)")
+        resolved = Path(os.path.realpath(unquote(parts.path)))
+        root = self.policy.file_root_of(resolved)
+        if root is None:
+            allowed = ", ".join(self.policy.file_roots) or "none"
+            raise self.refuse(f"it is not under a folder inputs may be read from (GRANARY_ALLOW_FILE_ROOTS: {allowed})")
+        try:
+            descriptor = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise self.refuse("it is a symbolic link") from err
+            raise
+        try:
+            info = os.fstat(descriptor)
+            if not stat.S_ISREG(info.st_mode):
+                raise self.refuse("it is not a regular file")
+            # What was opened, whatever a folder on its path was swapped for meanwhile, is still under the root.
+            opened = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
+            if self.policy.file_root_of(opened) != root:
+                raise self.refuse("it moved out of the allowed folder while it was opened")
+            os.set_blocking(descriptor, True)
+            handle = os.fdopen(descriptor, "rb")
+        except BaseException:
+            os.close(descriptor)
+            raise
+        with handle:
+            yield handle, info.st_size
+
+    @contextmanager
+    def _open_http(self, uri: str) -> Iterator[tuple[BinaryIO, int | None]]:
+        with httpx.Client(timeout=TIMEOUT, follow_redirects=False, trust_env=False) as client:
+            current = uri
+            for _ in range(MAX_REDIRECTS + 1):
+                request = self._pinned_request(client, current)
+                response = client.send(request, stream=True)
+                forget = self.cancel.on_cancel(response.close)
+                try:
+                    if response.is_redirect and "location" in response.headers:
+                        current = urljoin(current, response.headers["location"])
+                        continue
+                    if response.status_code >= 400:
+                        raise self.refuse(f"the server answered {response.status_code} {response.reason_phrase}")
+                    length = response.headers.get("content-length")
+                    yield (
+                        _StreamReader(response.iter_bytes(CHUNK)),
+                        int(length) if length and length.isdigit() else None,
+                    )
+                    return
+                finally:
+                    forget()
+                    response.close()
+            raise self.refuse(f"more than {MAX_REDIRECTS} redirects")
+
+    def _pinned_request(self, client: httpx.Client, uri: str) -> httpx.Request:
+        """A request to one checked address of the URI's host: every address DNS gives must be allowed, and the
+        connection goes to one of them, so that a second lookup cannot answer something else."""
+        parts = urlsplit(uri)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self.refuse(f"a redirect led to {without_credentials(uri)}, which is not an http(s) address")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            addresses = sorted(
+                {info[4][0] for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)}
+            )
+        except OSError as err:
+            raise self.refuse(f"{parts.hostname} does not resolve ({err})") from err
+        refused = [a for a in addresses if not self.policy.address_allowed(parts.hostname, a, port)]
+        if refused or not addresses:
+            where = (
+                f"{parts.hostname} ({', '.join(refused)})"
+                if refused and refused != [parts.hostname]
+                else parts.hostname
+            )
+            raise self.refuse(
+                f"{where} is not a public address, and GRANARY_ALLOW_HOSTS does not allow it"
+                + (" (a redirect led there)" if uri != self.uri else "")
+            )
+        address = addresses[0]
+        host = f"[{address}]" if ":" in address else address
+        pinned = parts._replace(netloc=f"{host}:{port}").geturl()
+        headers = {"Host": parts.netloc.rsplit("@", 1)[-1]}
+        if parts.username or parts.password:
+            token = base64.b64encode(f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode())
+            headers["Authorization"] = f"Basic {token.decode()}"
+        extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+        return client.build_request("GET", pinned, headers=headers, extensions=extensions)
+
+    @contextmanager
+    def _open_s3(self, uri: str) -> Iterator[tuple[BinaryIO, int | None]]:
+        import fsspec
+
+        bucket = urlsplit(uri).netloc
+        if not self.policy.bucket_allowed(bucket):
+            raise self.refuse(f"bucket {bucket!r} is not one inputs may be read from (GRANARY_ALLOW_BUCKETS)")
+        fs, path = fsspec.core.url_to_fs(uri, **self.storage_options)
+        size = fs.size(path)
+        handle = fs.open(path, "rb", block_size=CHUNK)
+        forget = self.cancel.on_cancel(handle.close)
+        try:
+            yield handle, size
+        finally:
+            forget()
+            handle.close()
+
+
+class _StreamReader:
+    """`read()` over an httpx byte stream, for the copy loop."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._pending = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._pending) < size:
+            try:
+                self._pending += next(self._chunks)
+            except StopIteration:
+                break
+        if size < 0:
+            data, self._pending = self._pending, b""
+        else:
+            data, self._pending = self._pending[:size], self._pending[size:]
+        return data
+
+
+def _said(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return f"[Errno {err.errno}] {err.strerror}"
+    return str(err) or type(err).__name__
 
 
 def _file_name(uri: str, argument: str) -> str:
-    return posixpath.basename(urlparse(uri).path.rstrip("/")) or argument
-
-
-def _fetch(name: str, uri: str, folder: Path, subfolder: str = "") -> str:
-    file_name = subfolder + _file_name(uri, name)
-    target = folder / file_name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with fsspec.open(uri, "rb") as source, open(target, "wb") as sink:
-            while chunk := source.read(8 * 1024 * 1024):
-                sink.write(chunk)
-    except (OSError, ValueError, ImportError) as err:
-        raise StagingError(f"cannot read input {name!r} from {uri}: {err}") from err
-    return f"{input_folder(name)}/{file_name}"
+    name = posixpath.basename(urlsplit(uri).path.rstrip("/")) or argument
+    return name if name not in (".", "..") else argument
 
 
 def _is_uri(spec: Any) -> bool:
@@ -80,4 +370,4 @@ def _is_uri(spec: Any) -> bool:
 
 
 def _fetchable(value: str) -> bool:
-    return urlparse(value).scheme in STAGED_SCHEMES
+    return urlsplit(value).scheme in STAGED_SCHEMES

@@ -12,16 +12,19 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError
 from fsspec.core import url_to_fs
 from pydantic import BaseModel
 
+from granary_flows import layout
 from granary_flows.errors import StorageError
 from granary_flows.layout import default_results_root
 
-EXECUTION_DOCUMENT = "granary-execution.json"
+if TYPE_CHECKING:
+    from granary_flows.outputs import WrittenFile
+
 RESULTS_BLOCK_VARIABLE = "GRANARY_RESULTS_BLOCK"
 # Files from 2 chunks up are uploaded to S3 in parts, several at once; S3's smallest part is 5 MiB.
 MULTIPART_CHUNK = int(float(os.environ.get("GRANARY_MULTIPART_CHUNK_MIB", "16")) * 2**20)
@@ -64,14 +67,19 @@ class ResultsStore:
 
             storage_options = s3_storage_options(credentials())
         self.root = root.rstrip("/")
-        self.fs, self._root_path = url_to_fs(self.root, **(storage_options or {}))
+        self.storage_options = storage_options or {}
+        self.fs, self._root_path = url_to_fs(self.root, **self.storage_options)
 
     @property
     def is_s3(self) -> bool:
         return self.root.startswith("s3://")
 
     def execution_uri(self, task: str, execution_id: str) -> str:
-        return f"{self.root}/{task}/{execution_id}"
+        return f"{self.root}/{layout.execution_folder(task, execution_id)}"
+
+    def uri(self, relative: str) -> str:
+        """The URI of `<root>/<relative>`."""
+        return f"{self.root}/{relative}"
 
     def _make_folder(self, path: str) -> None:
         # Object stores have no folders, and s3fs's makedirs would create a missing bucket: a deleted or mistyped
@@ -95,46 +103,48 @@ class ResultsStore:
 
     def clear_outputs(self, task: str, execution_id: str) -> None:
         """Remove what an earlier attempt of the execution left in its folder."""
-        target = f"{self._root_path}/{task}/{execution_id}"
+        target = f"{self._root_path}/{layout.execution_folder(task, execution_id)}"
         try:
             if self.fs.exists(target):
                 self.fs.rm(target, recursive=True)
             self.fs.invalidate_cache(target)
         except STORE_ERRORS as err:
-            raise StorageError(f"clearing {self.root}/{task}/{execution_id} failed: {err}") from err
+            raise StorageError(f"clearing {self.execution_uri(task, execution_id)} failed: {err}") from err
 
-    def put_outputs(self, local_dir: Path, task: str, execution_id: str) -> StoredOutputs:
-        """Upload every file under `local_dir` to the execution's folder, replacing what an earlier attempt left.
+    def put_outputs(self, files: list[WrittenFile], task: str, execution_id: str) -> StoredOutputs:
+        """Upload these files (an output folder's, as `outputs.written_files` lists them) to the execution's folder,
+        replacing what an earlier attempt left.
 
         On S3 the files are uploaded concurrently, and large ones in parts (multipart), several parts at once.
 
         Raises:
             StorageError: when any upload fails, so that outputs are never lost silently.
         """
-        target = f"{self._root_path}/{task}/{execution_id}"
-        files = sorted(p for p in local_dir.rglob("*") if p.is_file())
-        relatives = [file.relative_to(local_dir).as_posix() for file in files]
+        target = f"{self._root_path}/{layout.execution_folder(task, execution_id)}"
         options = {"chunksize": MULTIPART_CHUNK} if self.is_s3 else {}
         self.clear_outputs(task, execution_id)
         try:
             self._make_folder(target)
+            for folder in sorted({file.relative.rpartition("/")[0] for file in files} - {""}):
+                self._make_folder(f"{target}/{folder}")
             if files:
-                self.fs.put([str(f) for f in files], [f"{target}/{r}" for r in relatives], **options)
+                self.fs.put([str(f.path) for f in files], [f"{target}/{f.relative}" for f in files], **options)
         except STORE_ERRORS as err:
-            raise StorageError(f"uploading outputs to {self.root}/{task}/{execution_id} failed: {err}") from err
+            uri = self.execution_uri(task, execution_id)
+            raise StorageError(f"uploading outputs to {uri} failed: {err}") from err
         return StoredOutputs(
-            uris={r: self.uri_of(f"{target}/{r}") for r in relatives},
-            sizes={r: f.stat().st_size for r, f in zip(relatives, files, strict=True)},
+            uris={f.relative: self.uri_of(f"{target}/{f.relative}") for f in files},
+            sizes={f.relative: f.size for f in files},
         )
 
     def list_outputs(self, task: str, execution_id: str) -> StoredOutputs:
         """What a container wrote into the execution's folder itself (Batch jobs write to `OUTPUT_URI`)."""
-        target = f"{self._root_path}/{task}/{execution_id}"
+        target = f"{self._root_path}/{layout.execution_folder(task, execution_id)}"
         self.fs.invalidate_cache(target)
         try:
             found = self.fs.find(target, detail=True) if self.fs.exists(target) else {}
         except STORE_ERRORS as err:
-            raise StorageError(f"listing {self.root}/{task}/{execution_id} failed: {err}") from err
+            raise StorageError(f"listing {self.execution_uri(task, execution_id)} failed: {err}") from err
         stored = StoredOutputs()
         for path, info in sorted(found.items()):
             relative = path[len(target) + 1 :]
@@ -146,9 +156,10 @@ class ResultsStore:
         """The content of a stored file, given its URI."""
         return bytes(self.fs.cat_file(uri))
 
-    def presign(self, uri: str, seconds: int = PRESIGN_SECONDS) -> str | None:
-        """A https link to an `s3://` file that works without credentials until it expires; None for other stores."""
-        if not (self.is_s3 and uri.startswith("s3://")):
+    def presign(self, uri: str, within: str, seconds: int = PRESIGN_SECONDS) -> str | None:
+        """A https link to an `s3://` file that works without credentials until it expires; None for other stores,
+        and for anything that is not under `within` (an execution's own prefix): no link to anybody else's object."""
+        if not (self.is_s3 and uri.startswith("s3://")) or not is_under(uri, within):
             return None
         return str(self.fs.sign(uri, expiration=seconds))
 
@@ -255,3 +266,20 @@ def _from_s3_bucket_block(name: str) -> tuple[str, dict[str, Any]]:
     root = f"s3://{bucket.bucket_name}/{bucket.bucket_folder}".rstrip("/")
     options = s3_storage_options(bucket.credentials) if isinstance(bucket.credentials, AwsCredentials) else {}
     return root, options
+
+
+def is_under(uri: str, prefix: str) -> bool:
+    """Whether `uri` names something inside `prefix` (no `..` escapes it).
+
+    Example:
+        >>> is_under("s3://b/runs/ndvi/1/a.tif", "s3://b/runs/ndvi/1"), is_under("s3://b/runs/ndvi/1/../2/x", "s3://b/runs/ndvi/1")
+        (True, False)
+    """
+    import posixpath
+
+    scheme, _, path = uri.partition("://")
+    base_scheme, _, base = prefix.rstrip("/").partition("://")
+    if scheme != base_scheme or not path:
+        return False
+    normal = posixpath.normpath(path)
+    return normal.startswith(base.rstrip("/") + "/") and ".." not in path.split("/")

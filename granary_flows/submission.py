@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -13,12 +14,13 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import FlowRun, Log
 from prefect.client.schemas.sorting import LogSort
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.states import Scheduled
 
-from granary_flows.definition import Definition
+from granary_flows import layout
 from granary_flows.errors import GranaryError, UnknownTask
-from granary_flows.store import EXECUTION_DOCUMENT, ResultsStore
+from granary_flows.loading import Definition
+from granary_flows.store import ResultsStore
 from granary_flows.validation import prepare_arguments
 
 
@@ -53,16 +55,46 @@ def submit(client: SyncPrefectClient, definition: Definition, arguments: dict[st
     again before any container starts.
 
     Raises:
-        UnknownTask: the task has no deployment on this server (run `granary serve` or `granary deploy`).
+        UnknownTask: the task has no deployment on this server (run `granary register` or `granary serve`).
+        GranaryError: the server refused the run, with its reasons.
     """
     try:
         deployment = client.read_deployment_by_name(f"{definition.name}/{definition.name}")
     except ObjectNotFound as err:
         raise UnknownTask(
             f"task {definition.name!r} has no deployment on this Prefect server: "
-            "start `granary serve` or run `granary deploy`"
+            "run `granary register` or start `granary serve`"
         ) from err
-    return client.create_flow_run_from_deployment(deployment.id, parameters=arguments)
+    with refusals_said(f"the Prefect server refused the execution of {definition.name!r}"):
+        return client.create_flow_run_from_deployment(deployment.id, parameters=arguments)
+
+
+@contextmanager
+def refusals_said(what: str) -> Iterator[None]:
+    """A request the server answered with an error becomes a GranaryError with the server's own reasons (a 409's
+    first violation, a 422's details), never "did not answer"."""
+    try:
+        yield
+    except PrefectHTTPStatusError as err:
+        raise GranaryError(f"{what} ({err.response.status_code}): {server_reason(err.response)}") from err
+
+
+def server_reason(response: Any) -> str:
+    """What a Prefect server said about a refused request."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason_phrase
+    if isinstance(body, dict):
+        detail = body.get("detail") or body.get("exception_detail") or body.get("exception_message")
+        if isinstance(detail, list):
+            return "; ".join(
+                f"{'.'.join(map(str, item.get('loc', [])))}: {item.get('msg')}" if isinstance(item, dict) else str(item)
+                for item in detail
+            )[:1000]
+        if detail:
+            return str(detail)[:1000]
+    return str(body)[:500]
 
 
 def read_execution(client: SyncPrefectClient, execution_id: str) -> FlowRun:
@@ -112,7 +144,8 @@ def resume(
     if definition is not None:
         validate(definition, arguments)
     tags = [tag for tag in flow_run.tags if not tag.startswith(RESUMES_TAG)] + [f"{RESUMES_TAG}{execution_id}"]
-    return client.create_flow_run_from_deployment(flow_run.deployment_id, parameters=arguments, tags=tags)
+    with refusals_said(f"the Prefect server refused to resume execution {execution_id}"):
+        return client.create_flow_run_from_deployment(flow_run.deployment_id, parameters=arguments, tags=tags)
 
 
 def watch(
@@ -162,8 +195,6 @@ def results_document(client: SyncPrefectClient, execution_id: str, store: Result
     Raises:
         GranaryError: naming the execution when it does not exist or has no results yet.
     """
-    from granary_flows.pipeline_run import PIPELINE_DOCUMENT
-
     flow_run = read_execution(client, execution_id)
     task = client.read_flow(flow_run.flow_id).name
     state = flow_run.state.name if flow_run.state else "unknown"
@@ -173,9 +204,9 @@ def results_document(client: SyncPrefectClient, execution_id: str, store: Result
             f"execution {execution_id} of {task} is {state}: it has no results" + (f" ({message})" if message else "")
         )
     store = store or ResultsStore()
-    for name in (EXECUTION_DOCUMENT, PIPELINE_DOCUMENT):
+    for path in (layout.execution_document(task, execution_id), layout.pipeline_document(task, execution_id)):
         try:
-            return store.read_json(f"{task}/{execution_id}/{name}")
+            return store.read_json(path)
         except FileNotFoundError:
             pass
     try:  # the runner may use another results root; the document is also the run's persisted return value

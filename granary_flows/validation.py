@@ -1,18 +1,108 @@
 """Argument validation with the task's own JSON Schema draft, reporting every violation with its JSON path.
 
 Prefect's server checks parameters too, but always with Draft 2020-12 and without `format: uri`; this check is the
-one that counts, and it runs before any container or job exists.
+one that counts, and it runs before any container or job exists. It is safe on any schema a user registers:
+
+- `pattern` and `patternProperties` are matched by RE2, in time linear in the input: no pattern can stall a runner.
+  A pattern RE2 cannot read (back-references, look-arounds) is refused when the task is registered.
+- `$ref`s resolve inside the task's own schema; nothing is ever fetched. A reference to anything else is refused when
+  the task is registered, naming it.
 """
 
 from __future__ import annotations
 
+import keyword
+from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
-from jsonschema.validators import validator_for
+import re2
+from jsonschema import ValidationError, validators
+from jsonschema.exceptions import SchemaError
+from referencing import Registry, Resource
+from referencing.exceptions import NoSuchResource, Unresolvable
+from referencing.jsonschema import DRAFT7, specification_with
 
 from granary_flows.errors import ArgumentsInvalid
 
-DRAFT_07 = {"$schema": "http://json-schema.org/draft-07/schema#"}
+DRAFT_07 = "http://json-schema.org/draft-07/schema#"
+INT64 = 2**63 - 1  # what Prefect's server (and most JSON readers) can hold; a larger number wedges its API
+
+
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.log_errors = False
+    return options
+
+
+RE2_OPTIONS = _re2_options()
+
+
+@lru_cache(maxsize=4096)
+def compiled_pattern(pattern: str) -> Any:
+    """The RE2 program for a schema pattern (ECMA-262 as RE2 reads it).
+
+    Raises:
+        re2.error: when RE2 cannot read it: it has a back-reference or a look-around.
+    """
+    return re2.compile(pattern, RE2_OPTIONS)
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        matched = compiled_pattern(pattern).search(instance)
+    except re2.error:
+        yield ValidationError(f"the schema's pattern {pattern!r} cannot be evaluated in linear time")
+        return
+    if matched is None:
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(
+    validator: Any, patterns: dict[str, Any], instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        try:
+            program = compiled_pattern(pattern)
+        except re2.error:
+            yield ValidationError(f"the schema's pattern {pattern!r} cannot be evaluated in linear time")
+            continue
+        for name, value in instance.items():
+            if program.search(name):
+                yield from validator.descend(value, subschema, path=name, schema_path=pattern)
+
+
+def _refuse_retrieval(uri: str) -> Resource[Any]:
+    # jsonschema would otherwise fetch a `$ref` it cannot resolve locally (its deprecated remote loading).
+    raise NoSuchResource(ref=uri)
+
+
+NOTHING_REMOTE = Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
+
+
+@lru_cache(maxsize=64)
+def _validator_class(draft_uri: str) -> Any:
+    base = validators.validator_for({"$schema": draft_uri}, default=validators.validator_for({"$schema": DRAFT_07}))
+    checkers = {"pattern": _pattern}
+    if "patternProperties" in base.VALIDATORS:
+        checkers["patternProperties"] = _pattern_properties
+    return validators.extend(base, checkers)
+
+
+def validator_class(schema: dict[str, Any]) -> Any:
+    """The validator class for a schema's own draft (draft-07 without `$schema`), matching patterns with RE2."""
+    declared = schema.get("$schema") if isinstance(schema.get("$schema"), str) else DRAFT_07
+    return _validator_class(declared)
+
+
+def schema_validator(schema: dict[str, Any]) -> Any:
+    """A validator for `schema` that checks formats (`uri`, `date-time`, ...) and never fetches anything."""
+    cls = validator_class(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER, registry=NOTHING_REMOTE)
 
 
 def violations(schema: dict[str, Any], arguments: dict[str, Any]) -> list[str]:
@@ -22,39 +112,60 @@ def violations(schema: dict[str, Any], arguments: dict[str, Any]) -> list[str]:
         >>> violations({"type": "object", "required": ["a"]}, {})
         ["$: 'a' is a required property"]
     """
-    cls = validator_for(schema, default=validator_for(DRAFT_07))
-    validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
-    errors = sorted(validator.iter_errors(arguments), key=lambda e: (list(map(str, e.absolute_path)), e.message))
-    return [f"{error.json_path}: {error.message}" for error in errors]
+    try:
+        errors = list(schema_validator(schema).iter_errors(arguments))
+    except Unresolvable as err:
+        return [f"$: the schema refers to {err.ref!r}, which is not in it"]
+    found = sorted(errors, key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    return [f"{error.json_path}: {error.message}" for error in found] + too_large(arguments, "$")
+
+
+def too_large(value: Any, path: str) -> list[str]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int) and abs(value) > INT64:
+        return [f"{path}: {value} is larger than a 64-bit integer"]
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in too_large(item, f"{path}.{key}")]
+    if isinstance(value, list):
+        return [found for index, item in enumerate(value) for found in too_large(item, f"{path}[{index}]")]
+    return []
 
 
 def prepare_arguments(task: str, schema: dict[str, Any], arguments: dict[str, Any]) -> dict[str, Any]:
-    """The document a container receives: empty (null) arguments dropped, top-level defaults filled in.
+    """The document a container receives: validated as given, then the defaults of optional arguments filled in.
 
-    Prefect passes `None` for an argument nobody gave (the flow's signature default), and its UI sends `null` for an
-    empty field: both mean "not given", unless the argument's schema accepts null.
+    `default` is an annotation (JSON Schema's own semantics): a required argument is required whether or not its
+    schema gives a default. Prefect passes `None` for an argument nobody gave (the flow's signature default), and its
+    UI sends `null` for an empty field: both mean "not given", unless the argument's schema accepts null.
 
     Args:
         task: the task's name, for the error message.
         schema: the task's argument schema.
-        arguments: as given by a user, a schedule or Prefect's run form (which sends `null` for empty fields).
+        arguments: as given by a user, a schedule or Prefect's run form.
 
     Returns:
         The validated arguments, a new dict.
 
     Raises:
-        ArgumentsInvalid: listing every violation.
+        ArgumentsInvalid: listing every violation, unknown arguments included.
     """
     properties = schema.get("properties", {})
     document = {
         name: value for name, value in arguments.items() if value is not None or _accepts_null(properties.get(name))
     }
-    for name, spec in properties.items():
-        if name not in document and isinstance(spec, dict) and "default" in spec:
-            document[name] = spec["default"]
-    found = violations(schema, document)
+    takes = f" (the task takes: {', '.join(properties) or 'no arguments'})"
+    found = [f"$: unknown argument {name!r}{takes}" for name in document if name not in properties]
+    found += violations(schema, document)
     if found:
         raise ArgumentsInvalid(task, found)
+    required = set(schema.get("required", []))
+    for name, spec in properties.items():
+        if name not in document and name not in required and isinstance(spec, dict) and "default" in spec:
+            document[name] = spec["default"]
+    found = violations(schema, document)
+    if found:  # a default that breaks its own schema
+        raise ArgumentsInvalid(task, [f"{violation} (a default of the task's schema)" for violation in found])
     return document
 
 
@@ -63,3 +174,76 @@ def _accepts_null(spec: Any) -> bool:
         return False
     kind = spec.get("type")
     return kind == "null" or (isinstance(kind, list) and "null" in kind)
+
+
+def schema_problems(schema: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+    """What keeps `schema` from being a task's argument schema, each with where it is: invalid for its own draft; not
+    an object of named properties; a pattern RE2 cannot evaluate in linear time; a `$ref` to anything outside it."""
+    base = ("validator", "schema")
+    try:
+        validator_class(schema).check_schema(schema)
+    except SchemaError as err:
+        return [(base + tuple(err.absolute_path), f"not a valid JSON Schema: {err.message}")]
+    if schema.get("type") != "object":
+        return [((*base, "type"), "the argument schema must have type 'object' (one property per argument)")]
+    problems = []
+    for name in schema.get("properties", {}):
+        if not name.isidentifier() or keyword.iskeyword(name):
+            problems.append(
+                ((*base, "properties", name), f"argument name {name!r} must be a letter or _ then letters, digits, _")
+            )
+    for location, pattern in _patterns(schema, base):
+        try:
+            compiled_pattern(pattern)
+        except re2.error as err:
+            reason = err.args[0].decode() if err.args and isinstance(err.args[0], bytes) else str(err)
+            problems.append(
+                (
+                    location,
+                    f"pattern {pattern!r} cannot be evaluated in linear time ({reason}): rewrite it without "
+                    "back-references or look-arounds",
+                )
+            )
+    resolver = _resolver(schema)
+    for location, reference in _references(schema, base):
+        try:
+            resolver.lookup(reference)
+        except Unresolvable:
+            problems.append((location, f"$ref {reference!r} does not resolve inside the schema; nothing is fetched"))
+    return problems
+
+
+def _resolver(schema: dict[str, Any]) -> Any:
+    """Resolves references as validation would: within the schema (by its `$id`, if any), never fetching."""
+    declared = schema.get("$schema") if isinstance(schema.get("$schema"), str) else DRAFT_07
+    resource = specification_with(declared, default=DRAFT7).create_resource(schema)
+    base = schema.get("$id") if isinstance(schema.get("$id"), str) else ""
+    return NOTHING_REMOTE.with_resource(uri=base, resource=resource).resolver(base_uri=base)
+
+
+def _walk(node: Any, location: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    yield location, node
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key not in ("enum", "const", "default", "examples"):  # data, not schema
+                yield from _walk(value, (*location, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _walk(value, (*location, index))
+
+
+def _patterns(schema: dict[str, Any], base: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
+    for location, node in _walk(schema, base):
+        if not isinstance(node, dict):
+            continue
+        if isinstance(node.get("pattern"), str) and location[-1:] != ("properties",):
+            yield (*location, "pattern"), node["pattern"]
+        if isinstance(node.get("patternProperties"), dict) and location[-1:] != ("properties",):
+            for pattern in node["patternProperties"]:
+                yield (*location, "patternProperties", pattern), pattern
+
+
+def _references(schema: dict[str, Any], base: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
+    for location, node in _walk(schema, base):
+        if isinstance(node, dict) and isinstance(node.get("$ref"), str) and location[-1:] != ("properties",):
+            yield (*location, "$ref"), node["$ref"]

@@ -18,7 +18,8 @@ if ! curl -sf "$PREFECT_API_URL/health" >/dev/null; then
 fi
 if ! pgrep -f "granary serve" >/dev/null; then
   echo "==> starting granary serve (log: $LOGS/serve.log)"
-  nohup granary serve >"$LOGS/serve.log" 2>&1 &
+  # The runner reads file:// inputs only from folders the operator allows: here, the sample's.
+  GRANARY_ALLOW_FILE_ROOTS="$CACHE/sample" nohup granary serve >"$LOGS/serve.log" 2>&1 &
   for _ in $(seq 60); do grep -q "waiting for runs" "$LOGS/serve.log" 2>/dev/null && break; sleep 0.5; done
 fi
 

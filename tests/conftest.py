@@ -5,23 +5,22 @@ The environment is set before Prefect is imported, so every client in this proce
 
 from __future__ import annotations
 
+import getpass
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-import httpx
+import boto3
 import pytest
-import rest
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="granary-tests-"))
+SAMPLES = Path(os.environ.get("GRANARY_CACHE", Path.home() / ".cache" / "granary-flows")) / "sample"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,6 +41,10 @@ os.environ |= {
     "DO_NOT_TRACK": "1",
     "GRANARY_RESULTS_URI": str(SESSION_DIR / "results"),
     "GRANARY_HOME": str(SESSION_DIR / "home"),  # never the user's ~/.granary
+    # The operator's policy: inputs from the sample and the tests' own folders; nothing else on this machine.
+    "GRANARY_ALLOW_FILE_ROOTS": os.pathsep.join(
+        [str(SAMPLES), str(SESSION_DIR), str(Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}")]
+    ),
     "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
     "COLUMNS": "250",  # rich wraps at 80 columns otherwise
     # AWS is moto in server mode on this machine (started by the moto fixture); botocore honours AWS_ENDPOINT_URL.
@@ -51,13 +54,11 @@ os.environ |= {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 
-from prefect.client.orchestration import SyncPrefectClient, get_client  # noqa: E402
-from prefect.client.schemas.objects import FlowRun  # noqa: E402
-from prefect.logging.handlers import APILogWorker  # noqa: E402
+from helpers import BUCKET, DEPLOYMENTS, QUEUE, TEST_TASKS, register_definitions, running_moto  # noqa: E402
 
-DEPLOYMENTS = ROOT / "deployments"
-TEST_TASKS = ROOT / "tests" / "tasks"
-SAMPLE_TIFF = Path(os.environ.get("GRANARY_CACHE", Path.home() / ".cache" / "granary-flows")) / "sample" / "scene.tif"
+EXAMPLES = ROOT / "examples" / "batch"
+from prefect.client.orchestration import SyncPrefectClient, get_client  # noqa: E402
+from prefect.logging.handlers import APILogWorker  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -66,27 +67,6 @@ def prefect_server() -> Iterator[str]:
 
     with local_server(port=PORT, log_file=SESSION_DIR / "prefect-server.log") as api_url:
         yield api_url
-
-
-@contextmanager
-def running_moto(port: int, log: Any = None, **environment: str) -> Iterator[str]:
-    """moto in server mode on 127.0.0.1:`port`, with extra `environment`, stopped on exit. Yields its endpoint."""
-    from granary_flows.server import wait_until
-
-    output = log if log is not None else subprocess.DEVNULL
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=output,
-        stderr=output,
-        env=os.environ | environment,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: httpx.get(f"{endpoint}/moto-api/", timeout=2).status_code < 500, "moto", process)
-        yield endpoint
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
 
 
 @pytest.fixture(scope="session")
@@ -122,18 +102,22 @@ def client(prefect_server: str) -> Iterator[SyncPrefectClient]:
 @pytest.fixture(scope="session")
 def runner(prefect_server: str, client: SyncPrefectClient, docker_runtime: Any) -> Iterator[Any]:
     """`granary serve`'s runner, serving the example tasks and the test tasks, in a thread of this process."""
-    from granary_flows.definition import load_definitions
-    from granary_flows.deployment import register
-    from granary_flows.flows import flow_for
-    from granary_flows.runner import InProcessRunner, new_runner_id
+    from granary_flows.catalog import FixedCatalog
+    from granary_flows.definition import RuntimeKind
+    from granary_flows.restarts import new_runner_id
+    from granary_flows.runner import InProcessRunner
     from granary_flows.store import ResultsStore
 
-    definitions, errors = load_definitions([DEPLOYMENTS, TEST_TASKS])
-    assert not errors, errors
+    served = register_definitions(client, [DEPLOYMENTS, TEST_TASKS])
     runner_id = new_runner_id()
-    store = ResultsStore()
-    flows = {register(client, d): flow_for(d, store, {"docker": docker_runtime}, runner_id) for d in definitions}
-    in_process = InProcessRunner(flows, [docker_runtime], runner_id, limit=8, poll_interval=0.2)
+    in_process = InProcessRunner(
+        FixedCatalog(served),
+        ResultsStore(),
+        {RuntimeKind.DOCKER: docker_runtime},
+        runner_id,
+        limit=8,
+        poll_interval=0.2,
+    )
     stop = threading.Event()
     thread = threading.Thread(target=in_process.serve, args=(stop,), daemon=True)
     thread.start()
@@ -143,138 +127,47 @@ def runner(prefect_server: str, client: SyncPrefectClient, docker_runtime: Any) 
     APILogWorker.drain_all(timeout=5)  # before the server stops
 
 
-def start(client: SyncPrefectClient, task: str, server_checks: bool = True, **arguments: Any) -> FlowRun:
-    """Create a run of the task's deployment; `server_checks=False` is the UI form with validation switched off."""
-    deployment = client.read_deployment_by_name(f"{task}/{task}")
-    if server_checks:
-        return client.create_flow_run_from_deployment(deployment.id, parameters=arguments)
-    response = api_post(
-        f"/deployments/{deployment.id}/create_flow_run", {"parameters": arguments, "enforce_parameter_schema": False}
+@pytest.fixture(scope="session")
+def aws(moto_server: str) -> SimpleNamespace:
+    """The queue and job definitions the Batch tasks use, created by the example's own script, and a bucket."""
+    sys.path.insert(0, str(EXAMPLES))
+    import create_resources
+
+    create_resources.ensure_queue(QUEUE)
+    job_environment = create_resources.stand_in_environment(moto_server)
+    create_resources.register_definition(
+        "granary-probe",
+        "granary/ndvi:1",
+        ["python3", "/probe/probe.py", "Ref::label"],
+        job_environment,
+        mounts={str(ROOT / "tests" / "batch"): "/probe"},
     )
-    return FlowRun.model_validate(response.json())
+    create_resources.register_definition(**create_resources.NDVI_DEFINITION, environment=job_environment)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    return SimpleNamespace(s3=s3, batch=boto3.client("batch"), logs=boto3.client("logs"), endpoint=moto_server)
 
 
-def api_post(path: str, body: dict[str, Any], api: str | None = None) -> httpx.Response:
-    """POST to the REST API of the session's server (or of `api`), retrying a busy SQLite server's 503 as Prefect's
-    own client does."""
-    return _api_request("POST", path, body, api)
+@pytest.fixture(scope="session")
+def batch_runner(client: Any, aws: SimpleNamespace, docker_runtime: Any) -> Iterator[SimpleNamespace]:
+    """A runner with an S3 results root serving the Batch test tasks, the Batch ndvi example and a Docker task."""
+    from granary_flows.catalog import FixedCatalog
+    from granary_flows.definition import RuntimeKind
+    from granary_flows.restarts import new_runner_id
+    from granary_flows.runner import InProcessRunner
+    from granary_flows.runtimes.batch import BatchRuntime, Polling
+    from granary_flows.store import ResultsStore
 
-
-def api_get(path: str, api: str | None = None) -> httpx.Response:
-    """GET from the REST API, like `api_post`."""
-    return _api_request("GET", path, None, api)
-
-
-def _api_request(method: str, path: str, body: dict[str, Any] | None, api: str | None) -> httpx.Response:
-    return rest.request(method, f"{api or os.environ['PREFECT_API_URL']}{path}", body)
-
-
-def wait_final(client: SyncPrefectClient, flow_run_id: Any, timeout: float = 90) -> FlowRun:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        flow_run = client.read_flow_run(flow_run_id)
-        if flow_run.state and flow_run.state.is_final():
-            return flow_run
-        time.sleep(0.2)
-    raise AssertionError(f"flow run {flow_run_id} not final after {timeout} s: {flow_run.state}")
-
-
-def execute(
-    client: SyncPrefectClient, task: str, timeout: float = 90, server_checks: bool = True, **arguments: Any
-) -> FlowRun:
-    """Start an execution through its deployment and wait until it is final."""
-    return wait_final(client, start(client, task, server_checks, **arguments).id, timeout)
-
-
-def logs_of(client: SyncPrefectClient, flow_run_id: Any, settle: float = 1.0) -> list[str]:
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.client.schemas.sorting import LogSort
-
-    time.sleep(settle)  # logs arrive in batches
-    messages: list[str] = []
-    while True:  # the server gives at most 200 a call
-        page = client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
-            sort=LogSort.TIMESTAMP_ASC,
-            limit=200,
-            offset=len(messages),
-        )
-        messages += [log.message for log in page]
-        if len(page) < 200:
-            return messages
-
-
-def artifacts_of(client: SyncPrefectClient, flow_run_id: Any) -> list[Any]:
-    """The run's artifacts, read through the REST API (3.8.8's sync client sends nulls the server refuses)."""
-    from prefect.client.schemas.objects import Artifact
-
-    response = api_post(
-        "/artifacts/filter",
-        {"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}, "sort": "CREATED_DESC", "limit": 200, "offset": 0},
-    )
-    return [Artifact.model_validate(item) for item in response.json()]
-
-
-def containers_of(docker_runtime: Any, execution_id: Any, since: float) -> list[str]:
-    """Ids of every container the engine created for an execution (a pipeline's steps included) since `since`, from
-    the engine's event log."""
-    from granary_flows.runtimes.base import LABEL_FLOW_RUN
-
-    events = docker_runtime.client.events(
-        since=int(since),
-        until=int(time.time()) + 1,
-        decode=True,
-        filters={"type": "container", "event": "create", "label": f"{LABEL_FLOW_RUN}={execution_id}"},
-    )
-    return [event["id"] for event in events if event["timeNano"] >= since * 1e9]  # `since` above is whole seconds
-
-
-def read_until(process: Any, marker: str, timeout: float) -> str:
-    """A subprocess's output (text mode, stdout piped) until `marker` appears in it; the rest of its output
-    collects in `process.output`."""
-    lines: list[str] = []
-    process.output = lines  # type: ignore[attr-defined]  # what it prints later goes on arriving here
-    threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while marker not in "".join(lines):
-        assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
-        time.sleep(0.2)
-    return "".join(lines)
-
-
-def granary_serve(
-    *arguments: str, command: str = "serve", unset: tuple[str, ...] = (), **environment: str
-) -> subprocess.Popen:
-    """`granary serve ARGUMENTS` (or another `command`) in a process of its own, with extra `environment` and
-    without the `unset` variables; its output is piped as text."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "granary_flows.cli", command, *arguments],
-        cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if k not in unset} | environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def task_copy(source: str, folder: Path, name: str, **fields: Any) -> Path:
-    """Write tests/tasks/`source`.yaml (or deployments/) under a new `name`, with top-level `fields` replaced:
-    a deployment of its own, which the session's runner does not serve."""
-    import yaml
-
-    path = TEST_TASKS / f"{source}.yaml"
-    document = yaml.safe_load((path if path.exists() else DEPLOYMENTS / f"{source}.yaml").read_text())
-    document |= {"name": name} | fields
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{name}.yaml"
-    target.write_text(yaml.safe_dump(document, sort_keys=False))
-    return target
-
-
-def stop_process(process: subprocess.Popen | None) -> None:
-    if process is not None and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    served = register_definitions(client, [ROOT / "tests" / "batch" / "tasks", EXAMPLES])
+    store = ResultsStore(f"s3://{BUCKET}/runs")
+    # Small log pages, so that thousands of lines cross many pages.
+    batch = BatchRuntime(store, Polling(minimum=0.5, maximum=2, log_page=700))
+    runtimes = {RuntimeKind.DOCKER: docker_runtime, RuntimeKind.BATCH: batch}
+    runner = InProcessRunner(FixedCatalog(served), store, runtimes, new_runner_id(), limit=8, poll_interval=0.2)
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.serve, args=(stop,), daemon=True)
+    thread.start()
+    yield SimpleNamespace(store=store, batch=batch)
+    stop.set()
+    thread.join(timeout=30)
+    APILogWorker.drain_all(timeout=5)

@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
-import boto3
 import httpx
 import pytest
-from conftest import (
+from helpers import (
+    BUCKET,
+    QUEUE,
     ROOT,
     SAMPLE_TIFF,
     artifacts_of,
@@ -31,61 +32,9 @@ from conftest import (
     start,
     wait_final,
 )
-from prefect.logging.handlers import APILogWorker
 
-BUCKET = "granary-results"
-QUEUE = "granary-queue"
 BATCH_TASKS = ROOT / "tests" / "batch" / "tasks"
 EXAMPLES = ROOT / "examples" / "batch"
-
-
-@pytest.fixture(scope="module")
-def aws(moto_server: str) -> SimpleNamespace:
-    """The queue and job definitions the Batch tasks use, created by the example's own script, and a bucket."""
-    sys.path.insert(0, str(EXAMPLES))
-    import create_resources
-
-    create_resources.ensure_queue(QUEUE)
-    job_environment = create_resources.stand_in_environment(moto_server)
-    create_resources.register_definition(
-        "granary-probe",
-        "granary/ndvi:1",
-        ["python3", "/probe/probe.py", "Ref::label"],
-        job_environment,
-        mounts={str(ROOT / "tests" / "batch"): "/probe"},
-    )
-    create_resources.register_definition(**create_resources.NDVI_DEFINITION, environment=job_environment)
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=BUCKET)
-    return SimpleNamespace(s3=s3, batch=boto3.client("batch"), logs=boto3.client("logs"), endpoint=moto_server)
-
-
-@pytest.fixture(scope="module")
-def batch_runner(client: Any, aws: SimpleNamespace, docker_runtime: Any) -> Iterator[SimpleNamespace]:
-    """A runner with an S3 results root serving the Batch test tasks, the Batch ndvi example and a Docker task."""
-    from granary_flows.definition import load_definitions
-    from granary_flows.deployment import register
-    from granary_flows.flows import build_flow
-    from granary_flows.runner import InProcessRunner, new_runner_id
-    from granary_flows.runtimes.batch import BatchRuntime, Polling
-    from granary_flows.store import ResultsStore
-
-    definitions, errors = load_definitions([BATCH_TASKS, EXAMPLES])
-    assert not errors, errors
-    store = ResultsStore(f"s3://{BUCKET}/runs")
-    # Small log pages, so that thousands of lines cross many pages.
-    batch = BatchRuntime(store, Polling(minimum=0.5, maximum=2, log_page=700))
-    runtimes = {"docker": docker_runtime, "batch": batch}
-    runner_id = new_runner_id()
-    flows = {register(client, d): build_flow(d, store, runtimes[d.runtime_kind], runner_id) for d in definitions}
-    runner = InProcessRunner(flows, [docker_runtime, batch], runner_id, limit=8, poll_interval=0.2)
-    stop = threading.Event()
-    thread = threading.Thread(target=runner.serve, args=(stop,), daemon=True)
-    thread.start()
-    yield SimpleNamespace(store=store, batch=batch)
-    stop.set()
-    thread.join(timeout=30)
-    APILogWorker.drain_all(timeout=5)
 
 
 def jobs_of(aws: SimpleNamespace, task: str, execution_id: Any) -> list[dict[str, Any]]:
@@ -209,37 +158,10 @@ def test_a_lost_host_is_a_system_error_and_the_retry_submits_a_new_job(client, a
     assert any("lost its host" in line for line in logs_of(client, flow_run.id))
 
 
-def test_a_message_in_results_json_fails_the_run_with_it(client, aws, batch_runner):
-    flow_run = execute(client, "batch-probe", message="the scene is all cloud")
-    assert flow_run.state.is_failed()
-    assert "the container reported failure: the scene is all cloud" in flow_run.state.message
-
-
-def test_plugin_results_are_read_from_the_last_cloudwatch_line(client, aws, batch_runner):
-    flow_run = execute(client, "batch-probe", plugin=True)
-    assert flow_run.state.is_completed(), flow_run.state.message
-    document = flow_run.state.result()
-    assert (document["source"], document["value"]) == ("plugin_results", {"answer": 42, "attempt": 1})
-
-
 def cancel(client: Any, flow_run_id: Any) -> None:
     from prefect.states import Cancelling
 
     client.set_flow_run_state(flow_run_id, Cancelling(), force=True)
-
-
-def test_cancelling_a_running_execution_terminates_its_job(client, aws, batch_runner):
-    flow_run = start(client, "batch-probe", sleep=60)
-    job = wait_for_job(aws, "batch-probe", flow_run.id, "RUNNING")
-    asked = time.monotonic()
-    cancel(client, flow_run.id)
-    flow_run = wait_final(client, flow_run.id, timeout=30)
-    assert flow_run.state.is_cancelled()
-    assert time.monotonic() - asked < 10
-    [job] = jobs_of(aws, "batch-probe", flow_run.id)
-    assert job["status"] == "FAILED"
-    assert job["statusReason"] == f"cancelled from Prefect: flow run {flow_run.id} was cancelled"
-    assert f"terminated Batch job {job['jobId']} (RUNNING)" in logs_of(client, flow_run.id)
 
 
 @pytest.fixture
@@ -317,13 +239,13 @@ def test_docker_outputs_go_to_s3_in_parallel_multipart_uploads(client, aws, batc
 
 
 def test_a_failed_upload_fails_the_execution_and_keeps_the_outputs(aws, docker_runtime, tmp_path, monkeypatch):
-    from granary_flows.definition import find_definition
-    from granary_flows.flows import build_flow
+    from granary_flows.flows import flow_for
+    from granary_flows.loading import find_definition
     from granary_flows.store import ResultsStore
 
     monkeypatch.setenv("GRANARY_HOME", str(tmp_path))
     aws.s3.create_bucket(Bucket="granary-vanishing")
-    writer = build_flow(find_definition("s3-writer", [BATCH_TASKS]), ResultsStore("s3://granary-vanishing/runs"))
+    writer = flow_for(find_definition("s3-writer", [BATCH_TASKS]), ResultsStore("s3://granary-vanishing/runs"))
     outcome: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: outcome.update(state=writer(sizes=[1], sleep=3, return_state=True)))
     thread.start()
@@ -400,17 +322,18 @@ def credentials_block(name: str, endpoint: str) -> str:
 
 @pytest.mark.parametrize("case", ["wrong credentials", "unreachable endpoint"])
 def test_bad_aws_credentials_or_endpoint_fail_at_submission_naming_them(client, aws, batch_runner, checking_moto, case):
-    from granary_flows.definition import find_definition
-    from granary_flows.flows import build_flow
+    from granary_flows.definition import RuntimeKind
+    from granary_flows.flows import flow_for
+    from granary_flows.loading import find_definition
     from granary_flows.runtimes.batch import BatchRuntime
     from granary_flows.server import free_port
 
     endpoint = checking_moto if case == "wrong credentials" else f"http://127.0.0.1:{free_port()}"
     block = credentials_block(f"granary-{case.replace(' ', '-')}", endpoint)
-    probe = build_flow(
+    probe = flow_for(
         find_definition("batch-probe", [BATCH_TASKS]),
         batch_runner.store,
-        BatchRuntime(batch_runner.store, credentials_block=block),
+        {RuntimeKind.BATCH: BatchRuntime(batch_runner.store, credentials_block=block)},
     )
     started = time.monotonic()
     state = probe(return_state=True)
@@ -428,9 +351,9 @@ def test_bad_aws_credentials_or_endpoint_fail_at_submission_naming_them(client, 
 def test_an_s3_bucket_block_is_the_results_root_with_its_own_credentials(client, aws, monkeypatch):
     from prefect_aws import AwsClientParameters, AwsCredentials, S3Bucket
 
-    from granary_flows.definition import find_definition
     from granary_flows.errors import StorageError
-    from granary_flows.flows import build_flow
+    from granary_flows.flows import flow_for
+    from granary_flows.loading import find_definition
     from granary_flows.store import ResultsStore
 
     credentials = AwsCredentials(
@@ -444,7 +367,7 @@ def test_an_s3_bucket_block_is_the_results_root_with_its_own_credentials(client,
     monkeypatch.setenv("GRANARY_RESULTS_BLOCK", "granary-results")
     store = ResultsStore()
     assert store.root == f"s3://{BUCKET}/from-block"
-    state = build_flow(find_definition("hello", [ROOT / "deployments"]), store)(name="block", return_state=True)
+    state = flow_for(find_definition("hello", [ROOT / "deployments"]), store)(name="block", return_state=True)
     assert state.is_completed(), state.message
     execution = state.state_details.flow_run_id
     assert read_s3(aws, f"s3://{BUCKET}/from-block/hello/{execution}/greeting.txt") == b"Hello, block!\n"
@@ -495,8 +418,9 @@ def test_cancelling_under_prefects_own_worker_terminates_the_job(client, aws, tm
 
 def test_waiting_reads_the_status_with_backoff_not_in_a_busy_loop(client, aws, batch_runner):
     from granary_flows import aws as granary_aws
-    from granary_flows.definition import find_definition
-    from granary_flows.flows import build_flow
+    from granary_flows.definition import RuntimeKind
+    from granary_flows.flows import flow_for
+    from granary_flows.loading import find_definition
     from granary_flows.runtimes.batch import BatchRuntime, Polling
 
     reads: list[float] = []
@@ -508,7 +432,9 @@ def test_waiting_reads_the_status_with_backoff_not_in_a_busy_loop(client, aws, b
     shared.meta.events.register("before-call.batch.DescribeJobs", count)
     try:
         runtime = BatchRuntime(batch_runner.store, Polling(minimum=1, maximum=4))
-        probe = build_flow(find_definition("batch-probe", [BATCH_TASKS]), batch_runner.store, runtime)
+        probe = flow_for(
+            find_definition("batch-probe", [BATCH_TASKS]), batch_runner.store, {RuntimeKind.BATCH: runtime}
+        )
         state = probe(sleep=12, return_state=True)
     finally:
         shared.meta.events.unregister("before-call.batch.DescribeJobs", count)

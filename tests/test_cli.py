@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-from conftest import ROOT, api_get, api_post, granary_serve, read_until, start, stop_process, task_copy, wait_final
+from helpers import ROOT, api_get, api_post, granary_serve, read_until, start, stop_process, task_copy, wait_final
 from typer.testing import CliRunner
 
 from granary_flows.cli import app
@@ -24,7 +24,7 @@ cli = CliRunner()
 def test_check_passes_the_shipped_tasks():
     result = cli.invoke(app, ["check", str(ROOT / "deployments"), str(ROOT / "tests" / "tasks")])
     assert result.exit_code == 0, result.output
-    assert "ok    " in result.output and "ndvi 1.0.0 (docker)" in result.output
+    assert "ok    " in result.output and "ndvi 1.0.0 (docker, granary-flows)" in result.output
 
 
 @pytest.mark.unit
@@ -37,9 +37,7 @@ def test_check_names_the_broken_file_and_field_and_fails(tmp_path):
 
 def test_run_refuses_invalid_arguments_before_creating_anything(client, runner):
     before = client.read_flow_runs(limit=200, sort="ID_DESC", offset=0)
-    result = cli.invoke(
-        app, ["run", "ndvi", "-p", "redBand=0", "-p", "tiffLocation=nope", "-d", str(ROOT / "deployments")]
-    )
+    result = cli.invoke(app, ["run", "ndvi", "-p", "redBand=0", "-p", "tiffLocation=nope"])
     assert result.exit_code == 1
     assert "$.redBand: 0 is less than the minimum of 1" in result.output
     assert "$.tiffLocation: 'nope' is not a 'uri'" in result.output
@@ -48,9 +46,7 @@ def test_run_refuses_invalid_arguments_before_creating_anything(client, runner):
 
 
 def test_run_watch_streams_logs_and_prints_the_results(runner):
-    result = cli.invoke(
-        app, ["run", "hello", "-p", "name=Lin", "-p", "times=2", "--watch", "-d", str(ROOT / "deployments")]
-    )
+    result = cli.invoke(app, ["run", "hello", "-p", "name=Lin", "-p", "times=2", "--watch"])
     assert result.exit_code == 0, result.output
     assert "Hello, Lin! (2/2)" in result.output
     assert "state Completed" in result.output
@@ -58,15 +54,16 @@ def test_run_watch_streams_logs_and_prints_the_results(runner):
 
 
 def test_run_watch_exits_non_zero_when_the_execution_fails(runner):
-    result = cli.invoke(app, ["run", "bad-data", "--watch", "-d", str(ROOT / "tests" / "tasks")])
+    result = cli.invoke(app, ["run", "bad-data", "--watch"])
     assert result.exit_code == 1
     assert "the input is corrupt" in result.output
     assert "ended Failed" in result.output
 
 
 def test_run_of_an_unknown_task_names_the_known_ones():
-    result = cli.invoke(app, ["run", "nope", "-d", str(ROOT / "deployments")])
-    assert result.exit_code == 1 and "known tasks: hello, ndvi, ndvi-mosaic, ndvi-tiles, random-number" in result.output
+    result = cli.invoke(app, ["run", "nope"])
+    assert result.exit_code == 1 and "no task named 'nope' is registered on this Prefect server" in result.output
+    assert "hello, " in result.output and "ndvi, " in result.output
 
 
 def test_results_prints_the_results_document(client, runner):
@@ -190,7 +187,7 @@ def test_serve_uses_a_server_already_on_its_port_and_says_so(prefect_server, tmp
 
 def test_run_against_a_server_that_does_not_answer_says_so(monkeypatch):
     monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{free_port()}/api")
-    result = cli.invoke(app, ["run", "hello", "-p", "name=x", "-d", str(ROOT / "deployments")])
+    result = cli.invoke(app, ["run", "hello", "-p", "name=x"])
     assert result.exit_code == 1 and "did not answer" in result.output
 
 

@@ -2,17 +2,42 @@ import json
 
 import pytest
 
-from granary_flows.contract import environment, parse_plugin_results, parse_progress, variable_name
+from granary_flows.contract import parse_plugin_results, parse_progress, variable_name
+from granary_flows.definition import TaskDefinition
+from granary_flows.invocation import invocation_for
 
 pytestmark = pytest.mark.unit
 
 
+def task(**docker) -> TaskDefinition:
+    spec = {"image": "granary/hello:1"} | docker
+    return TaskDefinition.model_validate(
+        {"name": "t", "validator": {"schema": {"type": "object"}}, "runtime": {"docker": spec}}
+    )
+
+
 def test_variables_follow_seed_naming_and_values_are_json_unless_strings():
-    env = environment({"redBand": 3, "tile-id": "33TWN", "bands": [1, 2], "fast": True}, "abc", "ndvi", 2)
+    arguments = {"redBand": 3, "tile-id": "33TWN", "bands": [1, 2], "fast": True}
+    env = invocation_for(task(), arguments, execution_id="abc", attempt=2).environment
     assert env["REDBAND"] == "3" and env["TILE_ID"] == "33TWN" and env["BANDS"] == "[1, 2]" and env["FAST"] == "true"
-    assert json.loads(env["GRANARY_ARGUMENTS"]) == {"redBand": 3, "tile-id": "33TWN", "bands": [1, 2], "fast": True}
+    assert json.loads(env["GRANARY_ARGUMENTS"]) == arguments
     assert env["GRANARY_ATTEMPT"] == "2" and env["OUTPUT_DIR"] == "/granary/outputs"
+    assert env["GRANARY_ARGUMENTS_FILE"] == "/granary/arguments.json"
     assert variable_name("nir-band") == "NIR_BAND"
+
+
+def test_each_convention_delivers_the_arguments_its_own_way():
+    arguments = {"text": "hi", "n": 2}
+    process_api = invocation_for(
+        task(command=["python", "main.py"], arguments=["last-argument"]), arguments, execution_id="e", attempt=1
+    )
+    assert process_api.command == ["python", "main.py", '{"text": "hi", "n": 2}']
+    assert "GRANARY_ARGUMENTS" not in process_api.environment and process_api.arguments_file is None
+    grid = invocation_for(
+        task(arguments=["stdin"], outputDir="/grid", entrypoint=["/bin/run"]), arguments, execution_id="e", attempt=1
+    )
+    assert grid.stdin == '{"text": "hi", "n": 2}' and grid.command is None and grid.entrypoint == ["/bin/run"]
+    assert grid.output_path == "/grid" and grid.environment["OUTPUT_DIR"] == "/grid"
 
 
 def test_progress_and_plugin_result_lines_are_recognised_and_others_ignored():

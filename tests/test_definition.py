@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from granary_flows.definition import find_definition, load_definition, load_definitions
 from granary_flows.errors import DefinitionError, ErrorCategory, UnknownTask
+from granary_flows.loading import find_definition, load_definition, load_definitions
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ def test_a_granary_task_document_becomes_a_batch_task(tmp_path):
 
 def test_a_broken_file_names_each_field_at_fault_with_its_line(tmp_path):
     path = write(
-        tmp_path, "name: Bad_Name\nvalidator:\n  schema: {type: object}\nruntime:\n  docker: {image: x}\ntimout: 3\n"
+        tmp_path, "name: bad name\nvalidator:\n  schema: {type: object}\nruntime:\n  docker: {image: x}\ntimout: 3\n"
     )
     with pytest.raises(DefinitionError) as caught:
         load_definition(path)
@@ -111,6 +111,7 @@ def test_broken_files_are_reported_beside_the_good_ones_and_duplicates_refused(t
 
 
 def test_an_unknown_task_lists_the_known_ones():
-    known = r"\(known tasks: hello, ndvi, ndvi-mosaic, ndvi-tiles, random-number\)"
-    with pytest.raises(UnknownTask, match=rf"no task named .nope. {known}"):
+    definitions, _ = load_definitions([ROOT / "deployments"])
+    known = ", ".join(sorted(d.name for d in definitions))
+    with pytest.raises(UnknownTask, match=rf"no task named .nope. \(known tasks: {known}\)"):
         find_definition("nope", [ROOT / "deployments"])

@@ -7,13 +7,18 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT, api_post, wait_final
+from helpers import ROOT, api_post, wait_final
 from prefect.client.schemas.sorting import DeploymentSort
 from typer.testing import CliRunner
 
 from granary_flows.cli import app
-from granary_flows.definition import load_definition
-from granary_flows.deployment import register
+from granary_flows.loading import read_file
+from granary_flows.registry import Registry
+
+
+def register(client, path: Path):
+    return Registry(client).register(read_file(path)).deployment_id
+
 
 TASK = """name: {name}
 description: {description}
@@ -60,17 +65,15 @@ def test_the_form_schema_is_stored_as_the_ui_needs_it(client, runner):
 
 
 def test_registering_an_edited_task_updates_its_deployment_in_place(client, prefect_server, tmp_path):
-    first = register(client, load_definition(task_file(tmp_path, "edited")))
-    edited = load_definition(
-        task_file(
-            tmp_path,
-            "edited",
-            description="second",
-            version="1.1.0",
-            tags="[b, c]",
-            extra="times: {type: integer, title: Times}",
-            schedules="[{cron: '0 6 * * *', timezone: UTC, parameters: {name: dawn}}]",
-        )
+    first = register(client, task_file(tmp_path, "edited"))
+    edited = task_file(
+        tmp_path,
+        "edited",
+        description="second",
+        version="1.1.0",
+        tags="[b, c]",
+        extra="times: {type: integer, title: Times}",
+        schedules="[{cron: '0 6 * * *', timezone: UTC, parameters: {name: dawn}}]",
     )
     second = register(client, edited)
     assert register(client, edited) == second  # registered again, as a restarted `granary serve` does
@@ -82,7 +85,7 @@ def test_registering_an_edited_task_updates_its_deployment_in_place(client, pref
     assert schedule.schedule.cron == "0 6 * * *" and schedule.parameters == {"name": "dawn"}
     assert len([d for d in client.read_deployments(limit=200, sort=DeploymentSort.NAME_ASC) if d.name == "edited"]) == 1
 
-    register(client, load_definition(task_file(tmp_path, "edited", version="1.2.0")))
+    register(client, task_file(tmp_path, "edited", version="1.2.0"))
     assert client.read_deployment(second).schedules == []
 
 
@@ -119,7 +122,7 @@ def test_granary_deploy_targets_a_work_pool_that_prefects_own_worker_runs(client
         text=True,
         timeout=180,
         cwd=ROOT,
-        env=os.environ | {"GRANARY_DEPLOYMENTS": str(tmp_path)},
+        env=os.environ,  # no task files: the worker's flow process reads the task from the registry
     )
     final = wait_final(client, flow_run.id, timeout=120)
     assert final.state.is_completed(), (final.state.message, worker.stdout[-2000:], worker.stderr[-2000:])
@@ -142,7 +145,7 @@ def test_cancelling_a_run_under_granary_worker_subprocess_stops_its_container(
     deployment = client.read_deployment_by_name("pooled-sleeper/pooled-sleeper")
     flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 300})
     # `granary worker --subprocess` becomes Prefect's own process worker: a Python process per flow run.
-    command = ["worker", "--pool", "granary-cancel-pool", "--subprocess", "-d", str(tmp_path)]
+    command = ["worker", "--pool", "granary-cancel-pool", "--subprocess"]
     worker = subprocess.Popen(
         [sys.executable, "-m", "granary_flows.cli", *command],
         cwd=ROOT,
@@ -168,7 +171,7 @@ def test_cancelling_a_run_under_granary_worker_subprocess_stops_its_container(
 def test_a_task_files_schedule_creates_runs_that_complete_under_granary_serve(tmp_path):
     """The scheduler itself (not a test) creates the runs: Prefect's scheduler service on a server of this test's own,
     looking every second, against a schedule every 3 seconds."""
-    from conftest import granary_serve, read_until, stop_process, task_copy
+    from helpers import granary_serve, read_until, stop_process, task_copy
 
     from granary_flows.server import free_port, local_server
 

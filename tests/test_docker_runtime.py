@@ -7,24 +7,26 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest import containers_of, execute
+from helpers import containers_of, execute
 
 from granary_flows.definition import TaskDefinition
 from granary_flows.errors import RuntimeUnavailable
+from granary_flows.invocation import invocation_for
 from granary_flows.runtimes.base import Attempt
+from granary_flows.store import ResultsStore
 
 
-def bare_attempt(task: TaskDefinition, execution_id: str, tmp_path: Path) -> Attempt:
+def bare_attempt(task: TaskDefinition, execution_id: str, tmp_path: Path, runtime) -> Attempt:
     """An attempt with no arguments, straight to the runtime (no flow run around it)."""
-    (tmp_path / "out").mkdir()
-    return Attempt(
+    attempt = Attempt(
         execution_id=execution_id,
-        attempt=1,
+        flow_run_id=execution_id,
+        number=1,
         task=task,
-        arguments={},
-        environment={"GRANARY_ARGUMENTS": "{}"},
-        output_dir=tmp_path / "out",
+        invocation=invocation_for(task, {}, execution_id=execution_id, attempt=1),
+        work_dir=tmp_path,
     )
+    return runtime.prepare(attempt, ResultsStore(str(tmp_path / "results")))
 
 
 def outputs(document) -> dict[str, str]:
@@ -70,7 +72,8 @@ def test_a_file_input_is_staged_read_only(probed):
     assert files["input.txt"].strip() == "read-only"
 
 
-def test_an_https_input_is_fetched_by_the_runtime(client, runner, http_server):
+def test_an_https_input_is_fetched_by_the_runtime(client, runner, http_server, monkeypatch):
+    monkeypatch.setenv("GRANARY_ALLOW_HOSTS", http_server.removeprefix("http://"))  # loopback, allowed by name
     flow_run = execute(client, "probe", scene=f"{http_server}/tiles/scene.txt")
     assert flow_run.state.is_completed(), flow_run.state.message
     assert outputs(flow_run.state.result())["scene-copy.txt"] == "served pixels\n"
@@ -96,7 +99,8 @@ def test_log_lines_reach_the_caller_while_the_container_still_runs(docker_runtim
     seen: list[tuple[str, float]] = []
     started = time.monotonic()
     outcome = docker_runtime.run(
-        bare_attempt(task, "live-logs-test", tmp_path), lambda line: seen.append((line, time.monotonic() - started))
+        bare_attempt(task, "live-logs-test", tmp_path, docker_runtime),
+        lambda line: seen.append((line, time.monotonic() - started)),
     )
     assert [line for line, _ in seen] == ["first", "second"]
     assert seen[0][1] < seen[1][1] - 1.5  # "first" arrived before the container slept
@@ -113,7 +117,7 @@ def test_a_missing_image_is_refused_before_anything_runs(docker_runtime, tmp_pat
         }
     )
     with pytest.raises(RuntimeUnavailable, match="granary/ghost:0"):
-        docker_runtime.run(bare_attempt(task, "ghost", tmp_path), print)
+        docker_runtime.run(bare_attempt(task, "ghost", tmp_path, docker_runtime), print)
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +197,7 @@ def test_looking_for_orphans_is_not_upset_by_containers_removed_meanwhile(docker
         thread.start()
     try:
         for _ in range(100):
-            assert docker_runtime.orphans(lambda runner: False) == []
+            assert docker_runtime.orphans(lambda runner: False, lambda flow_run: True) == []
         for _ in range(10):
             docker_runtime.stop("churn")  # the same listing, for a cancellation
     finally:

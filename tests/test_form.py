@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from granary_flows.definition import load_definition
 from granary_flows.form import parameter_schema
+from granary_flows.loading import load_definition
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,8 +45,8 @@ def test_shapes_the_ui_cannot_render_are_rewritten_and_the_input_is_untouched():
     props = form["properties"]
     assert schema == original
     assert props["mode"]["enum"] == ["fast", "exact"] and props["mode"]["title"] == "Mode"
-    assert props["cloud_cover"]["title"] == "Cloud Cover"
-    assert props["cloud_cover"]["anyOf"] == [{"type": "number", "title": "Cloud Cover"}, {"type": "null"}]
+    assert props["cloud_cover"]["title"] == "Cloud cover"
+    assert props["cloud_cover"]["anyOf"] == [{"type": "number", "title": "Cloud cover"}, {"type": "null"}]
     assert props["bbox"]["$ref"] == "#/definitions/box"
     assert form["definitions"]["box"]["properties"]["west"]["title"] == "West"
     assert props["tiles"]["anyOf"][1] == {"type": "null"} and props["tiles"]["default"] is None

@@ -9,7 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
-from conftest import SAMPLE_TIFF, TEST_TASKS, api_post, containers_of, execute, start, wait_final
+from helpers import SAMPLE_TIFF, TEST_TASKS, api_post, containers_of, execute, start, wait_final
 from prefect.states import Cancelling
 from typer.testing import CliRunner
 
@@ -75,7 +75,7 @@ def test_resume_with_a_corrected_argument_reuses_the_steps_it_does_not_reach(cli
     assert failed.state.is_failed()
 
     opened = gate_file(tmp_path, "open.txt", "open")
-    result = cli.invoke(app, ["resume", str(failed.id), "-p", f"gate={opened}", "-d", str(TEST_TASKS)])
+    result = cli.invoke(app, ["resume", str(failed.id), "-p", f"gate={opened}"])
     assert result.exit_code == 0, result.output
     assert f"resuming {failed.id}" in result.output
     resumed_id = result.output.split("execution ")[1].split()[0]
@@ -88,7 +88,7 @@ def test_resume_with_a_corrected_argument_reuses_the_steps_it_does_not_reach(cli
     assert resumed.state.result()["resumes"] == str(failed.id)
 
     # A change that reaches every step reruns every step, and the resumed run's own reuse is followed.
-    again = cli.invoke(app, ["resume", resumed_id, "-p", "text=changed", "-d", str(TEST_TASKS)])
+    again = cli.invoke(app, ["resume", resumed_id, "-p", "text=changed"])
     assert again.exit_code == 0, again.output
     rerun = wait_final(client, uuid.UUID(again.output.split("execution ")[1].split()[0]))
     assert rerun.state.is_completed(), rerun.state.message
@@ -102,7 +102,7 @@ def test_resume_watch_shows_the_resumed_attempt_and_not_the_failed_one_again(cli
     assert failed.state.is_failed()
     gate.write_text("open\n")
 
-    watched = cli.invoke(app, ["resume", str(failed.id), "--watch", "-d", str(TEST_TASKS)])
+    watched = cli.invoke(app, ["resume", str(failed.id), "--watch"])
 
     assert watched.exit_code == 0, watched.output
     assert "reused execution" in watched.output and "steps of three-steps" in watched.output
@@ -147,7 +147,7 @@ def test_a_mapped_step_runs_one_container_per_item_in_order_and_a_resume_reruns_
 
     gate_file(tmp_path, "gate-2.txt", "open\nitem-2")
     retried_at = time.time()
-    resumed = cli.invoke(app, ["resume", str(failed.id), "-d", str(TEST_TASKS)])
+    resumed = cli.invoke(app, ["resume", str(failed.id)])
     assert resumed.exit_code == 0, resumed.output
     final = wait_final(client, failed.id)
 
@@ -206,23 +206,6 @@ def test_the_ndvi_tiles_example_computes_ndvi_per_tile_and_a_mosaic_of_the_whole
     assert statistics["tiles"] == 4 and statistics["pixels"] == 64 * 64  # the whole scene, from its four quarters
     assert statistics["vegetated"] == 0.5  # the sample is half vegetation, half water
     assert [asset["title"] for asset in mosaic["results"]] == ["mosaic"]
-
-
-def test_files_of_one_list_with_the_same_name_are_staged_apart(tmp_path):
-    from granary_flows.staging import stage_inputs
-
-    for index in range(2):
-        (tmp_path / f"tile-{index}").mkdir()
-        (tmp_path / f"tile-{index}" / "ndvi.tif").write_text(f"tile {index}")
-    uris = [(tmp_path / f"tile-{index}" / "ndvi.tif").as_uri() for index in range(2)]
-
-    staged = stage_inputs({"rasters": uris}, tmp_path / "inputs")
-
-    assert staged == {"rasters": ["/granary/inputs/rasters/0/ndvi.tif", "/granary/inputs/rasters/1/ndvi.tif"]}
-    assert [(tmp_path / "inputs" / "rasters" / str(i) / "ndvi.tif").read_text() for i in range(2)] == [
-        "tile 0",
-        "tile 1",
-    ]
 
 
 def test_check_refuses_unknown_tasks_bad_references_cycles_and_arguments_the_task_cannot_take(tmp_path):

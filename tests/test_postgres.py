@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from conftest import ROOT, granary_serve, read_until, stop_process, task_copy
+from helpers import ROOT, granary_serve, read_until, stop_process, task_copy
 from postgres import local_postgres, query
 
 from granary_flows.server import free_port, local_server
@@ -52,8 +52,6 @@ def test_a_prefect_server_on_postgresql_runs_a_burst_of_executions_through_grana
             worker = granary_serve(
                 "--pool",
                 "pg-pool",
-                "-d",
-                str(tmp_path / "tasks"),
                 "--limit",
                 "8",
                 command="worker",

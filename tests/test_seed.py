@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, artifacts_of, execute, logs_of
+from helpers import ROOT, artifacts_of, execute, logs_of
 from jsonschema import Draft4Validator
 from typer.testing import CliRunner
 
 from granary_flows.cli import app
-from granary_flows.definition import load_definition
 from granary_flows.errors import DefinitionError
 from granary_flows.form import parameter_schema
-from granary_flows.seed import JsonValue, expand_command, outputs_from, parse_manifest
+from granary_flows.formats.seed import JsonValue, expand_command, outputs_from, parse_manifest
+from granary_flows.loading import load_definition
 
 REFERENCE = ROOT.parent / "shared" / "reference" / "seed"
 EXAMPLES = sorted((REFERENCE / "examples").glob("*/seed.manifest.json"))

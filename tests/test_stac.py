@@ -5,7 +5,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pystac
-from conftest import SAMPLE_TIFF, artifacts_of, execute
+from helpers import SAMPLE_TIFF, artifacts_of, execute
 from stac_pydantic import Collection as CollectionModel
 from stac_pydantic import Item as ItemModel
 
@@ -81,11 +81,11 @@ def _publish_one(root: str, number: int) -> None:
 def test_executions_in_many_processes_each_add_their_item_to_the_collection(tmp_path):
     from concurrent.futures import ProcessPoolExecutor
 
-    from granary_flows import stac
+    from granary_flows import layout
 
     with ProcessPoolExecutor(6) as pool:  # as several workers, or Prefect's process per run, on one results folder
         list(pool.map(_publish_one, [str(tmp_path)] * 60, range(60)))
     collection = json.loads((tmp_path / "crowded" / "collection.json").read_text())
     CollectionModel.model_validate(collection)
     items = sorted(link["href"] for link in collection["links"] if link["rel"] == "item")
-    assert items == sorted(f"./execution-{n}/{stac.ITEM_FILE}" for n in range(60))  # no update lost, none half-read
+    assert items == sorted(f"./execution-{n}/{layout.ITEM_FILE}" for n in range(60))  # no update lost, none half-read

@@ -4,7 +4,7 @@ import json
 import subprocess
 import time
 
-from conftest import ROOT, SAMPLE_TIFF, containers_of, execute, wait_final
+from helpers import ROOT, SAMPLE_TIFF, containers_of, execute, wait_final
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.sorting import FlowRunSort
 

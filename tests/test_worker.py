@@ -10,13 +10,14 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from conftest import (
+from helpers import (
     api_get,
     api_post,
     containers_of,
     granary_serve,
     logs_of,
     read_until,
+    register_definitions,
     stop_process,
     task_copy,
     wait_final,
@@ -24,7 +25,7 @@ from conftest import (
 from typer.testing import CliRunner
 
 from granary_flows.cli import app
-from granary_flows.runner import CLAIM
+from granary_flows.restarts import CLAIM
 from granary_flows.runtimes.base import LABEL_EXECUTION
 
 DEAD_RUNNER = f"{os.uname().nodename}:999999:deadbeef"
@@ -59,22 +60,21 @@ def serving_a_sleeper(client, folder: Path, name: str, *arguments: str):
         stop_process(process)
 
 
-def test_granary_worker_runs_its_pools_runs_in_process_and_leaves_the_others(client, prefect_server, tmp_path):
-    task_copy("hello", tmp_path / "all", "pool-hello")
-    task_copy("hello", tmp_path / "all", "pool-stranger")
-    task_copy("hello", tmp_path / "known", "pool-hello")
-    deployed = CliRunner().invoke(app, ["deploy", "--pool", "granary-threads", "-d", str(tmp_path / "all")])
+def test_a_worker_runs_its_pools_tasks_including_ones_registered_after_it_started(client, prefect_server, tmp_path):
+    task_copy("hello", tmp_path / "first", "pool-hello")
+    deployed = CliRunner().invoke(app, ["deploy", "--pool", "granary-threads", "-d", str(tmp_path / "first")])
     assert deployed.exit_code == 0, deployed.output
+    stranger = _plain_prefect_deployment(client, "granary-threads")
 
-    worker = granary_serve("--pool", "granary-threads", "-d", str(tmp_path / "known"), command="worker")
+    # A worker with no task files at all: everything comes from the registry in Prefect.
+    (tmp_path / "empty").mkdir()
+    worker = granary_serve("--pool", "granary-threads", command="worker", cwd=tmp_path / "empty")
     try:
         output = read_until(worker, "waiting for runs", timeout=60)
-        assert "granary worker, pool granary-threads" in output
+        assert "granary worker, pool granary-threads" in output and "pool-hello" in output
+        unknown_run = client.create_flow_run_from_deployment(stranger, parameters={})
         hello = client.read_deployment_by_name("pool-hello/pool-hello")
-        stranger = client.read_deployment_by_name("pool-stranger/pool-stranger")
-        unknown_run = client.create_flow_run_from_deployment(stranger.id, parameters={"name": "nobody"})
         flow_run = client.create_flow_run_from_deployment(hello.id, parameters={"name": "pool"})
-
         final = wait_final(client, flow_run.id, timeout=60)
         assert final.state.is_completed(), final.state.message
         assert final.state.result()["results"][0]["title"] == "greeting"
@@ -83,28 +83,57 @@ def test_granary_worker_runs_its_pools_runs_in_process_and_leaves_the_others(cli
         [online] = client.read_workers_for_work_pool("granary-threads", limit=10, offset=0)
         assert online.name == claim.removeprefix(CLAIM)
 
-        time.sleep(2)  # several polls later, the run of a deployment it does not know is still waiting, not failed
+        # Registered from another folder while the worker runs: the worker never saw its file.
+        late = task_copy("hello", tmp_path / "elsewhere", "late-hello", version="1.0.0")
+        registered = CliRunner().invoke(app, ["register", "--pool", "granary-threads", str(late)])
+        assert registered.exit_code == 0, registered.output
+        deployment = client.read_deployment_by_name("late-hello/late-hello")
+        first = wait_final(client, client.create_flow_run_from_deployment(deployment.id, parameters={"name": "a"}).id)
+        assert first.state.is_completed(), first.state.message
+        assert first.state.result()["version"] == "1.0.0"
+        # Registered again with a new version: its next run runs it, with no restart.
+        task_copy("hello", tmp_path / "elsewhere", "late-hello", version="2.0.0", timeout=30)
+        again = CliRunner().invoke(app, ["register", "--pool", "granary-threads", str(late)])
+        assert again.exit_code == 0, again.output
+        second = wait_final(client, client.create_flow_run_from_deployment(deployment.id, parameters={"name": "b"}).id)
+        assert second.state.is_completed(), second.state.message
+        assert second.state.result()["version"] == "2.0.0" and second.flow_version == "2.0.0"
+        assert client.read_flow_run(first.id).flow_version == "1.0.0"  # each run records the version it ran
+
+        time.sleep(2)  # several polls later, the run of a deployment that is not granary's is still waiting
         assert client.read_flow_run(unknown_run.id).state.is_scheduled()
     finally:
         stop_process(worker)
 
 
+def _plain_prefect_deployment(client, pool: str):
+    """A deployment of some other Prefect flow in the same work pool: a granary worker leaves its runs alone."""
+    flow_id = client.create_flow_from_name("not-granary")
+    return client.create_deployment(flow_id=flow_id, name="not-granary", work_pool_name=pool, entrypoint="x.py:f")
+
+
 def test_two_runners_on_one_deployment_never_run_the_same_run(client, prefect_server, docker_runtime, tmp_path):
     from prefect.states import Scheduled
 
-    from granary_flows.definition import load_definition
-    from granary_flows.deployment import register
-    from granary_flows.flows import build_flow
-    from granary_flows.runner import InProcessRunner, new_runner_id
+    from granary_flows.catalog import FixedCatalog
+    from granary_flows.definition import RuntimeKind
+    from granary_flows.restarts import new_runner_id
+    from granary_flows.runner import InProcessRunner
+    from granary_flows.store import ResultsStore
 
-    definition = load_definition(task_copy("hello", tmp_path, "twin-hello"))
-    deployment_id = register(client, definition)
+    served = register_definitions(client, [task_copy("hello", tmp_path, "twin-hello")])
+    [deployment_id] = served
     stop = threading.Event()
     threads = []
     for _ in range(2):
-        runner_id = new_runner_id()
-        flows = {deployment_id: build_flow(definition, runtime=docker_runtime, runner_id=runner_id)}
-        runner = InProcessRunner(flows, [docker_runtime], runner_id, limit=4, poll_interval=0.05)
+        runner = InProcessRunner(
+            FixedCatalog(served),
+            ResultsStore(),
+            {RuntimeKind.DOCKER: docker_runtime},
+            new_runner_id(),
+            limit=4,
+            poll_interval=0.05,
+        )
         threads.append(threading.Thread(target=runner.serve, args=(stop,), daemon=True))
     since = time.time()
     due = Scheduled(scheduled_time=datetime.now(timezone.utc) + timedelta(seconds=3))  # all due at the same moment
@@ -166,16 +195,24 @@ def test_sigterm_without_drain_cancels_the_running_execution_promptly(client, pr
         assert any("the runner is stopping; stopped 1 container(s)" in line for line in logs_of(client, flow_run.id))
 
 
-def test_a_restarted_serve_settles_every_run_its_dead_predecessor_left(
-    client, prefect_server, docker_runtime, tmp_path
+def test_a_restarted_serve_re_attaches_to_its_containers_and_settles_what_its_predecessor_left(
+    client, prefect_server, docker_runtime, tmp_path, results_root
 ):
     from prefect.states import Pending, Running
 
+    since = time.time()
     with serving_a_sleeper(client, tmp_path, "restart-sleeper") as (first, deployment):
-        running = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 60})
+        running = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 8})
+        ending = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 1})
         wait_for_container(docker_runtime, running.id)
-        first.kill()  # no chance to clean up
+        wait_for_container(docker_runtime, ending.id)
+        first.kill()  # no chance to clean up: both containers go on without anyone watching
         first.wait(timeout=10)
+    # The short one ends meanwhile; the long one is still running when the new serve starts.
+    deadline = time.monotonic() + 30
+    while containers_for(docker_runtime, ending.id, running_only=True):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
     # Two more runs a dead runner had claimed: one not started yet, one started with no container left.
     claimed = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 0.5})
     client.set_flow_run_state(claimed.id, Pending(message=CLAIM + DEAD_RUNNER), force=True)
@@ -185,13 +222,20 @@ def test_a_restarted_serve_settles_every_run_its_dead_predecessor_left(
 
     with serving_a_sleeper(client, tmp_path, "restart-sleeper") as (second, _):
         output = "".join(second.output)
-        assert f"crashed {running.id}: the process running it died; container removed" in output
+        for resumed in (running, ending):
+            assert f"rescheduled {resumed.id}: the process running it died; its container" in output
         assert f"rescheduled {claimed.id}: runner {DEAD_RUNNER} stopped before starting it" in output
         assert f"crashed {started.id}: runner {DEAD_RUNNER} stopped while it ran" in output
-        assert client.read_flow_run(running.id).state.is_crashed()
-        assert containers_for(docker_runtime, running.id) == []
         assert client.read_flow_run(started.id).state.is_crashed()
-        assert wait_final(client, claimed.id, timeout=60).state.is_completed()  # run by the new serve, once
+        for resumed in (running, ending, claimed):
+            final = wait_final(client, resumed.id, timeout=60)
+            assert final.state.is_completed(), final.state.message
+            assert len(containers_of(docker_runtime, resumed.id, since)) == 1  # re-attached: no second container
+        for resumed in (running, ending):
+            assert any("re-attaching to container" in line for line in logs_of(client, resumed.id))
+            document = client.read_flow_run(resumed.id).state.result()
+            assert document["results"] == [] and document["exit_code"] == 0
+        assert containers_for(docker_runtime, running.id) == []
 
 
 def test_a_server_away_for_a_minute_is_waited_for_and_nothing_is_lost_or_run_twice(docker_runtime, tmp_path):

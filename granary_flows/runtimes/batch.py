@@ -6,7 +6,6 @@ process that dies mid-wait leaves enough behind for the retried run to re-attach
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -19,23 +18,43 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
-from granary_flows import aws
-from granary_flows.errors import RuntimeUnavailable, StorageError
+from granary_flows import aws, layout
+from granary_flows.contract import MAX_LINE
+from granary_flows.definition import RuntimeKind
+from granary_flows.errors import ErrorCategory, ExecutionFailed, RuntimeUnavailable, StorageError
+from granary_flows.policy import Policy
 from granary_flows.runtimes.base import (
+    LABEL_ATTEMPT,
     LABEL_EXECUTION,
     LABEL_RUNNER,
     LABEL_TASK,
     Attempt,
     AttemptOutcome,
+    Collected,
     Orphan,
     Runtime,
+    run_logger,
 )
 from granary_flows.store import ResultsStore
+from granary_flows.words import SpecWord
 
 LOG_TAIL = 20
-RECORDS = ".granary/batch-jobs"
-NOT_STARTED = ("SUBMITTED", "PENDING", "RUNNABLE")
-FINISHED = ("SUCCEEDED", "FAILED")
+
+
+class BatchStatus(SpecWord):
+    """AWS Batch's job statuses."""
+
+    SUBMITTED = "SUBMITTED"
+    PENDING = "PENDING"
+    RUNNABLE = "RUNNABLE"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+NOT_STARTED = (BatchStatus.SUBMITTED, BatchStatus.PENDING, BatchStatus.RUNNABLE)
+FINISHED = (BatchStatus.SUCCEEDED, BatchStatus.FAILED)
 LOG_GROUP = "/aws/batch/job"
 MAX_POLL_FAILURES = 5  # consecutive failed status reads (after botocore's own retries) before giving up
 MIN_TIMEOUT = 60  # Batch refuses attemptDurationSeconds below 60
@@ -71,13 +90,16 @@ class JobRecord(BaseModel):
 
 
 class BatchRuntime(Runtime):
-    """Runs attempts as AWS Batch jobs on the task's queue and job definition.
+    """Runs attempts as AWS Batch jobs on the task's queue and job definition; the jobs read their inputs and write
+    their outputs (to `OUTPUT_URI`) themselves.
 
     Args:
         store: the results store; it must be on S3, since the job writes its outputs to `OUTPUT_URI` itself.
         polling: status and log polling; default from `GRANARY_BATCH_POLL_MIN` / `GRANARY_BATCH_POLL_MAX`.
         credentials_block: an `AwsCredentials` block name; default `$GRANARY_AWS_CREDENTIALS_BLOCK`, else boto3's chain.
     """
+
+    kind = RuntimeKind.BATCH
 
     def __init__(self, store: ResultsStore, polling: Polling | None = None, credentials_block: str | None = None):
         self.store = store
@@ -96,8 +118,25 @@ class BatchRuntime(Runtime):
     def logs(self) -> Any:
         return aws.client("logs", self._block)
 
+    def prepare(self, attempt: Attempt, store: ResultsStore) -> Attempt:
+        return attempt.model_copy(update={"output_uri": store.execution_uri(attempt.task.name, attempt.execution_id)})
+
+    def collect(self, attempt: Attempt, store: ResultsStore, policy: Policy) -> Collected:
+        stored = store.list_outputs(attempt.task.name, attempt.execution_id)
+        if sum(stored.sizes.values()) > policy.max_output_bytes:
+            raise ExecutionFailed(
+                f"the outputs exceed {policy.max_output_mib:g} MiB, the most an execution may write "
+                "(GRANARY_MAX_OUTPUT_MIB)",
+                ErrorCategory.SYSTEM,
+            )
+        return Collected(stored=stored)
+
+    def resuming(self, execution_id: str) -> int | None:
+        record = self._read_record(execution_id)
+        return record.attempt if record else None
+
     def run(self, attempt: Attempt, on_line: Callable[[str], None]) -> AttemptOutcome:
-        say = _run_logger()
+        say = run_logger()
         record = self._read_record(attempt.execution_id)
         if record is not None:
             say.info(
@@ -109,19 +148,21 @@ class BatchRuntime(Runtime):
             record = self._submit(attempt)
             say.info("submitted Batch job %s (%s) to queue %s", record.job_id, record.job_name, record.job_queue)
         self._watching[attempt.execution_id] = record.job_id
-        self._wake[attempt.execution_id] = threading.Event()
-        self._owned.setdefault(attempt.owner, set()).add(attempt.execution_id)
+        wake = self._wake[attempt.execution_id] = threading.Event()
+        self._owned.setdefault(attempt.flow_run_id, set()).add(attempt.execution_id)
+        forget = attempt.cancel.on_cancel(wake.set)
         try:
             outcome = self._wait(record, attempt, on_line, say)
         finally:
+            forget()
             self._watching.pop(attempt.execution_id, None)
             self._wake.pop(attempt.execution_id, None)
-            self._owned.get(attempt.owner, set()).discard(attempt.execution_id)
+            self._owned.get(attempt.flow_run_id, set()).discard(attempt.execution_id)
         self._delete_record(attempt.execution_id)
         return outcome
 
-    def stop(self, execution_id: str) -> int:
-        owned = self._owned.get(execution_id) or {execution_id}
+    def stop(self, flow_run_id: str) -> int:
+        owned = self._owned.get(flow_run_id) or {flow_run_id}
         return sum(self._stop_job(owned_id) for owned_id in list(owned))
 
     def _stop_job(self, execution_id: str) -> int:
@@ -149,7 +190,7 @@ class BatchRuntime(Runtime):
             self._wake[execution_id].set()
         return 1
 
-    def orphans(self, is_dead: Callable[[str], bool]) -> list[Orphan]:
+    def orphans(self, is_dead: Callable[[str], bool], is_final: Callable[[str], bool]) -> list[Orphan]:
         """Executions whose waiting process died while their job went on: running them again re-attaches."""
         found = []
         for record in self._records():
@@ -157,18 +198,20 @@ class BatchRuntime(Runtime):
                 continue
             job = self._describe(record.job_id)
             status = job["status"] if job else "gone"
+            flow_run_id = record.flow_run_id or record.execution_id
             found.append(
                 Orphan(
-                    execution_id=record.flow_run_id or record.execution_id,
+                    execution_id=flow_run_id,
                     what=f"the process waiting on it died; Batch job {record.job_id} is {status}",
-                    resumable=job is not None,
+                    resumable=job is not None and not is_final(flow_run_id),
                 )
             )
         return found
 
     def _submit(self, attempt: Attempt) -> JobRecord:
         spec = attempt.task.runtime.batch
-        assert spec is not None, "BatchRuntime runs batch tasks only"
+        if spec is None:
+            raise RuntimeUnavailable("BatchRuntime runs Batch tasks only")
         if not self.store.is_s3:
             raise RuntimeUnavailable(
                 f"task {attempt.task.name!r} runs on AWS Batch, whose jobs write to S3 themselves: set the results "
@@ -176,27 +219,27 @@ class BatchRuntime(Runtime):
                 f"not {self.store.root}"
             )
         task = attempt.task
+        invocation = attempt.invocation
         job_name = f"granary-{task.name[:60]}-{attempt.execution_id}"
         options: dict[str, Any] = {
             "jobName": job_name,
             "jobQueue": spec.jobQueue,
             "jobDefinition": spec.jobDefinition,
-            # Job definitions written for Granary take their arguments as `Ref::name` parameters.
-            "parameters": {k: v if isinstance(v, str) else json.dumps(v) for k, v in attempt.arguments.items()},
+            "parameters": invocation.parameters,  # job definitions written for Granary: `Ref::name` in the command
             "containerOverrides": {
-                "environment": [{"name": k, "value": v} for k, v in attempt.environment.items()],
+                "environment": [{"name": k, "value": v} for k, v in invocation.environment.items()],
                 "resourceRequirements": _resource_requirements(task.resources),
             },
             "tags": {
                 LABEL_EXECUTION: attempt.execution_id,
                 LABEL_TASK: task.name,
                 LABEL_RUNNER: attempt.runner_id,
-                "granary.attempt": str(attempt.attempt),
+                LABEL_ATTEMPT: str(attempt.number),
             },
             "propagateTags": True,
         }
-        if attempt.command:
-            options["containerOverrides"]["command"] = attempt.command
+        if invocation.command is not None:
+            options["containerOverrides"]["command"] = invocation.command
         if task.timeout:
             options["timeout"] = {"attemptDurationSeconds": max(MIN_TIMEOUT, int(task.timeout))}
         self.store.clear_outputs(task.name, attempt.execution_id)  # what an earlier attempt left
@@ -211,13 +254,13 @@ class BatchRuntime(Runtime):
             job_id=job_id,
             job_name=job_name,
             job_queue=spec.jobQueue,
-            attempt=attempt.attempt,
+            attempt=attempt.number,
             runner_id=attempt.runner_id,
             submitted=datetime.now(timezone.utc),
-            flow_run_id=attempt.owner,
+            flow_run_id=attempt.flow_run_id,
         )
         try:
-            self.store.write_json(f"{RECORDS}/{attempt.execution_id}.json", record.model_dump(mode="json"))
+            self.store.write_json(layout.batch_record(attempt.execution_id), record.model_dump(mode="json"))
         except StorageError:
             # A job nobody could find again after a crash must not run on: it would be submitted twice.
             self.batch.terminate_job(jobId=job_id, reason="granary could not record the job id; not waiting on it")
@@ -319,15 +362,15 @@ class BatchRuntime(Runtime):
 
     def _read_record(self, execution_id: str) -> JobRecord | None:
         try:
-            return JobRecord.model_validate(self.store.read_json(f"{RECORDS}/{execution_id}.json"))
+            return JobRecord.model_validate(self.store.read_json(layout.batch_record(execution_id)))
         except FileNotFoundError:
             return None
 
     def _delete_record(self, execution_id: str) -> None:
-        self.store.remove(f"{RECORDS}/{execution_id}.json")
+        self.store.remove(layout.batch_record(execution_id))
 
     def _records(self) -> list[JobRecord]:
-        return [JobRecord.model_validate(document) for document in self.store.read_all_json(RECORDS)]
+        return [JobRecord.model_validate(document) for document in self.store.read_all_json(layout.BATCH_RECORDS)]
 
 
 class _LogCursor:
@@ -367,7 +410,7 @@ class _LogCursor:
                 if err.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
                     return lines  # the stream appears once the job runs
                 raise
-            lines += [event["message"] for event in page["events"]]
+            lines += [str(event["message"])[:MAX_LINE] for event in page["events"]]
             token = page.get("nextForwardToken")
             if token == self._token or not page["events"]:
                 self._token = token or self._token
@@ -404,13 +447,3 @@ def _ran_for(job: dict[str, Any]) -> float:
 
 def _timeout(attempt: Attempt) -> float:
     return max(MIN_TIMEOUT, attempt.task.timeout) if attempt.task.timeout else float("inf")
-
-
-def _run_logger() -> Any:
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logger

@@ -1,12 +1,22 @@
-"""The local Docker runtime: a sandboxed container per attempt, found again by its labels."""
+"""The local Docker runtime: a sandboxed container per attempt, found again by its labels.
+
+The sandbox: no network (unless the task opts in, with a reason), all capabilities dropped, no new privileges, a
+read-only root filesystem with a writable /tmp, and pids, memory and CPU limits. The container's inputs are staged
+by the runner first and mounted read-only; its output folder is a host folder mounted writable, read afterwards
+without following anything the container put there (`outputs.written_files`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -14,9 +24,14 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
-from granary_flows.contract import ARGUMENTS_FILE, INPUT_DIR, OUTPUT_DIR
-from granary_flows.errors import RuntimeUnavailable
+from granary_flows.contract import ARGUMENTS_FILE, INPUT_DIR, INPUT_METADATA_FILE, MAX_LINE
+from granary_flows.definition import RuntimeKind
+from granary_flows.errors import ErrorCategory, ExecutionFailed, RuntimeUnavailable, StorageError
+from granary_flows.layout import unsent_folder
+from granary_flows.outputs import written_files
+from granary_flows.policy import Policy
 from granary_flows.runtimes.base import (
+    LABEL_ATTEMPT,
     LABEL_EXECUTION,
     LABEL_FLOW_RUN,
     LABEL_RUNNER,
@@ -24,10 +39,13 @@ from granary_flows.runtimes.base import (
     LABEL_TASK,
     Attempt,
     AttemptOutcome,
+    Collected,
     Orphan,
     Runtime,
     current_server,
+    run_logger,
 )
+from granary_flows.store import ResultsStore
 
 LOG_TAIL = 20
 PIDS_LIMIT = 512
@@ -62,7 +80,7 @@ def docker_client(max_pool_size: int = 32, host_block: str | None = None) -> doc
 
 
 class DockerRuntime(Runtime):
-    """Runs attempts as containers on a Docker engine.
+    """Runs attempts as sandboxed containers on a Docker engine.
 
     Args:
         client: a docker SDK client; `docker_client()` when not given.
@@ -71,6 +89,9 @@ class DockerRuntime(Runtime):
         >>> runtime = DockerRuntime()  # doctest: +SKIP
         >>> runtime.run(attempt, on_line=print)  # doctest: +SKIP
     """
+
+    kind = RuntimeKind.DOCKER
+    stages_inputs = True
 
     def __init__(self, client: docker.DockerClient | None = None):
         self._client = client
@@ -81,29 +102,38 @@ class DockerRuntime(Runtime):
             self._client = docker_client()
         return self._client
 
+    def prepare(self, attempt: Attempt, store: ResultsStore) -> Attempt:
+        output_dir = attempt.work_dir / f"attempt-{attempt.number}" / "outputs"
+        if not self._existing(attempt):  # a fresh start: nothing an earlier process left counts
+            shutil.rmtree(output_dir, ignore_errors=True)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        return attempt.model_copy(update={"output_dir": output_dir})
+
     def run(self, attempt: Attempt, on_line: Callable[[str], None]) -> AttemptOutcome:
         spec = attempt.task.runtime.docker
-        assert spec is not None and attempt.output_dir is not None, "DockerRuntime runs docker tasks only"
-        arguments_file = attempt.output_dir.parent / "arguments.json"
-        arguments_file.write_text(attempt.environment["GRANARY_ARGUMENTS"])
-        try:
-            container = self.client.containers.create(**self._container_options(attempt, arguments_file))
-        except ImageNotFound as err:
-            raise RuntimeUnavailable(
-                f"image {spec.image!r} is not on this Docker engine: build or pull it first"
-            ) from err
-        except APIError as err:
-            raise RuntimeUnavailable(f"Docker refused to create the container: {err.explanation or err}") from err
+        if spec is None or attempt.output_dir is None:
+            raise RuntimeUnavailable("DockerRuntime runs Docker tasks, prepared (DockerRuntime.prepare) first")
+        say_since: int | None = None
+        container = self._existing(attempt)
+        if container is not None:
+            run_logger().info("re-attaching to container %s, started before this process", container.name)
+            say_since = int(time.time())
+        else:
+            container = self._create(attempt)
         tail: deque[str] = deque(maxlen=LOG_TAIL)
         try:
-            container.start()
-            streamer = threading.Thread(target=self._stream_logs, args=(container, on_line, tail), daemon=True)
+            if say_since is None:
+                self._start(container, attempt.invocation.stdin)
+            streamer = threading.Thread(
+                target=self._stream_logs, args=(container, on_line, tail, say_since), daemon=True
+            )
             streamer.start()
-            exit_code, killed_reason = self._wait(container, attempt.task.timeout)
+            exit_code, killed_reason = self._wait(container, attempt.task.timeout, attempt)
             streamer.join(timeout=10)
-            container.reload()
-            if container.attrs["State"].get("OOMKilled"):
-                killed_reason = f"killed: out of memory (limit {attempt.task.resources.memory} MiB)"
+            with contextlib.suppress(NotFound):
+                container.reload()
+                if container.attrs["State"].get("OOMKilled"):
+                    killed_reason = f"killed: out of memory (limit {attempt.task.resources.memory} MiB)"
             return AttemptOutcome(
                 exit_code=exit_code,
                 killed_reason=killed_reason,
@@ -113,52 +143,130 @@ class DockerRuntime(Runtime):
         finally:
             self._remove(container)
 
-    def stop(self, execution_id: str) -> int:
-        containers = self._labelled(f"{LABEL_FLOW_RUN}={execution_id}")
+    def collect(self, attempt: Attempt, store: ResultsStore, policy: Policy) -> Collected:
+        assert attempt.output_dir is not None
+        written = written_files(attempt.output_dir, policy.max_output_bytes)
+        task, execution_id = attempt.task.name, attempt.execution_id
+        try:
+            stored = _interruptible(
+                lambda: store.put_outputs(written.files, task, execution_id),
+                attempt,
+                cleanup=lambda: store.clear_outputs(task, execution_id),
+            )
+        except StorageError as err:
+            kept = unsent_folder(task, execution_id)
+            shutil.rmtree(kept, ignore_errors=True)
+            for file in written.files:
+                (kept / file.relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(file.path, kept / file.relative)
+            raise ExecutionFailed(f"{err}; the outputs are kept in {kept}", ErrorCategory.SYSTEM) from err
+        return Collected(stored=stored, warnings=written.warnings)
+
+    def resuming(self, execution_id: str) -> int | None:
+        for container in self._labelled(f"{LABEL_EXECUTION}={execution_id}"):
+            labels = container.attrs.get("Labels") or {}
+            if labels.get(LABEL_SERVER) == current_server() and labels.get(LABEL_ATTEMPT, "").isdigit():
+                return int(labels[LABEL_ATTEMPT])
+        return None
+
+    def stop(self, flow_run_id: str) -> int:
+        containers = self._labelled(f"{LABEL_FLOW_RUN}={flow_run_id}")
         for container in containers:
             self._remove(container)
         return len(containers)
 
-    def orphans(self, is_dead: Callable[[str], bool]) -> list[Orphan]:
-        """Remove the containers of runners that died: nothing is waiting to collect what they write."""
+    def orphans(self, is_dead: Callable[[str], bool], is_final: Callable[[str], bool]) -> list[Orphan]:
+        """Containers of runners that died: one whose run still waits for it is left to run on, and the run is run
+        again to re-attach; the others are removed, since nobody will collect what they write."""
         found = []
         for container in self._labelled(f"{LABEL_SERVER}={current_server()}"):
             labels = container.attrs["Labels"]
-            if is_dead(labels.get(LABEL_RUNNER, "")):
-                self._remove(container)
-                found.append(
-                    Orphan(
-                        execution_id=labels.get(LABEL_FLOW_RUN, labels[LABEL_EXECUTION]),
-                        what="the process running it died; container removed",
-                    )
-                )
+            if not is_dead(labels.get(LABEL_RUNNER, "")):
+                continue
+            flow_run_id = labels.get(LABEL_FLOW_RUN, labels[LABEL_EXECUTION])
+            if not is_final(flow_run_id) and self._outputs_kept(container):
+                state = container.attrs.get("State", "")
+                what = f"the process running it died; its container {container.id[:12]} is {state}"
+                found.append(Orphan(execution_id=flow_run_id, what=what, resumable=True))
+                continue
+            self._remove(container)
+            found.append(Orphan(execution_id=flow_run_id, what="the process running it died; container removed"))
         return found
+
+    def _existing(self, attempt: Attempt) -> Any:
+        """The container of this very attempt that a runner which died left behind, if any."""
+        for container in self._labelled(f"{LABEL_EXECUTION}={attempt.execution_id}"):
+            labels = container.attrs.get("Labels") or {}
+            if labels.get(LABEL_ATTEMPT) == str(attempt.number) and labels.get(LABEL_SERVER) == current_server():
+                with contextlib.suppress(NotFound):
+                    return self.client.containers.get(container.id)
+        return None
+
+    def _outputs_kept(self, container: Any) -> bool:
+        """Whether the output folder the container writes to is still on this host, to collect from."""
+        try:
+            mounts = self.client.containers.get(container.id).attrs.get("Mounts") or []
+        except NotFound:
+            return False
+        return any(m.get("Destination") and Path(m.get("Source", "")).is_dir() and m.get("RW") for m in mounts)
+
+    def _create(self, attempt: Attempt) -> Any:
+        image = attempt.task.runtime.docker.image  # type: ignore[union-attr]
+        try:
+            return self.client.containers.create(**self._container_options(attempt))
+        except ImageNotFound as err:
+            raise RuntimeUnavailable(f"image {image!r} is not on this Docker engine: build or pull it first") from err
+        except APIError as err:
+            raise RuntimeUnavailable(f"Docker refused to create the container: {err.explanation or err}") from err
+
+    def _start(self, container: Any, stdin: str | None) -> None:
+        if stdin is None:
+            container.start()
+            return
+        # Attached before it starts, so that not a byte is lost; closing our end ends its standard input.
+        attached = container.attach_socket(params={"stdin": 1, "stream": 1})
+        raw = getattr(attached, "_sock", attached)
+        try:
+            container.start()
+            raw.sendall(stdin.encode())
+        finally:
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_WR)
+            attached.close()
 
     def _labelled(self, label: str) -> list[Any]:
         """Containers with `label`, from the list call alone: the SDK's full listing inspects each one afterwards,
         and fails on any that another run removed in between."""
         return list(self.client.containers.list(all=True, sparse=True, filters={"label": label}))
 
-    def _container_options(self, attempt: Attempt, arguments_file: Any) -> dict[str, Any]:
+    def _container_options(self, attempt: Attempt) -> dict[str, Any]:
         task = attempt.task
         spec = task.runtime.docker
-        assert spec is not None
-        assert attempt.output_dir is not None
-        volumes = {
-            str(attempt.output_dir): {"bind": OUTPUT_DIR, "mode": "rw"},
-            str(arguments_file): {"bind": ARGUMENTS_FILE, "mode": "ro"},
-        }
+        invocation = attempt.invocation
+        assert spec is not None and attempt.output_dir is not None
+        volumes = {str(attempt.output_dir): {"bind": invocation.output_path, "mode": "rw"}}
+        if invocation.arguments_file is not None:
+            volumes[str(self._file(attempt, "arguments.json", invocation.arguments_file))] = {
+                "bind": ARGUMENTS_FILE,
+                "mode": "ro",
+            }
+        if invocation.input_metadata is not None:
+            volumes[str(self._file(attempt, "input-metadata.json", invocation.input_metadata))] = {
+                "bind": INPUT_METADATA_FILE,
+                "mode": "ro",
+            }
         if attempt.input_dir is not None:
             volumes[str(attempt.input_dir)] = {"bind": INPUT_DIR, "mode": "ro"}
-        volumes |= attempt.volumes
+        volumes |= invocation.volumes
         options: dict[str, Any] = {
             "image": spec.image,
-            "environment": spec.environment | attempt.environment,
+            "environment": invocation.environment,
             "labels": {
                 LABEL_EXECUTION: attempt.execution_id,
-                LABEL_FLOW_RUN: attempt.owner,
+                LABEL_FLOW_RUN: attempt.flow_run_id,
                 LABEL_TASK: task.name,
                 LABEL_RUNNER: attempt.runner_id,
+                LABEL_ATTEMPT: str(attempt.number),
                 LABEL_SERVER: current_server(),
             },
             "volumes": volumes,
@@ -171,17 +279,30 @@ class DockerRuntime(Runtime):
             "mem_limit": f"{task.resources.memory}m",
             "memswap_limit": f"{task.resources.memory}m",
             "nano_cpus": int(task.resources.cpus * 1e9),
-            "name": f"granary-{task.name}-{attempt.execution_id[:8]}-{attempt.attempt}",
+            "name": f"granary-{task.name[:40]}-{attempt.execution_id[:8]}-{attempt.number}-{os.urandom(2).hex()}",
         }
-        if attempt.command or spec.command:
-            options["command"] = attempt.command or spec.command
+        if invocation.command is not None:
+            options["command"] = invocation.command
+        if invocation.entrypoint is not None:
+            options["entrypoint"] = invocation.entrypoint
+        if invocation.stdin is not None:
+            options |= {"stdin_open": True, "stdin_once": True}
         if task.resources.sharedMemory:
             options["shm_size"] = f"{task.resources.sharedMemory}m"
         if task.resources.gpus:
             options["device_requests"] = [docker.types.DeviceRequest(count=task.resources.gpus, capabilities=[["gpu"]])]
         return options
 
-    def _wait(self, container: Any, timeout: float | None) -> tuple[int | None, str | None]:
+    @staticmethod
+    def _file(attempt: Attempt, name: str, content: str) -> Path:
+        assert attempt.output_dir is not None
+        path = attempt.output_dir.parent / name
+        path.write_text(content)
+        return path
+
+    def _wait(self, container: Any, timeout: float | None, attempt: Attempt) -> tuple[int | None, str | None]:
+        # Cancellation removes the container, which ends the wait at once.
+        forget = attempt.cancel.on_cancel(lambda: self._remove(container))
         try:
             status = container.wait(timeout=timeout) if timeout else container.wait()
             return status.get("StatusCode"), None
@@ -190,24 +311,52 @@ class DockerRuntime(Runtime):
             return None, f"killed: timed out after {timeout:g} s"
         except NotFound:
             return None, "killed: the container was removed (cancelled)"
+        finally:
+            forget()
 
     @staticmethod
-    def _stream_logs(container: Any, on_line: Callable[[str], None], tail: deque[str]) -> None:
-        pending = b""
-        try:
-            for chunk in container.logs(stream=True, follow=True):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for raw in lines:
-                    line = raw.decode(errors="replace").rstrip("\r")
-                    tail.append(line)
-                    on_line(line)
-        except (NotFound, APIError, RequestsConnectionError):
-            pass
-        if pending:
-            line = pending.decode(errors="replace")
+    def _stream_logs(
+        container: Any, on_line: Callable[[str], None], tail: deque[str], since: int | None = None
+    ) -> None:
+        """Each line once, in order, as the container writes it. A line longer than MAX_LINE is cut, and a flood
+        without newlines costs time linear in its size."""
+        pending = bytearray()
+        skipping = False  # the rest of a line that was cut
+
+        def emit(raw: bytes | bytearray, cut: bool = False) -> None:
+            line = bytes(raw).decode(errors="replace").rstrip("\r")
+            if cut:
+                line += f" [... line cut at {MAX_LINE // 1024} KiB]"
             tail.append(line)
             on_line(line)
+
+        options: dict[str, Any] = {"stream": True, "follow": True}
+        if since is not None:
+            options["since"] = since
+        try:
+            for chunk in container.logs(**options):
+                start = 0
+                while True:
+                    newline = chunk.find(b"\n", start)
+                    piece = chunk[start:] if newline < 0 else chunk[start:newline]
+                    if not skipping:
+                        room = MAX_LINE - len(pending)
+                        pending += piece[:room]
+                        if len(piece) > room:
+                            emit(pending, cut=True)
+                            pending.clear()
+                            skipping = True
+                    if newline < 0:
+                        break
+                    if not skipping:
+                        emit(pending)
+                    pending.clear()
+                    skipping = False
+                    start = newline + 1
+        except (NotFound, APIError, RequestsConnectionError):
+            pass
+        if pending and not skipping:
+            emit(pending)
 
     @staticmethod
     def _last_stdout_line(container: Any) -> str | None:
@@ -215,7 +364,7 @@ class DockerRuntime(Runtime):
             output = container.logs(stdout=True, stderr=False, tail=3).decode(errors="replace").strip()
         except (NotFound, APIError):
             return None
-        return output.splitlines()[-1] if output else None
+        return output.splitlines()[-1][:MAX_LINE] if output else None
 
     @staticmethod
     def _kill(container: Any) -> None:
@@ -231,3 +380,32 @@ class DockerRuntime(Runtime):
         except APIError as err:
             if err.status_code != 409:  # removal already in progress
                 raise
+
+
+def _interruptible(call: Callable[[], Any], attempt: Attempt, cleanup: Callable[[], None]) -> Any:
+    """Run `call` (an upload) in a thread of its own, and stop waiting for it at once on cancellation; an upload
+    that goes on afterwards removes what it stored when it ends."""
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as err:  # handed to the waiting thread
+            outcome["error"] = err
+        finally:
+            done.set()
+            if attempt.cancel.cancelled and "value" in outcome:
+                with contextlib.suppress(Exception):
+                    cleanup()
+
+    threading.Thread(target=work, daemon=True, name=f"granary-upload-{attempt.execution_id[:8]}").start()
+    forget = attempt.cancel.on_cancel(done.set)
+    try:
+        done.wait()
+    finally:
+        forget()
+    attempt.cancel.check(f"storing the outputs of execution {attempt.execution_id}")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

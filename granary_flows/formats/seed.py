@@ -15,10 +15,10 @@ from typing import Any, Literal, cast
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from granary_flows.contract import variable_name
+from granary_flows.contract import INPUT_DIR, variable_name
 from granary_flows.errors import DefinitionError
+from granary_flows.form import title_of
 from granary_flows.locations import at, describe
-from granary_flows.staging import input_folder
 
 MANIFEST_LABEL = "com.ngageoint.seed.manifest"
 OUTPUTS_FILE = "seed.outputs.json"
@@ -40,7 +40,7 @@ class Maintainer(_Seed):
     email: str
 
 
-class InputFile(_Seed):
+class SeedInputFile(_Seed):
     name: str = Field(pattern=NAME)
     required: bool = True
     multiple: bool = False
@@ -55,12 +55,12 @@ class JsonValue(_Seed):
     key: str | None = None
 
 
-class Inputs(_Seed):
-    files: list[InputFile] = Field(default_factory=list)
+class SeedInputs(_Seed):
+    files: list[SeedInputFile] = Field(default_factory=list)
     json_: list[JsonValue] = Field(default_factory=list, alias="json")
 
 
-class OutputFile(_Seed):
+class SeedOutputFile(_Seed):
     name: str = Field(pattern=NAME)
     pattern: str
     mediaType: str | None = None
@@ -68,8 +68,8 @@ class OutputFile(_Seed):
     required: bool = True
 
 
-class Outputs(_Seed):
-    files: list[OutputFile] = Field(default_factory=list)
+class SeedOutputs(_Seed):
+    files: list[SeedOutputFile] = Field(default_factory=list)
     json_: list[JsonValue] = Field(default_factory=list, alias="json")
 
 
@@ -86,8 +86,8 @@ class Setting(_Seed):
 
 class Interface(_Seed):
     command: str | None = None
-    inputs: Inputs = Field(default_factory=Inputs)
-    outputs: Outputs = Field(default_factory=Outputs)
+    inputs: SeedInputs = Field(default_factory=SeedInputs)
+    outputs: SeedOutputs = Field(default_factory=SeedOutputs)
     mounts: list[Mount] = Field(default_factory=list)
     settings: list[Setting] = Field(default_factory=list)
 
@@ -98,7 +98,7 @@ class Scalar(_Seed):
     inputMultiplier: float | None = None
 
 
-class Resources(_Seed):
+class SeedResources(_Seed):
     scalar: list[Scalar] = Field(default_factory=list)
 
 
@@ -120,7 +120,7 @@ class Job(_Seed):
     maintainer: Maintainer
     timeout: int
     interface: Interface = Field(default_factory=Interface)
-    resources: Resources = Field(default_factory=Resources)
+    resources: SeedResources = Field(default_factory=SeedResources)
     errors: list[SeedError] = Field(default_factory=list)
 
 
@@ -142,7 +142,7 @@ class SeedInterface(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     command: str | None = None
-    files: list[InputFile] = Field(default_factory=list)
+    files: list[SeedInputFile] = Field(default_factory=list)
     values: list[JsonValue] = Field(default_factory=list)
     outputs_json: list[JsonValue] = Field(default_factory=list)
     mounts: list[Mount] = Field(default_factory=list)
@@ -156,6 +156,11 @@ class SeedInterface(BaseModel):
 
 def is_manifest(document: dict[str, Any]) -> bool:
     return "seedVersion" in document and "job" in document
+
+
+def is_seed_deployment(document: dict[str, Any]) -> bool:
+    """A task file that deploys a Seed manifest: `seed: {manifest, image, mounts, settings, secrets}`."""
+    return set(document) == {"seed"} and isinstance(document["seed"], dict) and "manifest" in document["seed"]
 
 
 def parse_manifest(
@@ -200,11 +205,11 @@ def task_document(manifest: SeedManifest, deployment: dict[str, Any] | None = No
         description = "A file (file://, s3:// or https://)" + (", several" if file.multiple else "")
         if file.mediaTypes:
             description += f"; {', '.join(file.mediaTypes)}"
-        properties[parameter_name(file.name)] = spec | {"title": _title(file.name), "description": description}
+        properties[parameter_name(file.name)] = spec | {"title": title_of(file.name), "description": description}
         if file.required:
             required.append(parameter_name(file.name))
     for value in interface.inputs.json_:
-        properties[parameter_name(value.name)] = {"type": value.type, "title": _title(value.name)}
+        properties[parameter_name(value.name)] = {"type": value.type, "title": title_of(value.name)}
         if value.required:
             required.append(parameter_name(value.name))
     scalars = {scalar.name: scalar.value for scalar in job.resources.scalar}
@@ -305,7 +310,7 @@ def variables(
     found = {}
     for file in interface.files:
         if file.multiple and parameter_name(file.name) in arguments:
-            found[variable_name(file.name)] = input_folder(parameter_name(file.name))
+            found[variable_name(file.name)] = f"{INPUT_DIR}/{parameter_name(file.name)}"
     for resource, amount in interface.allocated.items():
         grown = amount + interface.input_multipliers.get(resource, 0.0) * input_mib
         found[f"ALLOCATED_{resource.upper()}"] = f"{grown:g}"
@@ -394,7 +399,3 @@ def _name_problems(manifest: SeedManifest) -> list[tuple[tuple[Any, ...], str]]:
 def _given(mapping: dict[str, Any] | None) -> dict[str, str]:
     """The entries a deployment filled in; `import-seed` writes the others as empty placeholders."""
     return {key: str(value) for key, value in (mapping or {}).items() if value not in (None, "")}
-
-
-def _title(name: str) -> str:
-    return name.replace("_", " ").replace("-", " ").strip().capitalize()

@@ -1,0 +1,191 @@
+"""What a runner that died left behind on this host, settled before a new runner starts: its containers and Batch
+jobs (re-attached to, or removed), the runs it had claimed (scheduled again, or Crashed), its work folders.
+
+A runner is known by `host:pid:nonce`, written into every claim it makes and carried by every container and job it
+starts, so that a new runner on the same host can tell whether the one that started them is still alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import uuid
+from typing import Any, NamedTuple
+from uuid import UUID
+
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.states import Cancelled, Crashed, Scheduled
+
+from granary_flows import layout
+from granary_flows.runtimes.base import Runtime
+
+logger = logging.getLogger("granary.runner")
+CLAIM = "claimed by granary runner "
+_started_here: set[str] = set()
+
+
+def new_runner_id() -> str:
+    """`host:pid:nonce`: enough to tell, on the same host, whether the runner that started a container is alive."""
+    runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    _started_here.add(runner_id)
+    return runner_id
+
+
+class Settled(NamedTuple):
+    """What `reconcile` did with one execution."""
+
+    action: str  # crashed, rescheduled, cancelled, or found (its run was gone or already final)
+    execution_id: str
+    reason: str
+
+
+def reconcile(client: SyncPrefectClient, runtimes: list[Runtime], deployment_ids: list[UUID] | None) -> list[Settled]:
+    """Settle what runners on this host that died left behind, before a new runner starts.
+
+    - A container or Batch job whose run still waits for it goes on; its run is scheduled again, and running it
+      re-attaches to the container or job. One whose run has ended is removed.
+    - A run that a dead runner had claimed but not started is scheduled again; one it was running, Crashed.
+    - Work folders of runs that have ended are removed.
+
+    Args:
+        deployment_ids: the deployments whose runs to look at; None for all of them.
+
+    Returns:
+        One `Settled` per execution found.
+    """
+    settled = []
+
+    def is_final(flow_run_id: str) -> bool:
+        return _is_final(client, flow_run_id)
+
+    for runtime in runtimes:
+        for orphan in runtime.orphans(_is_dead, is_final):
+            if orphan.resumable:
+                state: Any = Scheduled(message=f"{orphan.what}; re-attaching")
+            else:
+                state = Crashed(message=orphan.what)
+            if _settle(client, orphan.execution_id, state):
+                settled.append(Settled(_verb(state), orphan.execution_id, state.message))
+            else:  # its run is gone or already final: only the container or job was left to deal with
+                settled.append(Settled("found", orphan.execution_id, orphan.what))
+    resumed = {done.execution_id for done in settled if done.action == "rescheduled"}
+    for flow_run in _unfinished_runs(client, deployment_ids):
+        if str(flow_run.id) in resumed:
+            continue
+        claimer = _claimer(client, flow_run.id)
+        if claimer is None or not _is_dead(claimer):
+            continue
+        assert flow_run.state is not None
+        if flow_run.state.is_pending():
+            state = Scheduled(message=f"runner {claimer} stopped before starting it; scheduled again")
+        elif flow_run.state.type == StateType.CANCELLING:
+            state = Cancelled(message=f"runner {claimer} stopped while it was being cancelled")
+        else:
+            state = Crashed(message=f"runner {claimer} stopped while it ran")
+        client.set_flow_run_state(flow_run.id, state, force=True)
+        settled.append(Settled(_verb(state), str(flow_run.id), state.message))
+    _remove_ended_work(client)
+    return settled
+
+
+def _remove_ended_work(client: SyncPrefectClient) -> None:
+    """Work folders (`$GRANARY_HOME/work/<flow run>`) of runs that ended or are gone: nothing will use them."""
+    root = layout.work_root()
+    if not root.is_dir():
+        return
+    for folder in root.iterdir():
+        try:
+            UUID(folder.name)
+        except ValueError:
+            continue
+        if _is_final(client, folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _is_final(client: SyncPrefectClient, flow_run_id: str) -> bool:
+    """Whether a run has ended, or does not exist on this server."""
+    try:
+        flow_run = client.read_flow_run(UUID(flow_run_id))
+    except (ObjectNotFound, ValueError):
+        return True
+    return flow_run.state is not None and flow_run.state.is_final()
+
+
+def _settle(client: SyncPrefectClient, execution_id: str, state: Any) -> bool:
+    try:
+        flow_run = client.read_flow_run(UUID(execution_id))
+    except (ObjectNotFound, ValueError):
+        return False
+    if flow_run.state and flow_run.state.is_final():
+        return False
+    client.set_flow_run_state(flow_run.id, state, force=True)
+    return True
+
+
+def _verb(state: Any) -> str:
+    return {StateType.SCHEDULED: "rescheduled", StateType.CANCELLED: "cancelled"}.get(state.type, "crashed")
+
+
+def _unfinished_runs(client: SyncPrefectClient, deployment_ids: list[UUID] | None) -> list[FlowRun]:
+    if deployment_ids is not None and not deployment_ids:
+        return []
+    unfinished = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+    deployments = DeploymentFilter(id=DeploymentFilterId(any_=deployment_ids)) if deployment_ids else None
+    runs: list[FlowRun] = []
+    while True:
+        try:
+            page = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished))),
+                deployment_filter=deployments,
+                sort=FlowRunSort.ID_DESC,
+                limit=200,
+                offset=len(runs),
+            )
+        except PrefectHTTPStatusError as err:  # a run the server cannot list: the runner starts all the same
+            logger.warning("the unfinished runs could not be read (%s); runs of dead runners are not settled", err)
+            return runs
+        runs += page
+        if len(page) < 200:
+            return runs
+
+
+def _claimer(client: SyncPrefectClient, flow_run_id: UUID) -> str | None:
+    """The granary runner that last claimed a run, from its Pending state; None for runs of other workers."""
+    for state in reversed(client.read_flow_run_states(flow_run_id)):
+        if state.is_pending():
+            message = state.message or ""
+            return message.removeprefix(CLAIM) if message.startswith(CLAIM) else None
+    return None
+
+
+def _is_dead(runner_id: str) -> bool:
+    """Whether the runner `host:pid:nonce` ran on this host and its process is gone."""
+    host, _, rest = runner_id.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():  # in a container, a restarted worker gets the pid its dead predecessor had
+        return runner_id not in _started_here
+    return not _alive(int(pid))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

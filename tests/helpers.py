@@ -1,0 +1,200 @@
+"""Helpers the tests share: starting and waiting for executions, reading what they left, and processes of their own.
+
+Imported by test modules after `conftest.py` has set the environment (Prefect reads it when first imported).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import rest
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.objects import FlowRun
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOYMENTS = ROOT / "deployments"
+TEST_TASKS = ROOT / "tests" / "tasks"
+BUCKET = "granary-results"  # the Batch tests' results bucket, on moto
+QUEUE = "granary-queue"
+SAMPLE_TIFF = Path(os.environ.get("GRANARY_CACHE", Path.home() / ".cache" / "granary-flows")) / "sample" / "scene.tif"
+
+
+@contextmanager
+def running_moto(port: int, log: Any = None, **environment: str) -> Iterator[str]:
+    """moto in server mode on 127.0.0.1:`port`, with extra `environment`, stopped on exit. Yields its endpoint."""
+    from granary_flows.server import wait_until
+
+    output = log if log is not None else subprocess.DEVNULL
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=output,
+        stderr=output,
+        env=os.environ | environment,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{endpoint}/moto-api/", timeout=2).status_code < 500, "moto", process)
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def register_definitions(client: SyncPrefectClient, paths: list[Path], work_pool: str | None = None) -> dict[Any, Any]:
+    """Register every definition under `paths` as `granary register` does; deployment id -> definition (a pipeline
+    with its tasks attached)."""
+    from granary_flows.loading import read_files
+    from granary_flows.registry import Registry
+
+    loaded, errors = read_files(paths)
+    assert not errors, errors
+    registry = Registry(client)
+    also = {e.definition.name: e.definition for e in loaded if e.source_format.value != "pipeline"}
+    entries = [registry.register(entry, work_pool=work_pool, also=also) for entry in loaded]
+    return {entry.deployment_id: registry.definition(entry.name) for entry in entries}
+
+
+def start(client: SyncPrefectClient, task: str, server_checks: bool = True, **arguments: Any) -> FlowRun:
+    """Create a run of the task's deployment; `server_checks=False` is the UI form with validation switched off."""
+    deployment = client.read_deployment_by_name(f"{task}/{task}")
+    if server_checks:
+        return client.create_flow_run_from_deployment(deployment.id, parameters=arguments)
+    response = api_post(
+        f"/deployments/{deployment.id}/create_flow_run", {"parameters": arguments, "enforce_parameter_schema": False}
+    )
+    return FlowRun.model_validate(response.json())
+
+
+def api_post(path: str, body: dict[str, Any], api: str | None = None) -> httpx.Response:
+    """POST to the REST API of the session's server (or of `api`), retrying a busy SQLite server's 503 as Prefect's
+    own client does."""
+    return _api_request("POST", path, body, api)
+
+
+def api_get(path: str, api: str | None = None) -> httpx.Response:
+    """GET from the REST API, like `api_post`."""
+    return _api_request("GET", path, None, api)
+
+
+def _api_request(method: str, path: str, body: dict[str, Any] | None, api: str | None) -> httpx.Response:
+    return rest.request(method, f"{api or os.environ['PREFECT_API_URL']}{path}", body)
+
+
+def wait_final(client: SyncPrefectClient, flow_run_id: Any, timeout: float = 90) -> FlowRun:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        flow_run = client.read_flow_run(flow_run_id)
+        if flow_run.state and flow_run.state.is_final():
+            return flow_run
+        time.sleep(0.2)
+    raise AssertionError(f"flow run {flow_run_id} not final after {timeout} s: {flow_run.state}")
+
+
+def execute(
+    client: SyncPrefectClient, task: str, timeout: float = 90, server_checks: bool = True, **arguments: Any
+) -> FlowRun:
+    """Start an execution through its deployment and wait until it is final."""
+    return wait_final(client, start(client, task, server_checks, **arguments).id, timeout)
+
+
+def logs_of(client: SyncPrefectClient, flow_run_id: Any, settle: float = 1.0) -> list[str]:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    time.sleep(settle)  # logs arrive in batches
+    messages: list[str] = []
+    while True:  # the server gives at most 200 a call
+        page = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+            sort=LogSort.TIMESTAMP_ASC,
+            limit=200,
+            offset=len(messages),
+        )
+        messages += [log.message for log in page]
+        if len(page) < 200:
+            return messages
+
+
+def artifacts_of(client: SyncPrefectClient, flow_run_id: Any) -> list[Any]:
+    """The run's artifacts, read through the REST API (3.8.8's sync client sends nulls the server refuses)."""
+    from prefect.client.schemas.objects import Artifact
+
+    response = api_post(
+        "/artifacts/filter",
+        {"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}, "sort": "CREATED_DESC", "limit": 200, "offset": 0},
+    )
+    return [Artifact.model_validate(item) for item in response.json()]
+
+
+def containers_of(docker_runtime: Any, execution_id: Any, since: float) -> list[str]:
+    """Ids of every container the engine created for an execution (a pipeline's steps included) since `since`, from
+    the engine's event log."""
+    from granary_flows.runtimes.base import LABEL_FLOW_RUN
+
+    events = docker_runtime.client.events(
+        since=int(since),
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={"type": "container", "event": "create", "label": f"{LABEL_FLOW_RUN}={execution_id}"},
+    )
+    return [event["id"] for event in events if event["timeNano"] >= since * 1e9]  # `since` above is whole seconds
+
+
+def read_until(process: Any, marker: str, timeout: float) -> str:
+    """A subprocess's output (text mode, stdout piped) until `marker` appears in it; the rest of its output
+    collects in `process.output`."""
+    lines: list[str] = []
+    process.output = lines  # type: ignore[attr-defined]  # what it prints later goes on arriving here
+    threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while marker not in "".join(lines):
+        assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
+        time.sleep(0.2)
+    return "".join(lines)
+
+
+def granary_serve(
+    *arguments: str, command: str = "serve", unset: tuple[str, ...] = (), cwd: Path = ROOT, **environment: str
+) -> subprocess.Popen:
+    """`granary serve ARGUMENTS` (or another `command`) in a process of its own, in `cwd`, with extra `environment`
+    and without the `unset` variables; its output is piped as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "granary_flows.cli", command, *arguments],
+        cwd=cwd,
+        env={k: v for k, v in os.environ.items() if k not in unset} | environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def task_copy(source: str, folder: Path, name: str, **fields: Any) -> Path:
+    """Write tests/tasks/`source`.yaml (or deployments/) under a new `name`, with top-level `fields` replaced:
+    a deployment of its own, which the session's runner does not serve. The one way tests write a task file."""
+    import yaml
+
+    path = TEST_TASKS / f"{source}.yaml"
+    document = yaml.safe_load((path if path.exists() else DEPLOYMENTS / f"{source}.yaml").read_text())
+    document |= {"name": name} | fields
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{name}.yaml"
+    target.write_text(yaml.safe_dump(document, sort_keys=False))
+    return target
+
+
+def stop_process(process: subprocess.Popen | None) -> None:
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()

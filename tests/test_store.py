@@ -1,0 +1,52 @@
+"""The results store: one code path for a local folder and S3 (S3 is tested against moto in test_batch.py)."""
+
+from pathlib import Path
+
+import pytest
+
+from granary_flows import layout
+from granary_flows.errors import StorageError
+from granary_flows.outputs import written_files
+from granary_flows.store import ResultsStore, is_under
+
+pytestmark = pytest.mark.unit
+
+
+def test_outputs_are_stored_under_the_task_and_execution_and_replace_an_earlier_attempt(tmp_path):
+    store = ResultsStore(str(tmp_path / "results"))
+    first = tmp_path / "first"
+    (first / "maps").mkdir(parents=True)
+    (first / "maps" / "a.tif").write_text("a")
+    (first / "stale.txt").write_text("old")
+    store.put_outputs(written_files(first, 2**20).files, "ndvi", "e1")
+    second = tmp_path / "second"
+    second.mkdir()
+    (second / "b.tif").write_text("bb")
+    stored = store.put_outputs(written_files(second, 2**20).files, "ndvi", "e1")
+    assert stored.uris == {"b.tif": f"{store.root}/ndvi/e1/b.tif"} and stored.sizes == {"b.tif": 2}
+    assert sorted(p.name for p in (tmp_path / "results" / "ndvi" / "e1").rglob("*")) == ["b.tif"]
+    assert store.list_outputs("ndvi", "e1").uris == stored.uris
+
+
+def test_documents_are_written_whole_and_read_back(tmp_path):
+    store = ResultsStore(str(tmp_path))
+    uri = store.write_json(layout.execution_document("t", "e"), {"status": "successful"})
+    assert uri == f"{store.root}/t/e/granary-execution.json"
+    assert store.read_json("t/e/granary-execution.json") == {"status": "successful"}
+    assert not list(Path(tmp_path, "t", "e").glob("*.tmp"))
+    with pytest.raises(FileNotFoundError):
+        store.read_json("t/none.json")
+
+
+def test_a_root_that_cannot_be_written_is_said():
+    with pytest.raises(StorageError, match="cannot be written"):
+        ResultsStore("/proc/granary-cannot-write").check_writable()
+
+
+def test_links_are_presigned_only_for_the_executions_own_objects():
+    own = "s3://results/runs/ndvi/e1"
+    assert is_under(f"{own}/ndvi.tif", own)
+    assert not is_under(f"{own}/../e2/ndvi.tif", own)
+    assert not is_under("s3://private-bucket/secret.txt", own)
+    assert not is_under("s3://results/runs/ndvi/e10/x", own)
+    assert ResultsStore("/tmp/x").presign(f"{own}/ndvi.tif", own) is None  # a local root has no links to sign
