@@ -201,7 +201,12 @@ class Execution:
             cache_policy=NO_CACHE,
         )
         def attempt() -> Attempted:
-            return self._attempt(arguments, staged)
+            try:
+                return self._attempt(arguments, staged)
+            except ExecutionFailed as err:  # masked before Prefect logs it as the attempt's failure
+                err.reason = self.mask.text(err.reason)
+                err.args = (err.reason,)
+                raise
 
         return attempt()
 

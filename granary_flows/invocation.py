@@ -97,15 +97,15 @@ def invocation_for(
         invocation.stdin = document
     if ArgumentPassing.PARAMETERS in ways:
         invocation.parameters = {name: _as_text(value) for name, value in arguments.items()}
+    if input_metadata is not None:
+        environment["INPUT_METADATA"] = INPUT_METADATA_FILE
+        invocation.input_metadata = json.dumps(input_metadata)
     if task.seed:
         environment |= seed.variables(task.seed, arguments, secrets or {}, input_mib)
         if task.seed.command:
             invocation.command = seed.expand_command(task.seed.command, environment)
         invocation.volumes = seed.mount_volumes(task.seed)
         invocation.masked = list((secrets or {}).values())
-    if input_metadata is not None:
-        environment["INPUT_METADATA"] = INPUT_METADATA_FILE
-        invocation.input_metadata = json.dumps(input_metadata)
     if ArgumentPassing.LAST_ARGUMENT in ways:
         invocation.command = [*(invocation.command or []), document]
     return invocation

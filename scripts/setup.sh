@@ -30,19 +30,47 @@ recipe_hash() { cat "$@" | sha256sum | cut -c1-16; }
 image_hash() { docker image inspect -f '{{index .Config.Labels "granary.recipe"}}' "$1" 2>/dev/null || true; }
 
 build_hello() {
-  local hash; hash=$(recipe_hash scripts/setup.sh examples/hello/hello.sh)
+  local hash; hash=$(recipe_hash scripts/setup.sh examples/hello/*.sh tests/images/*.sh)
   [ "$(image_hash granary/hello:1)" = "$hash" ] && return
   log "building granary/hello:1 (busybox)"
   [ -x /bin/busybox ] || apt_install busybox-static
   local root; root=$(mktemp -d)
-  mkdir -p "$root"/{bin,tmp,app}
+  mkdir -p "$root"/{bin,tmp,app/tests}
   cp /bin/busybox "$root/bin/busybox"
-  for applet in sh echo cat ls mkdir sleep printf env head tail dd seq wc true false kill date grep touch id rm; do
+  for applet in sh echo cat ls mkdir sleep printf env head tail dd seq wc true false kill date grep touch id rm ln mkfifo; do
     ln -s busybox "$root/bin/$applet"
   done
-  cp examples/hello/hello.sh "$root/app/hello.sh"
+  cp examples/hello/*.sh "$root/app/"
+  cp tests/images/*.sh "$root/app/tests/"  # the tests' hostile and leaky containers
   tar -C "$root" -c . | docker import -c 'ENV PATH=/bin' -c "LABEL granary.recipe=$hash" -c 'CMD ["/bin/sh", "/app/hello.sh"]' - granary/hello:1 >/dev/null
   rm -rf "$root"
+}
+
+# Images written for other systems' conventions, unmodified (tests and the README's examples): a GRiD-style
+# entrypoint that reads stdin and writes /grid, and process-api's pyecho, which reads its last argument.
+build_conventions() {
+  local hash; hash=$(recipe_hash scripts/setup.sh examples/grid/grid.sh)
+  if [ "$(image_hash granary/grid-echo:1)" != "$hash" ]; then
+    log "building granary/grid-echo:1 (busybox, a GRiD-style entrypoint)"
+    local root; root=$(mktemp -d)
+    mkdir -p "$root"/{bin,tmp,app,grid}
+    cp /bin/busybox "$root/bin/busybox"
+    for applet in sh cat echo printf wc; do ln -s busybox "$root/bin/$applet"; done
+    cp examples/grid/grid.sh "$root/app/grid.sh"
+    tar -C "$root" -c . | docker import -c 'ENV PATH=/bin' -c "LABEL granary.recipe=$hash" \
+      -c 'ENTRYPOINT ["/bin/sh", "/app/grid.sh"]' - granary/grid-echo:1 >/dev/null
+    rm -rf "$root"
+  fi
+  hash=$(recipe_hash scripts/setup.sh examples/pyecho/main.py)
+  if [ "$(image_hash pyecho:latest)" != "$hash" ]; then
+    log "building pyecho:latest (process-api's echo plugin)"
+    local cid links; cid=$(docker create granary/ndvi-base:1 true); links=$(mktemp -d)
+    ln -s /usr/bin/python3 "$links/python"
+    docker cp examples/pyecho/main.py "$cid:/app/main.py" 2>/dev/null || { docker cp examples/pyecho "$cid:/app"; }
+    docker cp "$links/python" "$cid:/usr/local/bin/python"
+    docker commit -c 'WORKDIR /app' -c "LABEL granary.recipe=$hash" "$cid" pyecho:latest >/dev/null
+    docker rm "$cid" >/dev/null; rm -rf "$links"
+  fi
 }
 
 # python3-boto3 lets the same image read inputs from and write outputs to S3 when it runs on AWS Batch.
@@ -111,6 +139,7 @@ build_seed_example() {
 start_docker
 build_hello
 build_ndvi
+build_conventions
 install_package
 build_seed_example
 [ "${1:-}" = "--test" ] && install_test_tools

@@ -167,7 +167,7 @@ def batch_runner(client: Any, aws: SimpleNamespace, docker_runtime: Any) -> Iter
     stop = threading.Event()
     thread = threading.Thread(target=runner.serve, args=(stop,), daemon=True)
     thread.start()
-    yield SimpleNamespace(store=store, batch=batch)
+    yield SimpleNamespace(store=store, batch=batch, runtimes=runtimes)
     stop.set()
     thread.join(timeout=30)
     APILogWorker.drain_all(timeout=5)

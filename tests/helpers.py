@@ -198,3 +198,24 @@ def stop_process(process: subprocess.Popen | None) -> None:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@contextmanager
+def runner_for(served: dict[Any, Any], store: Any, runtimes: dict[Any, Any]) -> Iterator[Any]:
+    """An in-process runner (as `granary serve` runs) for these deployments, in a thread, stopped on exit."""
+    from prefect.logging.handlers import APILogWorker
+
+    from granary_flows.catalog import FixedCatalog
+    from granary_flows.restarts import new_runner_id
+    from granary_flows.runner import InProcessRunner
+
+    runner = InProcessRunner(FixedCatalog(served), store, runtimes, new_runner_id(), limit=4, poll_interval=0.2)
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.serve, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield runner
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        APILogWorker.drain_all(timeout=5)

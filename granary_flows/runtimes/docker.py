@@ -286,7 +286,7 @@ class DockerRuntime(Runtime):
         if invocation.entrypoint is not None:
             options["entrypoint"] = invocation.entrypoint
         if invocation.stdin is not None:
-            options |= {"stdin_open": True, "stdin_once": True}
+            options |= {"stdin_open": True, "detach": False}  # detach=False is what makes Docker close it once read
         if task.resources.sharedMemory:
             options["shm_size"] = f"{task.resources.sharedMemory}m"
         if task.resources.gpus:

@@ -1,0 +1,112 @@
+"""Argument fuzzing, against the real runner and server: hundreds of generated payloads through `granary run` and
+through Prefect's REST API (with the server's own check switched off, as the UI's form allows). No invalid payload
+starts a container; every run ends in a final state; the runner goes on serving."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from helpers import api_post
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from granary_flows.cli import app
+from granary_flows.loading import find_definition
+from granary_flows.validation import violations
+
+cli = CliRunner()
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**25), max_value=10**25)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30)
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+NAMES = st.sampled_from(["name", "times", "sleep"]) | st.text(min_size=1, max_size=8)
+PAYLOADS = st.dictionaries(NAMES, VALUES, max_size=4)
+
+
+def _hello_schema() -> dict[str, Any]:
+    from helpers import DEPLOYMENTS
+
+    return find_definition("hello", [DEPLOYMENTS]).arguments_schema
+
+
+def _valid(payload: dict[str, Any], schema: dict[str, Any]) -> bool:
+    given = {k: v for k, v in payload.items() if v is not None}
+    return set(given) <= set(schema["properties"]) and not violations(schema, given)
+
+
+def test_granary_run_refuses_every_invalid_payload_before_anything_exists(client, runner):
+    schema = _hello_schema()
+    seen = {"tried": 0, "refused": 0, "created": 0}
+    before = len(client.read_flow_runs(limit=200, sort="ID_DESC", offset=0))
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(PAYLOADS)
+    def check(payload: dict[str, Any]) -> None:
+        if _valid(payload, schema):
+            return  # a valid one would start a container: the REST test below runs those
+        seen["tried"] += 1
+        result = cli.invoke(app, ["run", "hello", "--params", json.dumps(payload)])
+        assert result.exit_code == 1, (payload, result.output)
+        assert "invalid arguments for task 'hello'" in result.output or "must be a JSON object" in result.output
+        seen["refused"] += 1
+
+    check()
+    after = len(client.read_flow_runs(limit=200, sort="ID_DESC", offset=0))
+    assert seen["tried"] >= 200 and seen["refused"] == seen["tried"]
+    assert after == before  # not one flow run was created
+
+
+def test_runs_created_through_the_api_with_any_payload_all_end_and_invalid_ones_start_nothing(
+    client, runner, docker_runtime
+):
+    schema = _hello_schema()
+    deployment = client.read_deployment_by_name("hello/hello")
+    payloads: list[dict[str, Any]] = []
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(PAYLOADS)
+    def collect(payload: dict[str, Any]) -> None:
+        payloads.append(payload)
+
+    collect()
+    payloads += [{"name": "ok"}, {"name": "ok", "times": 2}]  # two valid ones, so that the runner is seen running
+    since = time.time()
+    created = []
+    for payload in payloads:
+        body = {"parameters": payload, "enforce_parameter_schema": False}
+        response = api_post(f"/deployments/{deployment.id}/create_flow_run", body)
+        created.append((response.json()["id"], _valid(payload, schema)))
+    deadline = time.monotonic() + 300
+    pending = {flow_run_id for flow_run_id, _ in created}
+    while pending:
+        assert time.monotonic() < deadline, f"{len(pending)} run(s) never ended"
+        for flow_run_id in list(pending):
+            state = client.read_flow_run(flow_run_id).state
+            if state is not None and state.is_final():
+                pending.discard(flow_run_id)
+        time.sleep(0.5)
+    events = docker_runtime.client.events(
+        since=int(since),
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={"type": "container", "event": "create", "label": "granary.task=hello"},
+    )
+    with_container = {event["Actor"]["Attributes"].get("granary.flow-run-id") for event in events}
+    invalid = [flow_run_id for flow_run_id, valid in created if not valid]
+    assert len(invalid) >= 100
+    assert not with_container & set(invalid)  # no container for an invalid payload
+    for flow_run_id, valid in created:
+        state = client.read_flow_run(flow_run_id).state
+        assert state.is_completed() if valid else state.is_failed(), (flow_run_id, state)
+    assert api_post("/flow_runs/filter", {"limit": 200}).status_code == 200
