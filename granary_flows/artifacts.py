@@ -59,6 +59,30 @@ def record_results(
         create_link_artifact(link=presigned or asset.href, link_text=asset.title or asset.href, description=description)
 
 
+def record_quicklooks(
+    task: str, execution_id: str, quicklooks: list[Any], presign: Callable[[str], str | None] = lambda _: None
+) -> None:
+    """The pictures of raster results on the run's page: presigned on S3, else served by `granary api`
+    (`GRANARY_API_URL`); without either, the run page links nothing a browser could open, and none is made."""
+    import os
+
+    api = os.environ.get("GRANARY_API_URL", "").rstrip("/")
+    lines = []
+    for look in quicklooks:
+        url = presign(look.href) or (f"{api}/jobs/{execution_id}/outputs/{look.href.rsplit('/', 1)[-1]}" if api else "")
+        if not url:
+            continue
+        where = ""
+        if look.bbox:
+            west, south, east, north = look.bbox
+            where = f"west {west:.5f}, south {south:.5f}, east {east:.5f}, north {north:.5f} (WGS 84)"
+        lines += [f"### {look.title}", f"![quicklook of {look.title}]({url})", "", where, ""]
+    if lines:
+        create_markdown_artifact(
+            markdown="\n".join(lines), key=artifact_key(task, "quicklook"), description=f"{task}: quicklooks"
+        )
+
+
 def record_summary(summary: dict[str, Any], log_tail: list[str]) -> None:
     """A markdown summary: task, version, image, arguments, exit code, duration, failure reason, last log lines."""
     lines = [f"# {summary['task']} {summary.get('version', '')}".rstrip(), "", "| | |", "|---|---|"]

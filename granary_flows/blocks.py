@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from prefect.blocks.core import Block
 from pydantic import Field
 
+from granary_flows.api.identity import AuthSettings
 from granary_flows.policy import Policy, policy_from_environment
 
 POLICY_BLOCK_VARIABLE = "GRANARY_POLICY_BLOCK"
@@ -64,3 +65,13 @@ def current_policy() -> Policy:
         return policy_from_environment()
     block = GranaryPolicy.load(name)
     return Policy.model_validate(block.model_dump(include=set(Policy.model_fields)))
+
+
+class GranaryAuth(Block, AuthSettings):
+    """How `granary api` identifies users (see `api.identity.AuthSettings` for each field), shared by every API
+    instance that names it in `GRANARY_AUTH_BLOCK`."""
+
+    _block_type_name: ClassVar[str] = "Granary API authentication"
+    _block_type_slug: ClassVar[str] = "granary-auth"
+    _description: ClassVar[str] = "OIDC issuer and audience, or a static tokens file, for granary-flows' HTTP API."
+    _logo_url: ClassVar[Any] = None

@@ -204,6 +204,33 @@ def _print_served(served: Any, work_pool: str | None) -> None:
 
 
 @app.command()
+def api(
+    host: str = typer.Option("127.0.0.1", help="The address to listen on."),
+    port: int = typer.Option(5050, help="The port to listen on."),
+    results: str | None = ResultsOption,
+) -> None:
+    """Serve OGC API - Processes (Parts 1 and 2) and Granary's REST API over the registered tasks and their runs."""
+    import uvicorn
+
+    from granary_flows.api.app import create_app
+    from granary_flows.api.context import ApiSettings
+    from granary_flows.server import configured_api_url
+
+    api_url = configured_api_url()
+    if not api_url:
+        raise fail("no Prefect server: set PREFECT_API_URL, or start `granary serve` first")
+    os.environ["PREFECT_API_URL"] = api_url
+    _show_runner_logs()
+    try:
+        application = create_app(ApiSettings(results=results))
+    except GranaryError as err:
+        raise fail(str(err)) from err
+    console.print(f"Prefect server: {api_url}", highlight=False, soft_wrap=True)
+    console.print(f"granary api: http://{host}:{port}/ (OpenAPI: http://{host}:{port}/openapi.json)", highlight=False)
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+@app.command()
 def register(
     paths: list[Path] = typer.Argument(..., help="Task and pipeline files (or folders), in any format."),
     pool: str | None = typer.Option(None, "--pool", help="The work pool whose workers run them; none for serve."),

@@ -169,8 +169,20 @@ class OutputFile(Model):
     mediaType: str | None = None
 
 
+class OutputValue(Model):
+    """An output that is a value the container reports (`plugin_results`, or one of its keys), not a file."""
+
+    name: str
+    title: str | None = None
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+
+
 class Outputs(Model):
+    """What a task produces: the files it writes (matched by pattern) and the values it reports."""
+
     files: list[OutputFile] = Field(default_factory=list)
+    values: list[OutputValue] = Field(default_factory=list)
 
 
 class ScheduleSpec(Model):

@@ -18,15 +18,16 @@ from prefect.runtime import flow_run as current_flow_run
 from prefect.runtime import task_run as current_task_run
 from pydantic import BaseModel
 
-from granary_flows import artifacts, layout, stac
+from granary_flows import artifacts, layout, quicklook, stac
 from granary_flows.blocks import current_policy
 from granary_flows.cancellation import CancelToken
 from granary_flows.definition import TaskDefinition
-from granary_flows.errors import ErrorCategory, ExecutionFailed
+from granary_flows.errors import ErrorCategory, ExecutionFailed, StorageError
 from granary_flows.formats import seed
 from granary_flows.invocation import Invocation, invocation_for
 from granary_flows.masking import Masker, without_credentials
 from granary_flows.policy import Policy
+from granary_flows.quicklook import Quicklook
 from granary_flows.results import CollectedResults, ResultAsset, collect
 from granary_flows.runtimes.base import Attempt, AttemptOutcome, Runtime
 from granary_flows.scale import input_metadata
@@ -34,6 +35,7 @@ from granary_flows.sidecars import read_sidecars
 from granary_flows.staging import StagedInput, container_arguments, stage_inputs, uri_arguments
 from granary_flows.store import ResultsStore
 from granary_flows.validation import prepare_arguments
+from granary_flows.webhooks import webhook_url
 from granary_flows.words import SpecWord
 
 
@@ -64,6 +66,7 @@ class ExecutionDocument(BaseModel):
     outputs: dict[str, Any] = {}
     warnings: list[str] = []
     stac_item: str | None = None
+    quicklooks: list[Quicklook] = []
     started: datetime
     finished: datetime
 
@@ -150,9 +153,9 @@ class Execution:
             except ExecutionFailed as err:
                 self._report_failure(arguments, err)
                 raise
+            return self._report_success(arguments, attempted)
         finally:
             shutil.rmtree(self.work, ignore_errors=True)
-        return self._report_success(arguments, attempted)
 
     def _stage(self, arguments: dict[str, Any]) -> list[StagedInput]:
         """Fetch `format: uri` inputs for a runtime whose containers cannot (local Docker has no network)."""
@@ -237,6 +240,7 @@ class Execution:
         self.cancel.check(f"execution {self.execution_id}")
         self._raise_for_failure(outcome)
         collected = self.runtime.collect(attempt, self.store, self.policy)
+        self.last_attempt = attempt
         for warning in collected.warnings:
             self.logger.warning(self.mask.text(warning))
         results = collect(
@@ -265,6 +269,7 @@ class Execution:
             input_mib=sum(item.size for item in staged) / 2**20,
             input_metadata=context,
             passable=self.policy.pass_environment,
+            webhook=webhook_url(self.execution_id) if self.execution_id == self.flow_run_id else None,
         )
 
     def _line_handler(self) -> Any:
@@ -308,6 +313,31 @@ class Execution:
         except ValueError as err:
             raise ExecutionFailed(str(err), ErrorCategory.JOB) from err
 
+    def _quicklooks(self, results: list[ResultAsset]) -> list[Quicklook]:
+        """Pictures of the raster results, drawn from the local output folder (Docker), stored beside them."""
+        attempt = getattr(self, "last_attempt", None)
+        if attempt is None or attempt.output_dir is None or not hasattr(self.runtime, "client"):
+            return []
+        looks = []
+        for asset in results:
+            if not quicklook.is_raster(asset.model_dump()) or "data" not in asset.roles:
+                continue
+            relative = asset.href.removeprefix(self.store.execution_uri(self.definition.name, self.execution_id) + "/")
+            local = attempt.output_dir / relative
+            if not local.is_file() or local.is_symlink():
+                continue
+            name = f"granary-quicklook-{local.stem}.png"
+            try:
+                bbox = quicklook.picture(self.runtime.client, local, self.work / "quicklooks" / name)
+                href = self.store.put_file(
+                    self.work / "quicklooks" / name, self.definition.name, self.execution_id, name
+                )
+            except (RuntimeError, StorageError) as err:
+                self.logger.warning("%s", err)
+                continue
+            looks.append(Quicklook(title=asset.title or relative, href=href, bbox=bbox))
+        return looks
+
     def _summary(self, arguments: dict[str, Any]) -> dict[str, Any]:
         return {
             "task": self.definition.name,
@@ -350,6 +380,7 @@ class Execution:
             self.logger.warning(warning)
         document.warnings += warnings
         name = self.definition.name
+        document.quicklooks = self._quicklooks(document.results)
         item = stac.execution_item(document.model_dump(mode="json"), sidecars)
         document.stac_item = stac.publish(
             store=self.store, task=name, title=self.definition.title, description=self.definition.description, item=item
@@ -358,6 +389,9 @@ class Execution:
         self.store.write_json(layout.execution_document(name, self.execution_id), results)
         own = self.store.execution_uri(name, self.execution_id)
         artifacts.record_results(name, document.results, document.stac_item, lambda uri: self.store.presign(uri, own))
+        artifacts.record_quicklooks(
+            name, self.execution_id, document.quicklooks, lambda uri: self.store.presign(uri, own)
+        )
         artifacts.record_summary(results, [self.mask.text(line) for line in attempted.outcome.log_tail])
         self.logger.info("%d result(s) stored under %s", len(document.results), document.results_uri)
         return results

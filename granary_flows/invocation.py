@@ -48,6 +48,7 @@ def invocation_for(
     input_mib: float = 0.0,
     input_metadata: dict[str, Any] | None = None,
     passable: list[str] | None = None,
+    webhook: str | None = None,
 ) -> Invocation:
     """The invocation of one attempt.
 
@@ -60,6 +61,8 @@ def invocation_for(
         input_mib: the staged inputs' size, for Seed's `inputMultiplier`.
         input_metadata: Scale's input context, for Seed tasks.
         passable: variables of the runner's environment the operator lets tasks ask for.
+        webhook: Granary's results webhook of the execution, given as GRANARY_WEBHOOK_URL (and the Batch parameter
+            WEBHOOK_URL, which Granary's job definitions pass as `Ref::WEBHOOK_URL`).
 
     Example:
         >>> from granary_flows.definition import TaskDefinition
@@ -97,6 +100,10 @@ def invocation_for(
         invocation.stdin = document
     if ArgumentPassing.PARAMETERS in ways:
         invocation.parameters = {name: _as_text(value) for name, value in arguments.items()}
+    if webhook:
+        environment["GRANARY_WEBHOOK_URL"] = webhook
+        if ArgumentPassing.PARAMETERS in ways:
+            invocation.parameters.setdefault("WEBHOOK_URL", webhook)
     if input_metadata is not None:
         environment["INPUT_METADATA"] = INPUT_METADATA_FILE
         invocation.input_metadata = json.dumps(input_metadata)

@@ -1,7 +1,8 @@
 """What an execution produced: result assets and the results document, collected the same way for every runtime.
 
-Precedence (the container contract, in the README): `results.json` in Granary's webhook shape, then a last stdout line `{"plugin_results": ...}`,
-then the output files (those matching the task's declared patterns, when it declares any).
+Precedence (the container contract, in the README): `results.json` in Granary's webhook shape, then a last stdout
+line `{"plugin_results": ...}`, then the output files (those matching the task's declared patterns, if any). Every
+href must name one of the execution's own outputs.
 """
 
 from __future__ import annotations

@@ -5,12 +5,10 @@ buckets, each input and all of them within their size caps, and stopped at once 
 
 from __future__ import annotations
 
-import base64
 import errno
 import mimetypes
 import os
 import posixpath
-import socket
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +23,7 @@ from granary_flows.cancellation import CancelToken
 from granary_flows.contract import INPUT_DIR, SIDECAR_SUFFIX
 from granary_flows.errors import StagingError
 from granary_flows.masking import without_credentials
+from granary_flows.outbound import OutboundRefused, pinned_request
 from granary_flows.policy import Policy
 
 STAGED_SCHEMES = ("file", "s3", "http", "https")
@@ -283,38 +282,11 @@ class _Fetcher:
             raise self.refuse(f"more than {MAX_REDIRECTS} redirects")
 
     def _pinned_request(self, client: httpx.Client, uri: str) -> httpx.Request:
-        """A request to one checked address of the URI's host: every address DNS gives must be allowed, and the
-        connection goes to one of them, so that a second lookup cannot answer something else."""
-        parts = urlsplit(uri)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise self.refuse(f"a redirect led to {without_credentials(uri)}, which is not an http(s) address")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
-            addresses = sorted(
-                {info[4][0] for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)}
-            )
-        except OSError as err:
-            raise self.refuse(f"{parts.hostname} does not resolve ({err})") from err
-        refused = [a for a in addresses if not self.policy.address_allowed(parts.hostname, a, port)]
-        if refused or not addresses:
-            where = (
-                f"{parts.hostname} ({', '.join(refused)})"
-                if refused and refused != [parts.hostname]
-                else parts.hostname
-            )
-            raise self.refuse(
-                f"{where} is not a public address, and GRANARY_ALLOW_HOSTS does not allow it"
-                + (" (a redirect led there)" if uri != self.uri else "")
-            )
-        address = addresses[0]
-        host = f"[{address}]" if ":" in address else address
-        pinned = parts._replace(netloc=f"{host}:{port}").geturl()
-        headers = {"Host": parts.netloc.rsplit("@", 1)[-1]}
-        if parts.username or parts.password:
-            token = base64.b64encode(f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode())
-            headers["Authorization"] = f"Basic {token.decode()}"
-        extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
-        return client.build_request("GET", pinned, headers=headers, extensions=extensions)
+            return pinned_request(client, "GET", uri, self.policy)
+        except OutboundRefused as err:
+            suffix = " (a redirect led there)" if uri != self.uri else ""
+            raise self.refuse(f"{err}{suffix}") from err
 
     @contextmanager
     def _open_s3(self, uri: str) -> Iterator[tuple[BinaryIO, int | None]]:

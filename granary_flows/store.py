@@ -137,6 +137,19 @@ class ResultsStore:
             sizes={f.relative: f.size for f in files},
         )
 
+    def put_file(self, local: Path, task: str, execution_id: str, name: str) -> str:
+        """Store one file the runner made (a quicklook) in the execution's folder; returns its URI.
+
+        Raises:
+            StorageError: naming the file.
+        """
+        path = f"{self._root_path}/{layout.execution_folder(task, execution_id)}/{name}"
+        try:
+            self.fs.put_file(str(local), path)
+        except STORE_ERRORS as err:
+            raise StorageError(f"storing {name} in {self.execution_uri(task, execution_id)} failed: {err}") from err
+        return self.uri_of(path)
+
     def list_outputs(self, task: str, execution_id: str) -> StoredOutputs:
         """What a container wrote into the execution's folder itself (Batch jobs write to `OUTPUT_URI`)."""
         target = f"{self._root_path}/{layout.execution_folder(task, execution_id)}"

@@ -71,7 +71,7 @@ def test_conditions_compare_references_and_literals(condition, expected):
     ],
 )
 def test_anything_but_a_comparison_is_refused_before_it_could_run(condition):
-    with pytest.raises(ReferenceProblem, match="is not allowed|is not a condition|cannot read"):
+    with pytest.raises(ReferenceProblem, match=r"is not allowed|is not a condition|cannot read"):
         condition_references(condition)
 
 

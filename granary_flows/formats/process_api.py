@@ -165,6 +165,12 @@ def task_document(plugin: Plugin) -> dict[str, Any]:
         },
         "runtime": runtime,
         "resources": resources,
+        "outputs": {
+            "values": [
+                {"name": output.id, "title": output.title, "description": output.description}
+                for output in plugin.outputs or []
+            ]
+        },
     }
 
 

@@ -1,0 +1,137 @@
+"""`granary api`: OGC API - Processes and Granary's REST API, served by FastAPI over the registry and Prefect.
+
+Example:
+    >>> app = create_app()  # doctest: +SKIP
+    >>> uvicorn.run(app, host="127.0.0.1", port=5050)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from prefect.client.orchestration import get_client
+
+from granary_flows.api.context import ApiError, ApiSettings, Context, answer
+from granary_flows.api.identity import Authenticator, AuthSettings, Forbidden, current_auth, record
+from granary_flows.errors import GranaryError
+
+TOKEN_COOKIE = "granary_token"  # a browser's token (the HTML pages), set by /login
+
+
+def create_app(settings: ApiSettings | None = None, auth: AuthSettings | None = None) -> FastAPI:
+    """The API, for the Prefect server of this process's settings (`PREFECT_API_URL`).
+
+    Raises:
+        GranaryError: when authentication is not configured (see `api.identity`).
+    """
+    settings = settings or ApiSettings()
+    authenticator = Authenticator(auth or current_auth())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from starlette.concurrency import run_in_threadpool
+
+        from granary_flows.api.callbacks import Callbacks
+        from granary_flows.webhooks import webhook_secret
+
+        with get_client(sync_client=True) as client:
+            app.state.context = Context(client, settings, authenticator)
+            await run_in_threadpool(webhook_secret, True)  # Prefect's blocks load synchronously off the event loop
+            app.state.callbacks = Callbacks(app.state.context)
+            app.state.callbacks.start()
+            try:
+                yield
+            finally:
+                app.state.callbacks.stop()
+
+    app = FastAPI(
+        title="granary-flows",
+        version="1.0.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    from granary_flows.api import granary_api, ogc
+
+    app.include_router(ogc.router)
+    app.include_router(granary_api.router)
+    _documentation(app)
+    _errors(app)
+    _login(app)
+    return app
+
+
+def _documentation(app: FastAPI) -> None:
+    from granary_flows.api.html import api_page
+    from granary_flows.api.openapi import openapi30
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_document() -> JSONResponse:
+        return JSONResponse(openapi30(app.openapi()), media_type="application/vnd.oai.openapi+json;version=3.0")
+
+    @app.get("/api.html", include_in_schema=False)
+    def documentation(request: Request) -> HTMLResponse:
+        return HTMLResponse(api_page(openapi30(app.openapi()), app.state.context.base_url(request)))
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError) -> Any:
+        if err.status in (401, 403):
+            record(
+                getattr(request.state, "identity", None), request.method, request.url.path, "refused", status=err.status
+            )
+        return answer(request, err.document(), "error", status=err.status, headers=err.headers)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, err: Forbidden) -> Any:
+        refused = ApiError(403, "forbidden", "forbidden", str(err))
+        return answer(request, refused.document(), "error", status=403)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> Any:
+        said = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        refused = ApiError(400, "invalid-parameter", "invalid request", said)
+        return answer(request, refused.document(), "error", status=400)
+
+    @app.exception_handler(GranaryError)
+    async def granary_error(request: Request, err: GranaryError) -> Any:
+        failed = ApiError(500, "server-error", "the request failed", str(err))
+        return answer(request, failed.document(), "error", status=500)
+
+
+def _login(app: FastAPI) -> None:
+    """A browser's pages cannot send a bearer token: /login keeps it in a same-site, HTTP-only cookie."""
+
+    @app.middleware("http")
+    async def cookie_token(request: Request, call_next: Any) -> Any:
+        token = request.cookies.get(TOKEN_COOKIE)
+        if token and "authorization" not in request.headers:
+            headers = [*request.scope["headers"], (b"authorization", f"Bearer {token}".encode())]
+            request.scope["headers"] = headers
+        return await call_next(request)
+
+    @app.get("/login", include_in_schema=False)
+    def login_page() -> HTMLResponse:
+        return HTMLResponse(
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>granary-flows</title></head><body>"
+            "<form method='post' action='login'><label>API token <input name='token' type='password'></label>"
+            "<button>Sign in</button></form></body></html>"
+        )
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Any:
+        from urllib.parse import parse_qs
+
+        token = parse_qs((await request.body()).decode()).get("token", [""])[0]
+        context = request.app.state.context
+        identity = context.identify_token(token)
+        response = HTMLResponse(f"<p>signed in as {identity.subject}: <a href='./?f=html'>go on</a></p>")
+        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return response

@@ -1,0 +1,158 @@
+"""What every request of `granary api` shares: the Prefect client, the registry (read through a short cache), the
+results store, the authenticator, and how answers are negotiated (JSON, or HTML for a browser)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+from uuid import UUID
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import ObjectNotFound
+from pydantic import BaseModel
+
+from granary_flows.api.identity import Authenticator, Identity, Unauthenticated, may_see
+from granary_flows.errors import GranaryError, UnknownTask
+from granary_flows.loading import Definition
+from granary_flows.registry import Entry, Registry
+from granary_flows.store import ResultsStore
+
+EXCEPTIONS = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0"
+REGISTRY_TTL = 2.0  # seconds a registry listing is reused; registrations through this API refresh it at once
+
+
+class ApiSettings(BaseModel):
+    """`granary api`'s own settings."""
+
+    title: str = "granary-flows"
+    description: str = "Containerized geospatial algorithms, run on Docker or AWS Batch through Prefect"
+    public_url: str | None = os.environ.get("GRANARY_API_URL")  # how clients reach it, when behind a proxy
+    sync_timeout: float = float(os.environ.get("GRANARY_API_SYNC_TIMEOUT", "300"))
+    results: str | None = None
+
+
+class ApiError(GranaryError):
+    """An answer other than success, as an OGC exception (RFC 7807)."""
+
+    def __init__(self, status: int, kind: str, title: str, detail: str = "", headers: dict[str, str] | None = None):
+        self.status = status
+        self.kind = kind if kind.startswith("http") else f"{EXCEPTIONS}/{kind}"
+        self.title = title
+        self.detail = detail
+        self.headers = headers or {}
+        super().__init__(f"{title}: {detail}" if detail else title)
+
+    def document(self) -> dict[str, Any]:
+        found = {"type": self.kind, "title": self.title, "status": self.status}
+        return found | ({"detail": self.detail} if self.detail else {})
+
+
+class Context:
+    """The state `granary api` keeps between requests; nothing here is a copy of a job (Prefect holds those)."""
+
+    def __init__(self, client: SyncPrefectClient, settings: ApiSettings, authenticator: Authenticator):
+        self.client = client
+        self.settings = settings
+        self.authenticator = authenticator
+        self.store = ResultsStore(settings.results)
+        self.registry = Registry(client)
+        self._entries: dict[str, Entry] = {}
+        self._read_at = 0.0
+        self._lock = threading.Lock()
+
+    def entries(self, fresh: bool = False) -> dict[str, Entry]:
+        """Every registered task and pipeline, by name."""
+        with self._lock:
+            if fresh or time.monotonic() - self._read_at > REGISTRY_TTL:
+                self._entries = {entry.name: entry for entry in self.registry.entries()}
+                self._read_at = time.monotonic()
+            return dict(self._entries)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._read_at = 0.0
+
+    def entry(self, name: str) -> Entry:
+        found = self.entries().get(name) or self.entries(fresh=True).get(name)
+        if found is None:
+            raise ApiError(404, "no-such-process", "no such process", f"no process named {name!r} is registered")
+        return found
+
+    def definition(self, name: str) -> Definition:
+        entry = self.entry(name)
+        try:
+            return self.registry.linked(entry.model())
+        except UnknownTask as err:
+            raise ApiError(500, "server-error", "the process cannot run", str(err)) from err
+
+    def deployment_ids(self) -> list[UUID]:
+        return [UUID(str(entry.deployment_id)) for entry in self.entries().values() if entry.deployment_id]
+
+    def process_of(self, flow_run: FlowRun) -> str | None:
+        """The registered process a run belongs to, or None for a run of anything else."""
+        by_deployment = {str(entry.deployment_id): name for name, entry in self.entries().items()}
+        found = by_deployment.get(str(flow_run.deployment_id))
+        if found is None:
+            by_deployment = {str(e.deployment_id): n for n, e in self.entries(fresh=True).items()}
+            found = by_deployment.get(str(flow_run.deployment_id))
+        return found
+
+    def job(self, job_id: str, identity: Identity) -> tuple[FlowRun, str]:
+        """A job this identity may see, and its process. Anyone else's job is as absent as one that never was.
+
+        Raises:
+            ApiError: 404 no-such-job.
+        """
+        from granary_flows.api.jobs import submitter_of
+
+        absent = ApiError(404, "no-such-job", "no such job", f"no job {job_id!r}")
+        try:
+            flow_run = self.client.read_flow_run(UUID(job_id))
+        except (ObjectNotFound, ValueError) as err:
+            raise absent from err
+        process = self.process_of(flow_run)
+        if process is None or not may_see(identity, submitter_of(flow_run)):
+            raise absent
+        return flow_run, process
+
+    def base_url(self, request: Request) -> str:
+        return (self.settings.public_url or str(request.base_url)).rstrip("/")
+
+    def identify(self, request: Request) -> Identity:
+        return self._identified(request.headers.get("authorization"))
+
+    def identify_token(self, token: str) -> Identity:
+        return self._identified(f"Bearer {token}")
+
+    def _identified(self, authorization: str | None) -> Identity:
+        try:
+            return self.authenticator.identify(authorization)
+        except Unauthenticated as err:
+            challenge = 'Bearer realm="granary"' + (', error="invalid_token"' if err.invalid else "")
+            raise ApiError(
+                401, "unauthorized", "authentication required", str(err), {"WWW-Authenticate": challenge}
+            ) from err
+
+
+def wants_html(request: Request) -> bool:
+    """`f=html`, or a browser that asks for HTML before JSON; anything else gets JSON."""
+    asked = request.query_params.get("f")
+    if asked:
+        return asked.lower() in ("html", "text/html")
+    accept = request.headers.get("accept", "")
+    html, json_ = accept.find("text/html"), accept.find("application/json")
+    return html >= 0 and (json_ < 0 or html < json_)
+
+
+def answer(request: Request, document: Any, page: str, status: int = 200, headers: dict[str, str] | None = None) -> Any:
+    """JSON, or the same document as an HTML page when a browser asks."""
+    if wants_html(request):
+        from granary_flows.api.html import render
+
+        return HTMLResponse(render(page, document, request), status_code=status, headers=headers)
+    return JSONResponse(document, status_code=status, headers=headers)

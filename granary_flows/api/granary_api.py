@@ -1,0 +1,277 @@
+"""Granary's REST API, so that Granary's clients keep working: `/api/tasks`, `/api/executions` with Granary's JSON
+shapes and filters, and the single-use results webhook. Tasks are registry entries (their id is their deployment's),
+executions are flow runs (their id is the flow run's)."""
+
+from __future__ import annotations
+
+from datetime import timezone
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from prefect.client.schemas.objects import FlowRun, StateType
+
+from granary_flows import layout
+from granary_flows.api.context import ApiError, Context
+from granary_flows.api.identity import Forbidden, Identity, may_execute, record
+from granary_flows.api.jobs import SUBMITTER_TAG, JobQuery, JobStatus, read_jobs
+from granary_flows.api.ogc import API_TAG, context, identity
+from granary_flows.contract import RESULTS_FILE
+from granary_flows.errors import ArgumentsInvalid, DefinitionError, GranaryError
+from granary_flows.loading import read_definition
+from granary_flows.registry import Entry
+from granary_flows.store import is_under
+from granary_flows.submission import refusals_said
+from granary_flows.validation import prepare_arguments
+from granary_flows.webhooks import webhook_id, webhook_secret
+
+router = APIRouter(prefix="/api", tags=["Granary"])
+STATUS = {  # Granary's JobStatus words
+    StateType.SCHEDULED: "CREATED",
+    StateType.PENDING: "CREATED",
+    StateType.RUNNING: "STARTED",
+    StateType.PAUSED: "STARTED",
+    StateType.CANCELLING: "STARTED",
+    StateType.COMPLETED: "SUCCESSFUL",
+    StateType.FAILED: "FAILED",
+    StateType.CRASHED: "FAILED",
+    StateType.CANCELLED: "FAILED",
+}
+FROM_STATUS = {"CREATED": JobStatus.ACCEPTED, "STARTED": JobStatus.RUNNING, "SUCCESSFUL": JobStatus.SUCCESSFUL,
+               "FAILED": JobStatus.FAILED}  # fmt: skip
+
+
+def task_document(entry: Entry) -> dict[str, Any]:
+    """A registered task in Granary's `Task` shape."""
+    batch = (entry.definition.get("runtime") or {}).get("batch") or {}
+    given = entry.document.get("name") if isinstance(entry.document.get("name"), str) else entry.name
+    return {
+        "id": str(entry.deployment_id),
+        "name": given,
+        "validator": {"schema": (entry.definition.get("validator") or {}).get("schema", {})},
+        "jobDefinition": batch.get("jobDefinition", ""),
+        "jobQueue": batch.get("jobQueue", ""),
+        "owner": None,
+    }
+
+
+@router.post("/tasks", summary="create a task (Granary)")
+async def create_task(request: Request, ctx: Context = Depends(context), who: Identity = Depends(identity)) -> Any:
+    text = (await request.body()).decode(errors="replace")
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(_create_task, text, ctx, who)
+
+
+def _create_task(text: str, ctx: Context, who: Identity) -> Any:
+    if not who.admin:
+        record(who, "register", "(granary task)", "forbidden")
+        raise Forbidden("creating tasks needs the admin role")
+    try:
+        loaded = read_definition(text, "request", folder=None)
+        entry = ctx.registry.register(loaded, registered_by=who.subject)
+    except (DefinitionError, GranaryError) as err:
+        problems = err.problems if isinstance(err, DefinitionError) else [str(err)]
+        record(who, "register", "(granary task)", "refused", problems=problems)
+        return JSONResponse({"msg": "; ".join(problems)}, status_code=400)
+    ctx.forget()
+    record(who, "register", entry.name, "registered", format=entry.source_format)
+    return task_document(entry)
+
+
+@router.get("/tasks", summary="list tasks (Granary)")
+def list_tasks(
+    page: int = Query(0, ge=0), limit: int = Query(30, ge=1, le=1000),
+    ctx: Context = Depends(context), who: Identity = Depends(identity),
+) -> Any:  # fmt: skip
+    tasks = [
+        e
+        for e in ctx.entries().values()
+        if e.kind == "task" and may_execute(who, list(e.definition.get("access") or []))
+    ]
+    chosen = tasks[page * limit : (page + 1) * limit]
+    return {"page": page, "pageSize": limit, "results": [task_document(e) for e in chosen]}
+
+
+@router.get("/tasks/{task_id}", summary="a task (Granary)")
+def get_task(task_id: str, ctx: Context = Depends(context), who: Identity = Depends(identity)) -> Any:
+    return task_document(_task(ctx, task_id, who))
+
+
+def _task(ctx: Context, task_id: str, who: Identity) -> Entry:
+    for entry in ctx.entries(fresh=True).values():
+        if str(entry.deployment_id) == task_id and may_execute(who, list(entry.definition.get("access") or [])):
+            return entry
+    raise ApiError(404, "not-found", "no such task", f"no task {task_id!r}")
+
+
+def execution_document(ctx: Context, flow_run: FlowRun, task: Entry) -> dict[str, Any]:
+    """A flow run in Granary's `Execution` shape."""
+    kind = flow_run.state.type if flow_run.state else StateType.SCHEDULED
+    status = STATUS.get(kind, "CREATED")
+    results: list[dict[str, Any]] = []
+    if status == "SUCCESSFUL":
+        try:
+            document = ctx.store.read_json(layout.execution_document(task.name, str(flow_run.id)))
+            own = ctx.store.execution_uri(task.name, str(flow_run.id))
+            results = [
+                asset | {"href": ctx.store.presign(asset["href"], own) or asset["href"]}
+                for asset in document.get("results", [])
+            ]
+        except (FileNotFoundError, OSError, ValueError):
+            results = []
+    key = webhook_secret()
+    reason = flow_run.state.message if flow_run.state and status == "FAILED" else None
+    return {
+        "id": str(flow_run.id),
+        "taskId": str(task.deployment_id),
+        "invokedAt": flow_run.created.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        if flow_run.created
+        else None,
+        "arguments": {k: v for k, v in (flow_run.parameters or {}).items() if v is not None},
+        "status": status,
+        "statusReason": reason,
+        "results": results,
+        "webhookId": webhook_id(str(flow_run.id), key) if key and status in ("CREATED", "STARTED") else None,
+        "owner": None,
+        "name": flow_run.name,
+        "tags": [t for t in flow_run.tags if t != API_TAG and not t.startswith(SUBMITTER_TAG)],
+    }
+
+
+@router.post("/executions", summary="create an execution (Granary)")
+async def create_execution(request: Request, ctx: Context = Depends(context), who: Identity = Depends(identity)) -> Any:
+    try:
+        body = await request.json()
+    except ValueError:
+        return JSONResponse({"msg": "the body is not JSON"}, status_code=400)
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(_create_execution, body, ctx, who)
+
+
+def _create_execution(body: Any, ctx: Context, who: Identity) -> Any:
+    if (
+        not isinstance(body, dict)
+        or not isinstance(body.get("taskId"), str)
+        or not isinstance(body.get("arguments"), dict)
+    ):
+        return JSONResponse({"msg": "an execution needs a taskId and arguments (an object)"}, status_code=400)
+    task = _task(ctx, body["taskId"], who)
+    definition = ctx.definition(task.name)
+    try:
+        prepare_arguments(definition.name, definition.arguments_schema, body["arguments"])
+    except ArgumentsInvalid as err:
+        record(who, "execute", task.name, "refused", problems=err.violations)
+        return JSONResponse({"msg": str(err), "errors": err.violations}, status_code=400)
+    tags = [API_TAG, f"{SUBMITTER_TAG}{who.subject}"] + [str(t) for t in body.get("tags") or [] if t]
+    with refusals_said(f"the Prefect server refused the execution of {task.name!r}"):
+        flow_run = ctx.client.create_flow_run_from_deployment(
+            UUID(str(task.deployment_id)),
+            parameters=body["arguments"],
+            tags=tags,
+            **({"name": str(body["name"])} if body.get("name") else {}),
+        )
+    record(who, "execute", task.name, "accepted", job=str(flow_run.id))
+    return execution_document(ctx, flow_run, task)
+
+
+@router.get("/executions", summary="list executions (Granary)")
+def list_executions(
+    page: int = Query(0, ge=0),
+    limit: int = Query(30, ge=1, le=1000),
+    taskId: str | None = Query(None),
+    status: str | None = Query(None),
+    name: str | None = Query(None),
+    tags: list[str] | None = Query(None),
+    ctx: Context = Depends(context),
+    who: Identity = Depends(identity),
+) -> Any:
+    entries = {str(e.deployment_id): e for e in ctx.entries().values()}
+    processes = [entries[taskId].name] if taskId in entries else ([] if taskId is None else ["\0none"])
+    statuses = [FROM_STATUS[status.upper()]] if status and status.upper() in FROM_STATUS else []
+    if status and not statuses:
+        raise ApiError(
+            400, "invalid-parameter", "invalid status", f"{status!r} is not CREATED, STARTED, SUCCESSFUL or FAILED"
+        )
+    query = JobQuery(
+        processes=processes, statuses=statuses, limit=limit, offset=page * limit,
+        submitter=None if who.admin else who.subject,
+    )  # fmt: skip
+    found, _ = read_jobs(ctx.client, query, ctx.deployment_ids())
+    if name:
+        found = [f for f in found if f.name == name]
+    if tags:
+        found = [f for f in found if set(tags) <= set(f.tags)]
+    by_deployment = {str(e.deployment_id): e for e in ctx.entries().values()}
+    results = [
+        execution_document(ctx, f, by_deployment[str(f.deployment_id)])
+        for f in found
+        if str(f.deployment_id) in by_deployment
+    ]
+    return {"page": page, "pageSize": limit, "results": results}
+
+
+@router.get("/executions/{execution_id}", summary="an execution (Granary)")
+def get_execution(execution_id: str, ctx: Context = Depends(context), who: Identity = Depends(identity)) -> Any:
+    flow_run, process = ctx.job(execution_id, who)
+    return execution_document(ctx, flow_run, ctx.entry(process))
+
+
+@router.post("/executions/{execution_id}/results/{hook}", summary="Granary's single-use results webhook")
+async def results_webhook(request: Request, execution_id: str, hook: str, ctx: Context = Depends(context)) -> Any:
+    """No bearer token: the webhook id is the credential, as in Granary. It works once, while the execution runs."""
+    absent = ApiError(404, "not-found", "no such webhook", "it does not exist or was used already")
+    key = webhook_secret()
+    if key is None or not _same(webhook_id(execution_id, key), hook):
+        raise absent
+    try:
+        body = await request.json()
+    except ValueError:
+        return JSONResponse({"msg": "the body is not JSON"}, status_code=400)
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(_deliver, execution_id, body, ctx, absent)
+
+
+def _deliver(execution_id: str, body: Any, ctx: Context, absent: ApiError) -> Any:
+    try:
+        flow_run = ctx.client.read_flow_run(UUID(execution_id))
+    except Exception as err:
+        raise absent from err
+    process = ctx.process_of(flow_run)
+    if process is None or (flow_run.state and flow_run.state.is_final()):
+        raise absent
+    document = layout.execution_folder(process, execution_id) + f"/{RESULTS_FILE}"
+    if ctx.store.exists(document):
+        raise absent  # used already
+    problem = _webhook_problem(body, ctx.store.execution_uri(process, execution_id))
+    if problem:
+        return JSONResponse({"msg": problem}, status_code=400)
+    ctx.store.write_json(document, body)
+    record(None, "webhook", execution_id, "delivered", kind="results" if "results" in body else "message")
+    return execution_document(ctx, ctx.client.read_flow_run(flow_run.id), ctx.entry(process))
+
+
+def _webhook_problem(body: Any, own: str) -> str | None:
+    """What keeps a webhook body from being Granary's `{"results": [...]}` or `{"message": "..."}` with hrefs
+    inside the execution's own outputs."""
+    if isinstance(body, dict) and set(body) == {"message"} and isinstance(body["message"], str):
+        return None
+    if not isinstance(body, dict) or set(body) != {"results"} or not isinstance(body["results"], list):
+        return 'the body must be {"results": [...]} or {"message": "..."}'
+    for asset in body["results"]:
+        href = asset.get("href") if isinstance(asset, dict) else None
+        if not isinstance(href, str):
+            return "every result needs an href"
+        relative = href.removeprefix(own + "/") if is_under(href, own) else href
+        if ":" in relative.split("/")[0] or relative.startswith("/") or ".." in relative.split("/") or not relative:
+            return f"result href {href!r} is not under the execution's own outputs ({own})"
+    return None
+
+
+def _same(expected: str, given: str) -> bool:
+    import hmac
+
+    return hmac.compare_digest(expected, given)

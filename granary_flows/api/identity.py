@@ -1,0 +1,289 @@
+"""Who is asking: every request to `granary api` is identified here, in one place, and every right is decided here.
+
+Identities come from OIDC bearer tokens (JWTs verified against the issuer's JWKS, read from a URL or from a file for
+offline installs; issuer, audience and expiry checked; roles from a configurable claim, Keycloak's
+`realm_access.roles` by default) or from static API tokens listed in a file (for small installs). Authentication is
+off only when configured so (`GRANARY_API_AUTH=off`), and the landing page then says so.
+
+Rights: the admin role registers, replaces and undeploys processes and sees every job; executing a process needs one
+of the roles its task names in `access` (none: every authenticated user); a user sees, reads and dismisses only the
+jobs they submitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import yaml
+from pydantic import BaseModel, Field
+
+from granary_flows.errors import GranaryError
+
+audit = logging.getLogger("granary.audit")
+AUTH_BLOCK_VARIABLE = "GRANARY_AUTH_BLOCK"
+ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512"]  # never "none"
+
+
+class AuthSettings(BaseModel):
+    """How `granary api` identifies requests. Every field is described once, here; each has a GRANARY_* variable."""
+
+    mode: str = Field(
+        default="",
+        description="tokens, oidc, both as 'tokens,oidc', or off (GRANARY_API_AUTH). Unset: refuse to start.",
+    )
+    tokens_file: str | None = Field(
+        default=None,
+        description="A YAML or JSON list of {token, subject, roles}; a token may be given as `sha256:<hex>` "
+        "(GRANARY_API_TOKENS_FILE).",
+    )
+    issuer: str | None = Field(default=None, description="The OIDC issuer tokens must name (GRANARY_OIDC_ISSUER).")
+    audience: str | None = Field(default=None, description="The audience tokens must name (GRANARY_OIDC_AUDIENCE).")
+    jwks_url: str | None = Field(default=None, description="Where the issuer's keys are (GRANARY_OIDC_JWKS_URL).")
+    jwks_file: str | None = Field(default=None, description="The issuer's keys, offline (GRANARY_OIDC_JWKS_FILE).")
+    roles_claim: str = Field(
+        default="realm_access.roles", description="The claim holding a user's roles (GRANARY_OIDC_ROLES_CLAIM)."
+    )
+    subject_claim: str = Field(
+        default="preferred_username",
+        description="The claim naming a user; `sub` when absent (GRANARY_OIDC_SUBJECT_CLAIM).",
+    )
+    admin_role: str = Field(
+        default="admin", description="The role that registers tasks and sees every job (GRANARY_ADMIN_ROLE)."
+    )
+
+    @property
+    def modes(self) -> set[str]:
+        return {part.strip() for part in self.mode.split(",") if part.strip()}
+
+    @property
+    def off(self) -> bool:
+        return self.modes == {"off"}
+
+
+def auth_from_environment(environ: dict[str, str] | None = None) -> AuthSettings:
+    env = os.environ if environ is None else environ
+    names = {
+        "mode": "GRANARY_API_AUTH",
+        "tokens_file": "GRANARY_API_TOKENS_FILE",
+        "issuer": "GRANARY_OIDC_ISSUER",
+        "audience": "GRANARY_OIDC_AUDIENCE",
+        "jwks_url": "GRANARY_OIDC_JWKS_URL",
+        "jwks_file": "GRANARY_OIDC_JWKS_FILE",
+        "roles_claim": "GRANARY_OIDC_ROLES_CLAIM",
+        "subject_claim": "GRANARY_OIDC_SUBJECT_CLAIM",
+        "admin_role": "GRANARY_ADMIN_ROLE",
+    }
+    return AuthSettings.model_validate({field: env[name] for field, name in names.items() if env.get(name)})
+
+
+def current_auth() -> AuthSettings:
+    """The `GranaryAuth` block named by `GRANARY_AUTH_BLOCK`, else the environment."""
+    name = os.environ.get(AUTH_BLOCK_VARIABLE)
+    if not name:
+        return auth_from_environment()
+    from granary_flows.blocks import GranaryAuth
+
+    block = GranaryAuth.load(name)
+    return AuthSettings.model_validate(block.model_dump(include=set(AuthSettings.model_fields)))
+
+
+class Identity(BaseModel):
+    """Who a request comes from."""
+
+    subject: str
+    roles: list[str] = []
+    via: str  # token, oidc, or off (authentication is switched off)
+    admin: bool = False
+
+
+class Unauthenticated(GranaryError):
+    """No identity, or one that does not hold: 401."""
+
+    def __init__(self, detail: str, invalid: bool):
+        self.invalid = invalid
+        super().__init__(detail)
+
+
+class Forbidden(GranaryError):
+    """An identity without the right: 403."""
+
+
+class Authenticator:
+    """Turns a request's Authorization header into an Identity, as the settings say.
+
+    Raises:
+        GranaryError: at construction, when the settings name no way to authenticate.
+    """
+
+    def __init__(self, settings: AuthSettings):
+        self.settings = settings
+        unknown = settings.modes - {"tokens", "oidc", "off"}
+        if not settings.modes or unknown:
+            raise GranaryError(
+                "configure how granary api identifies users: GRANARY_API_AUTH=tokens (with GRANARY_API_TOKENS_FILE), "
+                "oidc (with GRANARY_OIDC_ISSUER, GRANARY_OIDC_AUDIENCE and a JWKS), or off"
+                + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else "")
+            )
+        if "off" in settings.modes and len(settings.modes) > 1:
+            raise GranaryError("GRANARY_API_AUTH=off cannot be combined with another mode")
+        self._tokens = self._read_tokens() if "tokens" in settings.modes else []
+        if "oidc" in settings.modes and not (
+            settings.issuer and settings.audience and (settings.jwks_url or settings.jwks_file)
+        ):
+            raise GranaryError(
+                "oidc needs GRANARY_OIDC_ISSUER, GRANARY_OIDC_AUDIENCE and GRANARY_OIDC_JWKS_URL (or _FILE)"
+            )
+        self._keys: dict[str, Any] = {}
+        self._keys_read = 0.0
+        self._lock = threading.Lock()
+
+    def identify(self, authorization: str | None) -> Identity:
+        """The identity of a request with this Authorization header.
+
+        Raises:
+            Unauthenticated: none given, or one that does not hold (bad signature, expired, wrong audience, ...).
+        """
+        if self.settings.off:
+            return Identity(subject="anonymous", roles=[self.settings.admin_role], via="off", admin=True)
+        scheme, _, credential = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            raise Unauthenticated("this API needs a bearer token (Authorization: Bearer ...)", invalid=False)
+        credential = credential.strip()
+        if "tokens" in self.settings.modes:
+            found = self._static(credential)
+            if found is not None:
+                return found
+        if "oidc" in self.settings.modes and credential.count(".") == 2:
+            return self._oidc(credential)
+        raise Unauthenticated("the bearer token is not valid", invalid=True)
+
+    def _read_tokens(self) -> list[dict[str, Any]]:
+        path = self.settings.tokens_file
+        if not path:
+            raise GranaryError("tokens needs GRANARY_API_TOKENS_FILE: a list of {token, subject, roles}")
+        try:
+            entries = yaml.safe_load(Path(path).expanduser().read_text()) or []
+        except (OSError, yaml.YAMLError) as err:
+            raise GranaryError(f"cannot read the API tokens file {path}: {err}") from err
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and e.get("token") and e.get("subject") for e in entries
+        ):
+            raise GranaryError(f"the API tokens file {path} must list {{token, subject, roles}} entries")
+        return [
+            {
+                "digest": _digest(str(e["token"])),
+                "subject": str(e["subject"]),
+                "roles": [str(r) for r in e.get("roles") or []],
+            }
+            for e in entries
+        ]
+
+    def _static(self, credential: str) -> Identity | None:
+        digest = _digest(credential)
+        for entry in self._tokens:
+            if hmac.compare_digest(entry["digest"], digest):
+                roles = entry["roles"]
+                return Identity(
+                    subject=entry["subject"], roles=roles, via="token", admin=self.settings.admin_role in roles
+                )
+        return None
+
+    def _oidc(self, credential: str) -> Identity:
+        try:
+            header = jwt.get_unverified_header(credential)
+        except jwt.PyJWTError as err:
+            raise Unauthenticated(f"the bearer token is not a JWT: {err}", invalid=True) from err
+        if header.get("alg") not in ALGORITHMS:
+            raise Unauthenticated(f"tokens signed with {header.get('alg')!r} are not accepted", invalid=True)
+        key = self._key(header.get("kid"))
+        try:
+            claims = jwt.decode(
+                credential,
+                key=key,
+                algorithms=ALGORITHMS,
+                audience=self.settings.audience,
+                issuer=self.settings.issuer,
+                options={"require": ["exp", "iss", "aud"]},
+                leeway=30,
+            )
+        except jwt.PyJWTError as err:
+            raise Unauthenticated(f"the bearer token does not hold: {err}", invalid=True) from err
+        roles = _claim(claims, self.settings.roles_claim)
+        roles = [str(r) for r in roles] if isinstance(roles, list) else []
+        subject = str(claims.get(self.settings.subject_claim) or claims.get("sub") or "")
+        if not subject:
+            raise Unauthenticated("the bearer token names no user", invalid=True)
+        return Identity(subject=subject, roles=roles, via="oidc", admin=self.settings.admin_role in roles)
+
+    def _key(self, kid: str | None) -> Any:
+        with self._lock:
+            if kid not in self._keys and time.monotonic() - self._keys_read > 30:  # a rotated key, read again
+                self._keys = self._read_keys()
+                self._keys_read = time.monotonic()
+            if kid in self._keys:
+                return self._keys[kid]
+            if kid is None and len(self._keys) == 1:
+                return next(iter(self._keys.values()))
+        raise Unauthenticated("the bearer token is signed with a key the issuer does not list", invalid=True)
+
+    def _read_keys(self) -> dict[str, Any]:
+        if self.settings.jwks_file:
+            document = json.loads(Path(self.settings.jwks_file).expanduser().read_text())
+        else:
+            document = httpx.get(str(self.settings.jwks_url), timeout=10).json()
+        keys = {}
+        for entry in document.get("keys", []):
+            try:
+                keys[entry.get("kid")] = jwt.PyJWK(entry).key
+            except jwt.PyJWTError:
+                continue
+        return keys
+
+
+def _digest(token: str) -> str:
+    if token.startswith("sha256:"):
+        return token.removeprefix("sha256:").lower()
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _claim(claims: dict[str, Any], path: str) -> Any:
+    value: Any = claims
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def may_execute(identity: Identity, access: list[str]) -> bool:
+    return identity.admin or not access or bool(set(access) & set(identity.roles))
+
+
+def may_see(identity: Identity, submitter: str | None) -> bool:
+    return identity.admin or (submitter is not None and submitter == identity.subject)
+
+
+def record(identity: Identity | None, action: str, target: str, outcome: str, **details: Any) -> None:
+    """One structured audit line: who, what, when, outcome. Never a token or a secret."""
+    audit.info(
+        json.dumps(
+            {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "who": identity.subject if identity else None,
+                "via": identity.via if identity else None,
+                "action": action,
+                "target": target,
+                "outcome": outcome,
+            }
+            | details,
+            default=str,
+        )
+    )

@@ -1,0 +1,530 @@
+"""OGC API - Processes - Part 1: Core 1.0 (and Part 2's deploy, replace, undeploy) over the registry and Prefect."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import time
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterType,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.client.schemas.sorting import LogSort
+from prefect.states import Cancelling
+
+from granary_flows import layout
+from granary_flows.api.context import ApiError, Context, answer
+from granary_flows.api.execute import Links, RequestProblem, arguments_from, outputs_document, parse_request
+from granary_flows.api.identity import Forbidden, Identity, may_execute, record
+from granary_flows.api.jobs import (
+    JobQuery,
+    JobStatus,
+    parse_datetime_interval,
+    read_jobs,
+    status_info,
+    status_of,
+    submitter_of,
+)
+from granary_flows.api.processes import process_description, process_summary
+from granary_flows.errors import ArgumentsInvalid, DefinitionError, GranaryError
+from granary_flows.loading import Definition, read_definition
+from granary_flows.store import is_under
+from granary_flows.submission import refusals_said
+from granary_flows.validation import prepare_arguments
+
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/ogc-process-description",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/json",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/html",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/job-list",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/callback",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/dismiss",
+    "http://www.opengis.net/spec/ogcapi-processes-2/1.0/conf/deploy-replace-undeploy",
+]
+API_TAG = "granary-api"
+router = APIRouter()
+
+
+def context(request: Request) -> Context:
+    return request.app.state.context  # type: ignore[no-any-return]
+
+
+def identity(request: Request, ctx: Context = Depends(context)) -> Identity:
+    """Every route but the landing page, conformance and the API document needs a valid identity."""
+    found = ctx.identify(request)
+    request.state.identity = found
+    return found
+
+
+@router.get("/", summary="landing page", tags=["Capabilities"])
+def landing(request: Request, ctx: Context = Depends(context)) -> Any:
+    base = ctx.base_url(request)
+    document = {
+        "title": ctx.settings.title,
+        "description": ctx.settings.description,
+        "links": [
+            {"href": f"{base}/?f=json", "rel": "self", "type": "application/json", "title": "this document"},
+            {"href": f"{base}/?f=html", "rel": "alternate", "type": "text/html", "title": "this document as HTML"},
+            {"href": f"{base}/openapi.json", "rel": "service-desc",
+             "type": "application/vnd.oai.openapi+json;version=3.0", "title": "the API definition (OpenAPI 3.0)"},
+            {"href": f"{base}/api.html", "rel": "service-doc", "type": "text/html", "title": "the API documentation"},
+            {"href": f"{base}/conformance", "rel": "http://www.opengis.net/def/rel/ogc/1.0/conformance",
+             "type": "application/json", "title": "conformance classes implemented"},
+            {"href": f"{base}/processes", "rel": "http://www.opengis.net/def/rel/ogc/1.0/processes",
+             "type": "application/json", "title": "the processes"},
+            {"href": f"{base}/jobs", "rel": "http://www.opengis.net/def/rel/ogc/1.0/job-list",
+             "type": "application/json", "title": "the jobs"},
+        ],
+    }  # fmt: skip
+    if ctx.authenticator.settings.off:
+        document["authentication"] = "off: anyone who reaches this API may register, run, see and dismiss everything"
+    return answer(request, document, "landing")
+
+
+@router.get("/conformance", summary="conformance classes", tags=["ConformanceDeclaration"])
+def conformance(request: Request) -> Any:
+    return answer(request, {"conformsTo": CONFORMANCE}, "conformance")
+
+
+@router.get("/processes", summary="the processes", tags=["ProcessList"])
+def processes(
+    request: Request,
+    limit: int = Query(10, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+    ctx: Context = Depends(context),
+    who: Identity = Depends(identity),
+) -> Any:
+    base = ctx.base_url(request)
+    visible = [e for e in ctx.entries().values() if may_execute(who, list(e.definition.get("access") or []))]
+    page = visible[offset : offset + limit]
+    links = [{"href": f"{base}/processes?limit={limit}&offset={offset}", "rel": "self", "type": "application/json"},
+             {"href": f"{base}/processes?limit={limit}&offset={offset}&f=html", "rel": "alternate",
+              "type": "text/html"}]  # fmt: skip
+    if offset + limit < len(visible):
+        links.append({"href": f"{base}/processes?limit={limit}&offset={offset + limit}", "rel": "next",
+                      "type": "application/json"})  # fmt: skip
+    if offset:
+        links.append({"href": f"{base}/processes?limit={limit}&offset={max(offset - limit, 0)}", "rel": "prev",
+                      "type": "application/json"})  # fmt: skip
+    summaries = [process_summary(e.model(), base) for e in page]
+    return answer(request, {"processes": summaries, "links": links}, "processes")
+
+
+@router.get("/processes/{process_id}", summary="a process", tags=["ProcessDescription"])
+def process(
+    request: Request, process_id: str, ctx: Context = Depends(context), who: Identity = Depends(identity)
+) -> Any:
+    definition = ctx.definition(process_id)
+    _may_execute(who, definition)
+    return answer(request, process_description(definition, ctx.base_url(request)), "process")
+
+
+def _may_execute(who: Identity, definition: Definition) -> None:
+    if not may_execute(who, list(definition.access)):
+        raise ApiError(404, "no-such-process", "no such process", f"no process named {definition.name!r} is registered")
+
+
+@router.post("/processes/{process_id}/execution", summary="execute a process", tags=["Execute"])
+async def execute(
+    request: Request, process_id: str, ctx: Context = Depends(context), who: Identity = Depends(identity)
+) -> Any:
+    body = await _json(request)
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(_execute, request, process_id, body, ctx, who)
+
+
+def _execute(request: Request, process_id: str, body: Any, ctx: Context, who: Identity) -> Any:
+    definition = ctx.definition(process_id)
+    _may_execute(who, definition)
+    try:
+        asked = parse_request(body)
+        arguments = arguments_from(asked.inputs, definition.arguments_schema)
+        prepare_arguments(definition.name, definition.arguments_schema, arguments)
+        if asked.subscriber:
+            from granary_flows.api.callbacks import check_subscriber
+
+            check_subscriber(asked.subscriber)
+    except (RequestProblem, ArgumentsInvalid) as err:
+        problems = err.problems if isinstance(err, RequestProblem) else err.violations
+        record(who, "execute", process_id, "refused", problems=problems)
+        raise ApiError(400, "invalid-parameter", "invalid inputs", "; ".join(problems)) from err
+    options = set(definition.jobControlOptions)
+    prefer = request.headers.get("prefer", "")
+    run_async = "async-execute" in options and ("respond-async" in prefer or "sync-execute" not in options)
+    entry = ctx.entry(process_id)
+    tags = [API_TAG, f"submitted-by:{who.subject}"]
+    try:
+        with refusals_said(f"the Prefect server refused the execution of {process_id!r}"):
+            flow_run = ctx.client.create_flow_run_from_deployment(
+                UUID(str(entry.deployment_id)), parameters=arguments, tags=tags
+            )
+    except GranaryError as err:
+        record(who, "execute", process_id, "refused", reason=str(err))
+        raise ApiError(400, "invalid-parameter", "the execution was refused", str(err)) from err
+    record(who, "execute", process_id, "accepted", job=str(flow_run.id))
+    base = ctx.base_url(request)
+    if asked.subscriber:
+        request.app.state.callbacks.subscribe(str(flow_run.id), asked.subscriber, process_id, base)
+    location = {"Location": f"{base}/jobs/{flow_run.id}"}
+    if run_async:
+        headers = location | ({"Preference-Applied": "respond-async"} if "respond-async" in prefer else {})
+        return JSONResponse(status_info(flow_run, process_id, base), status_code=201, headers=headers)
+    final = _wait(ctx, flow_run.id, ctx.settings.sync_timeout)
+    if final is None:
+        raise ApiError(
+            504, "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/timeout",
+            f"the execution did not end within {ctx.settings.sync_timeout:g} s",
+            f"it goes on: its status is at {location['Location']}", location,
+        )  # fmt: skip
+    return _results(request, ctx, final, process_id, definition, asked.outputs, asked.response, location)
+
+
+def _wait(ctx: Context, flow_run_id: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    interval = 0.05
+    while time.monotonic() < deadline:
+        flow_run = ctx.client.read_flow_run(flow_run_id)
+        if flow_run.state and flow_run.state.is_final():
+            return flow_run
+        time.sleep(interval)
+        interval = min(interval * 1.3, 0.5)
+    return None
+
+
+@router.get("/jobs", summary="the jobs", tags=["JobList"])
+def jobs(
+    request: Request,
+    type: list[str] | None = Query(None),
+    processID: list[str] | None = Query(None),
+    status: list[str] | None = Query(None),
+    datetime: str | None = Query(None),
+    minDuration: float | None = Query(None, ge=0),
+    maxDuration: float | None = Query(None, ge=0),
+    limit: int = Query(10, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+    ctx: Context = Depends(context),
+    who: Identity = Depends(identity),
+) -> Any:
+    base = ctx.base_url(request)
+    try:
+        statuses = [JobStatus(s) for s in _split(status)]
+        after, before = parse_datetime_interval(datetime) if datetime else (None, None)
+    except ValueError as err:
+        raise ApiError(400, "invalid-parameter", "invalid query", str(err)) from err
+    if type and "process" not in _split(type):
+        found, next_offset = [], None
+    else:
+        query = JobQuery(
+            processes=_split(processID), statuses=statuses, created_after=after, created_before=before,
+            min_duration=minDuration, max_duration=maxDuration, limit=limit, offset=offset,
+            submitter=None if who.admin else who.subject,
+        )  # fmt: skip
+        found, next_offset = read_jobs(ctx.client, query, ctx.deployment_ids())
+    progress = _progress_of(ctx, [f for f in found if status_of(f) is JobStatus.RUNNING])
+    documents = [status_info(f, ctx.process_of(f) or "", base, progress.get(str(f.id))) for f in found]
+    query_string = str(request.query_params)
+    links = [{"href": f"{base}/jobs?{query_string}", "rel": "self", "type": "application/json"},
+             {"href": f"{base}/jobs?{query_string}&f=html", "rel": "alternate", "type": "text/html"}]  # fmt: skip
+    if next_offset is not None:
+        params = dict(request.query_params) | {"offset": str(next_offset), "limit": str(limit)}
+        links.append({"href": f"{base}/jobs?{_encode(params)}", "rel": "next", "type": "application/json"})
+    if offset:
+        params = dict(request.query_params) | {"offset": str(max(offset - limit, 0)), "limit": str(limit)}
+        links.append({"href": f"{base}/jobs?{_encode(params)}", "rel": "prev", "type": "application/json"})
+    return answer(request, {"jobs": documents, "links": links}, "jobs")
+
+
+@router.get("/jobs/{job_id}", summary="a job's status", tags=["Status"])
+def job(request: Request, job_id: str, ctx: Context = Depends(context), who: Identity = Depends(identity)) -> Any:
+    flow_run, process_id = ctx.job(job_id, who)
+    progress = _progress_of(ctx, [flow_run]).get(str(flow_run.id))
+    document = status_info(flow_run, process_id, ctx.base_url(request), progress)
+    document |= _stac_link(ctx, flow_run, process_id, ctx.base_url(request))
+    return answer(request, document, "job")
+
+
+@router.delete("/jobs/{job_id}", summary="dismiss a job", tags=["Dismiss"])
+def dismiss(request: Request, job_id: str, ctx: Context = Depends(context), who: Identity = Depends(identity)) -> Any:
+    flow_run, process_id = ctx.job(job_id, who)
+    current = status_of(flow_run)
+    if current in (JobStatus.SUCCESSFUL, JobStatus.FAILED):
+        record(who, "dismiss", job_id, "refused", reason=f"already {current.value}")
+        raise ApiError(409, "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/job-ended",
+                       "the job has ended", f"job {job_id} is {current.value}; there is nothing to stop")  # fmt: skip
+    if current is not JobStatus.DISMISSED:
+        ctx.client.set_flow_run_state(flow_run.id, Cancelling(message=f"dismissed by {who.subject}"), force=True)
+    record(who, "dismiss", job_id, "dismissed", process=process_id)
+    flow_run = ctx.client.read_flow_run(flow_run.id)
+    document = status_info(flow_run, process_id, ctx.base_url(request))
+    document["status"] = JobStatus.DISMISSED.value  # the run is being stopped: its container or job is going
+    return answer(request, document, "job")
+
+
+@router.get("/jobs/{job_id}/results", summary="a job's results", tags=["Result"])
+def results(request: Request, job_id: str, ctx: Context = Depends(context), who: Identity = Depends(identity)) -> Any:
+    flow_run, process_id = ctx.job(job_id, who)
+    definition = ctx.definition(process_id)
+    return _results(request, ctx, flow_run, process_id, definition, {}, "document", {})
+
+
+def _results(
+    request: Request,
+    ctx: Context,
+    flow_run: Any,
+    process_id: str,
+    definition: Definition,
+    wanted: dict[str, Any],
+    response: str,
+    headers: dict[str, str],
+) -> Any:
+    status = status_of(flow_run)
+    if status in (JobStatus.ACCEPTED, JobStatus.RUNNING):
+        raise ApiError(404, "result-not-ready", "the results are not ready", f"job {flow_run.id} is {status.value}")
+    if status is JobStatus.DISMISSED:
+        raise ApiError(404, "result-not-ready", "the job was dismissed", f"job {flow_run.id} has no results")
+    if status is JobStatus.FAILED:
+        raise ApiError(500, "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/job-failed", "the job failed",
+                       _failure(ctx, flow_run, process_id), headers)  # fmt: skip
+    document = _document(ctx, flow_run, process_id)
+    base = ctx.base_url(request)
+    own = ctx.store.execution_uri(process_id, str(flow_run.id))
+
+    def served(href: str) -> str:
+        return f"{base}/jobs/{flow_run.id}/outputs/{href.removeprefix(own + '/')}"
+
+    links = Links(lambda href: ctx.store.presign(href, own) if is_under(href, ctx.store.root) else None, served)
+    try:
+        outputs = outputs_document(definition, document, wanted, links, ctx.store.read_bytes)
+    except RequestProblem as err:
+        raise ApiError(400, "invalid-parameter", "invalid outputs", "; ".join(err.problems)) from err
+    if response == "raw":
+        return _raw(outputs, headers)
+    return answer(request, outputs, "results", headers=headers)
+
+
+def _raw(outputs: dict[str, Any], headers: dict[str, str]) -> Response:
+    """`response: raw`: one output as itself; several as multipart/related, one part each."""
+    import base64
+
+    def part(value: Any) -> tuple[bytes, str]:
+        if isinstance(value, dict) and "value" in value and "mediaType" in value:
+            data = value["value"]
+            raw = base64.b64decode(data) if value.get("encoding") == "base64" else str(data).encode()
+            return raw, value["mediaType"]
+        return json.dumps(value).encode(), "application/json"
+
+    if len(outputs) == 1:
+        content, media_type = part(next(iter(outputs.values())))
+        return Response(content, media_type=media_type, headers=headers)
+    boundary = "granary-outputs"
+    body = b""
+    for name, value in outputs.items():
+        content, media_type = part(value)
+        body += (
+            f"--{boundary}\r\nContent-ID: <{name}>\r\nContent-Type: {media_type}\r\n\r\n".encode() + content + b"\r\n"
+        )
+    body += f"--{boundary}--\r\n".encode()
+    return Response(body, media_type=f"multipart/related; boundary={boundary}", headers=headers)
+
+
+@router.get("/jobs/{job_id}/outputs/{path:path}", summary="a result file (local results root)", tags=["Result"])
+def output_file(
+    request: Request, job_id: str, path: str, ctx: Context = Depends(context), who: Identity = Depends(identity)
+) -> Any:
+    flow_run, process_id = ctx.job(job_id, who)
+    own = ctx.store.execution_uri(process_id, str(flow_run.id))
+    uri = f"{own}/{path}"
+    if not is_under(uri, own) or path.startswith("/") or ".." in path.split("/"):
+        raise ApiError(404, "not-found", "no such result", path)
+    try:
+        content = ctx.store.read_bytes(uri)
+    except (OSError, ValueError) as err:
+        raise ApiError(404, "not-found", "no such result", path) from err
+    media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    return StreamingResponse(iter([content]), media_type=media_type)
+
+
+@router.get("/jobs/{job_id}/logs", summary="a job's container logs (an extension)", tags=["Extensions"])
+def logs(request: Request, job_id: str, ctx: Context = Depends(context), who: Identity = Depends(identity)) -> Any:
+    flow_run, process_id = ctx.job(job_id, who)
+    lines: list[dict[str, Any]] = []
+    while True:
+        page = ctx.client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])),
+            sort=LogSort.TIMESTAMP_ASC,
+            limit=200,
+            offset=len(lines),
+        )
+        lines += [{"time": log.timestamp.isoformat(), "level": log.level, "message": log.message} for log in page]
+        if len(page) < 200 or len(lines) >= 20_000:
+            break
+    return answer(request, {"jobID": job_id, "processID": process_id, "logs": lines}, "logs")
+
+
+@router.get("/jobs/{job_id}/metadata", summary="a job's provenance (an extension)", tags=["Extensions"])
+def metadata(request: Request, job_id: str, ctx: Context = Depends(context), who: Identity = Depends(identity)) -> Any:
+    flow_run, process_id = ctx.job(job_id, who)
+    entry = ctx.entry(process_id)
+    document = _document(ctx, flow_run, process_id, required=False) or {}
+    provenance = {
+        "jobID": job_id,
+        "processID": process_id,
+        "processVersion": flow_run.flow_version or document.get("version") or entry.version,
+        "submitter": submitter_of(flow_run) or _started_by(flow_run),
+        "image": document.get("image") or entry.definition.get("runtime", {}).get("docker", {}).get("image"),
+        "imageDigest": document.get("image_digest"),
+        "command": (entry.definition.get("runtime", {}).get("docker") or {}).get("command"),
+        "arguments": document.get("arguments") or flow_run.parameters,
+        "attempts": document.get("attempts"),
+        "exitCode": document.get("exit_code"),
+        "created": flow_run.created.isoformat() if flow_run.created else None,
+        "started": flow_run.start_time.isoformat() if flow_run.start_time else None,
+        "finished": flow_run.end_time.isoformat() if flow_run.end_time else None,
+        "status": status_of(flow_run).value,
+        "stacItem": document.get("stac_item"),
+    }
+    return answer(request, provenance, "metadata")
+
+
+@router.post("/processes", summary="deploy a process (Part 2)", tags=["DRU"], status_code=201)
+async def deploy(request: Request, ctx: Context = Depends(context), who: Identity = Depends(identity)) -> Any:
+    text = (await request.body()).decode(errors="replace")
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(_deploy, request, text, None, ctx, who)
+
+
+@router.put("/processes/{process_id}", summary="replace a process (Part 2)", tags=["DRU"])
+async def replace(
+    request: Request, process_id: str, ctx: Context = Depends(context), who: Identity = Depends(identity)
+) -> Any:
+    text = (await request.body()).decode(errors="replace")
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(_deploy, request, text, process_id, ctx, who)
+
+
+def _deploy(request: Request, text: str, replacing: str | None, ctx: Context, who: Identity) -> Any:
+    if not who.admin:
+        record(who, "register", replacing or "(new)", "forbidden")
+        raise Forbidden("registering processes needs the admin role")
+    if replacing is not None:
+        ctx.entry(replacing)  # 404 when it does not exist
+    try:
+        loaded = read_definition(text, "request", folder=None)
+        if replacing is not None and loaded.definition.name != replacing:
+            raise DefinitionError(
+                "request", [f"name: {loaded.definition.name!r} is not {replacing!r}, which it replaces"]
+            )
+        entry = ctx.registry.register(loaded, registered_by=who.subject)
+    except DefinitionError as err:
+        record(who, "register", replacing or "(new)", "refused", problems=err.problems)
+        raise ApiError(400, "invalid-parameter", "the definition is invalid", "; ".join(err.problems)) from err
+    ctx.forget()
+    record(who, "register", entry.name, "registered", version=entry.version, format=entry.source_format)
+    base = ctx.base_url(request)
+    document = process_summary(entry.model(), base)
+    status = 200 if replacing else 201
+    return JSONResponse(document, status_code=status, headers={"Location": f"{base}/processes/{entry.name}"})
+
+
+@router.delete(
+    "/processes/{process_id}",
+    summary="undeploy a process (Part 2)",
+    tags=["DRU"],
+    status_code=204,
+    response_class=Response,
+    response_model=None,
+)
+def undeploy(
+    request: Request, process_id: str, ctx: Context = Depends(context), who: Identity = Depends(identity)
+) -> Any:
+    if not who.admin:
+        record(who, "undeploy", process_id, "forbidden")
+        raise Forbidden("undeploying processes needs the admin role")
+    ctx.entry(process_id)
+    ctx.registry.remove(process_id)
+    ctx.forget()
+    record(who, "undeploy", process_id, "undeployed")
+    return Response(status_code=204)
+
+
+def _document(ctx: Context, flow_run: Any, process_id: str, required: bool = True) -> dict[str, Any] | None:
+    for path in (
+        layout.execution_document(process_id, str(flow_run.id)),
+        layout.pipeline_document(process_id, str(flow_run.id)),
+    ):
+        try:
+            return dict(ctx.store.read_json(path))
+        except (FileNotFoundError, OSError, ValueError):
+            continue
+    try:
+        return dict(flow_run.state.result())  # the runner's results root may not be this API's
+    except Exception as err:
+        if not required:
+            return None
+        raise ApiError(500, "server-error", "the results cannot be read",
+                       "set GRANARY_RESULTS_URI (or GRANARY_RESULTS_BLOCK) to the runner's results root") from err  # fmt: skip
+
+
+def _failure(ctx: Context, flow_run: Any, process_id: str) -> str:
+    message = (flow_run.state.message if flow_run.state else "") or "failed"
+    return message.removeprefix("Flow run encountered an exception: ")
+
+
+def _stac_link(ctx: Context, flow_run: Any, process_id: str, base: str) -> dict[str, Any]:
+    if status_of(flow_run) is not JobStatus.SUCCESSFUL:
+        return {}
+    item = ctx.store.uri(layout.item_document(process_id, str(flow_run.id)))
+    href = ctx.store.presign(item, ctx.store.execution_uri(process_id, str(flow_run.id))) or (
+        f"{base}/jobs/{flow_run.id}/outputs/{layout.ITEM_FILE}"
+    )
+    return {"stacItem": href}
+
+
+def _progress_of(ctx: Context, runs: list[Any]) -> dict[str, int]:
+    """The progress artifacts of running jobs, in one request."""
+    if not runs:
+        return {}
+    artifacts = ctx.client.read_artifacts(
+        artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[r.id for r in runs]), type=ArtifactFilterType(any_=["progress"])
+        ),
+        limit=len(runs) * 2,
+    )
+    return {str(a.flow_run_id): int(float(a.data or 0)) for a in artifacts if a.flow_run_id}
+
+
+def _started_by(flow_run: Any) -> str:
+    created_by = getattr(flow_run, "created_by", None)
+    if created_by is not None and getattr(created_by, "type", None) == "SCHEDULE":
+        return "schedule"
+    return "prefect"
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [part for value in values or [] for part in value.split(",") if part]
+
+
+def _encode(params: dict[str, str]) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode(params)
+
+
+async def _json(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as err:
+        raise ApiError(400, "invalid-parameter", "the body is not JSON", str(err)) from err
