@@ -225,7 +225,10 @@ def api(
         application = create_app(ApiSettings(results=results))
     except GranaryError as err:
         raise fail(str(err)) from err
+    from granary_flows.store import ResultsStore
+
     console.print(f"Prefect server: {api_url}", highlight=False, soft_wrap=True)
+    console.print(f"results: {ResultsStore(results).root}", highlight=False, soft_wrap=True)
     console.print(f"granary api: http://{host}:{port}/ (OpenAPI: http://{host}:{port}/openapi.json)", highlight=False)
     uvicorn.run(application, host=host, port=port, log_level="warning")
 

@@ -72,6 +72,11 @@ class DockerSpec(Model):
         "operator allows in GRANARY_PASS_ENVIRONMENT are.",
     )
     network: NetworkAccess | None = None
+    digest: str | None = Field(
+        default=None,
+        description="The image's id (sha256:...) pinned when the task was registered (GRANARY_PIN_IMAGES); a run "
+        "of an image that changed since is refused.",
+    )
     arguments: list[ArgumentPassing] = Field(
         default_factory=lambda: [ArgumentPassing.ENVIRONMENT, ArgumentPassing.FILE],
         description="How the container takes its arguments.",

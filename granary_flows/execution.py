@@ -59,6 +59,8 @@ class ExecutionDocument(BaseModel):
     source: str | None = None
     results_uri: str
     image: str | None = None
+    image_digest: str | None = None
+    submitter: str | None = None
     exit_code: int | None = None
     attempts: int = 0
     duration: float = 0.0
@@ -236,6 +238,7 @@ class Execution:
         attempt.invocation = self._invocation(arguments, staged, attempt)
         self.mask = Masker([*self.mask.secrets, *attempt.invocation.masked])
         self.cancel.check(f"execution {self.execution_id}")
+        self.last_attempt = attempt
         outcome = self.runtime.run(attempt, self._line_handler())
         self.cancel.check(f"execution {self.execution_id}")
         self._raise_for_failure(outcome)
@@ -339,11 +342,14 @@ class Execution:
         return looks
 
     def _summary(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        attempt = getattr(self, "last_attempt", None)
         return {
             "task": self.definition.name,
             "version": self.definition.version,
             "execution_id": self.execution_id,
+            "submitter": submitter(),
             "image": self.definition.image,
+            "image_digest": attempt.image_digest if attempt else None,
             "arguments": arguments,
             "results_uri": self.store.execution_uri(self.definition.name, self.execution_id),
         }
@@ -395,6 +401,22 @@ class Execution:
         artifacts.record_summary(results, [self.mask.text(line) for line in attempted.outcome.log_tail])
         self.logger.info("%d result(s) stored under %s", len(document.results), document.results_uri)
         return results
+
+
+def submitter() -> str:
+    """Who started the current run: the identity the HTTP API recorded on it, else `schedule` for a scheduled run,
+    else `prefect` (the Prefect UI, its CLI or API)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    flow_run = context.flow_run if context else None
+    if flow_run is None:
+        return "prefect"
+    given = next((t.removeprefix("submitted-by:") for t in flow_run.tags if t.startswith("submitted-by:")), None)
+    if given:
+        return given
+    created_by = getattr(flow_run, "created_by", None)
+    return "schedule" if created_by is not None and str(getattr(created_by, "type", "")) == "SCHEDULE" else "prefect"
 
 
 def _seconds_since(started: datetime) -> float:

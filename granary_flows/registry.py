@@ -88,6 +88,9 @@ class Registry:
             DefinitionError: a pipeline whose steps cannot run with the registered tasks; nothing changed.
         """
         definition = loaded.definition
+        if isinstance(definition, TaskDefinition) and definition.runtime.docker:
+            definition = _with_image_policy(definition, loaded.source)
+            image_digest = definition.runtime.docker.digest if definition.runtime.docker else image_digest
         if isinstance(definition, PipelineDefinition):
             tasks = self.tasks() | (also or {})
             problem = check_pipeline(loaded, tasks)
@@ -189,6 +192,37 @@ class Registry:
         document = self.client.read_block_document_by_name(name=registry_key(name), block_type_slug=BLOCK_TYPE)
         self.client.delete_block_document(document.id)
         return entry
+
+
+def _with_image_policy(definition: TaskDefinition, source: str) -> TaskDefinition:
+    """The operator's image policy at registration: only images from allowed prefixes; with pinning, the image's
+    id is recorded, and a run of anything else is refused.
+
+    Raises:
+        DefinitionError: naming the image and the rule.
+    """
+    from granary_flows.blocks import current_policy
+
+    policy = current_policy()
+    spec = definition.runtime.docker
+    assert spec is not None
+    if policy.allow_images is not None and not any(spec.image.startswith(prefix) for prefix in policy.allow_images):
+        allowed = ", ".join(policy.allow_images) or "none"
+        raise DefinitionError(
+            source, [f"runtime.docker.image: {spec.image!r} is not from a registry or prefix the operator allows "
+                     f"(GRANARY_ALLOW_IMAGES: {allowed})"]
+        )  # fmt: skip
+    if not policy.pin_images:
+        return definition
+    from granary_flows.errors import RuntimeUnavailable
+    from granary_flows.runtimes.docker import DockerRuntime
+
+    try:
+        digest = DockerRuntime().image_digest(spec.model_copy(update={"digest": None}))
+    except RuntimeUnavailable as err:
+        raise DefinitionError(source, [f"runtime.docker.image: cannot be pinned: {err}"]) from err
+    docker = spec.model_copy(update={"digest": digest})
+    return definition.model_copy(update={"runtime": definition.runtime.model_copy(update={"docker": docker})})
 
 
 def _entry(data: dict[str, Any]) -> Entry:

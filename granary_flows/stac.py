@@ -50,6 +50,7 @@ def execution_item(document: dict[str, Any], sidecars: list[Sidecar]) -> pystac.
         "granary:execution_id": document["execution_id"],
         "granary:arguments": document["arguments"],
         "processing:software": {document["task"]: document["version"]},
+        "granary:submitter": document.get("submitter"),
         "processing:datetime": document["finished"],
     }
     if annotated_inputs:

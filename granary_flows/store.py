@@ -166,7 +166,8 @@ class ResultsStore:
         return stored
 
     def read_bytes(self, uri: str) -> bytes:
-        """The content of a stored file, given its URI."""
+        """The content of a stored file, given its URI (read afresh: another process may have written it)."""
+        self.fs.invalidate_cache(uri)
         return bytes(self.fs.cat_file(uri))
 
     def presign(self, uri: str, within: str, seconds: int = PRESIGN_SECONDS) -> str | None:
@@ -262,7 +263,9 @@ class ResultsStore:
         Raises:
             FileNotFoundError: when there is none.
         """
-        with self.fs.open(f"{self._root_path}/{relative}", "rb") as handle:
+        path = f"{self._root_path}/{relative}"
+        self.fs.invalidate_cache(path)  # another process may have written it since this one last looked
+        with self.fs.open(path, "rb") as handle:
             return json.load(handle)
 
 

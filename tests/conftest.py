@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="granary-tests-"))
@@ -32,6 +33,8 @@ def _free_port() -> int:
 
 PORT = _free_port()
 MOTO_PORT = _free_port()
+API_PORT = _free_port()
+SUBSCRIBER_PORT = _free_port()
 # Prefect fixes its settings when first imported; threads without a settings context of their own fall back to them.
 assert "prefect" not in sys.modules, "Prefect was imported before the test environment was set"
 os.environ |= {
@@ -41,6 +44,7 @@ os.environ |= {
     "DO_NOT_TRACK": "1",
     "GRANARY_RESULTS_URI": str(SESSION_DIR / "results"),
     "GRANARY_HOME": str(SESSION_DIR / "home"),  # never the user's ~/.granary
+    "GRANARY_API_URL": f"http://127.0.0.1:{API_PORT}",  # the session's `granary api` (the api fixture starts it)
     # The operator's policy: inputs from the sample and the tests' own folders; nothing else on this machine.
     "GRANARY_ALLOW_FILE_ROOTS": os.pathsep.join(
         [str(SAMPLES), str(SESSION_DIR), str(Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}")]
@@ -171,3 +175,34 @@ def batch_runner(client: Any, aws: SimpleNamespace, docker_runtime: Any) -> Iter
     stop.set()
     thread.join(timeout=30)
     APILogWorker.drain_all(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def identities() -> SimpleNamespace:
+    """Who the API knows, made here: static tokens (an admin, alice with the role ndvi-users, bob with none), and an
+    OIDC issuer's signing key, whose JWKS the API reads from a file."""
+    from helpers import OIDC, write_identities
+
+    return write_identities(SESSION_DIR / "identities", OIDC)
+
+
+@pytest.fixture(scope="session")
+def api(prefect_server: str, runner: Any, identities: SimpleNamespace) -> Iterator[SimpleNamespace]:
+    """`granary api` in a process of its own, on this session's server, identifying users by token and by OIDC."""
+    from helpers import granary_serve, stop_process
+
+    from granary_flows.server import wait_until
+
+    process = granary_serve(
+        "--port", str(API_PORT), command="api",
+        GRANARY_API_AUTH="tokens,oidc", GRANARY_API_TOKENS_FILE=str(identities.tokens_file),
+        GRANARY_OIDC_ISSUER=identities.issuer, GRANARY_OIDC_AUDIENCE=identities.audience,
+        GRANARY_OIDC_JWKS_FILE=str(identities.jwks_file),
+        GRANARY_ALLOW_HOSTS=f"127.0.0.1:{SUBSCRIBER_PORT}",  # the tests' subscriber, and nothing else internal
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{API_PORT}"
+    try:
+        wait_until(lambda: httpx.get(f"{url}/conformance", timeout=2).status_code == 200, "granary api", process)
+        yield SimpleNamespace(url=url, process=process, subscriber_port=SUBSCRIBER_PORT, **vars(identities))
+    finally:
+        stop_process(process)

@@ -219,3 +219,75 @@ def runner_for(served: dict[Any, Any], store: Any, runtimes: dict[Any, Any]) -> 
         stop.set()
         thread.join(timeout=30)
         APILogWorker.drain_all(timeout=5)
+
+
+OIDC = {"issuer": "http://127.0.0.1/realms/granary", "audience": "granary", "kid": "granary-test-key"}
+TOKENS = {"admin": "admin-token-0123456789", "alice": "alice-token-0123456789", "bob": "bob-token-0123456789"}
+
+
+def write_identities(folder: Path, oidc: dict[str, str]) -> Any:
+    """A tokens file (its tokens stored as sha256 digests) and an RSA key with its JWKS, for the API's tests."""
+    import hashlib
+    import json
+    from types import SimpleNamespace
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = [
+        {
+            "token": f"sha256:{hashlib.sha256(TOKENS['admin'].encode()).hexdigest()}",
+            "subject": "root",
+            "roles": ["admin"],
+        },
+        {"token": TOKENS["alice"], "subject": "alice", "roles": ["ndvi-users"]},
+        {"token": TOKENS["bob"], "subject": "bob", "roles": []},
+    ]
+    tokens_file = folder / "tokens.json"
+    tokens_file.write_text(json.dumps(entries))
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())) | {"kid": oidc["kid"], "use": "sig"}
+    jwks_file = folder / "jwks.json"
+    jwks_file.write_text(json.dumps({"keys": [jwk]}))
+    return SimpleNamespace(tokens_file=tokens_file, jwks_file=jwks_file, key=key, tokens=TOKENS, **oidc)
+
+
+def oidc_token(identities: Any, subject: str, roles: list[str], **claims: Any) -> str:
+    """A JWT as a Keycloak issuer would sign it (roles in realm_access.roles); `claims` overrides any claim."""
+    import time
+
+    import jwt
+
+    now = int(time.time())
+    payload = {
+        "iss": identities.issuer, "aud": identities.audience, "sub": f"id-{subject}", "preferred_username": subject,
+        "iat": now, "exp": now + 600, "realm_access": {"roles": roles},
+    } | claims  # fmt: skip
+    return jwt.encode(payload, identities.key, algorithm="RS256", headers={"kid": identities.kid})
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+OGC_SCHEMAS = ROOT.parent / "shared" / "reference" / "ogcapi-processes-1.0" / "schemas"
+
+
+def ogc_valid(document: Any, schema: str) -> list[str]:
+    """What keeps `document` from matching one of OGC API - Processes 1.0's schemas (e.g. `statusInfo.yaml`),
+    its `$ref`s read from the sibling files; empty when it matches."""
+    import yaml
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
+    def retrieve(uri: str) -> Resource:
+        name = uri.rsplit("/", 1)[-1]
+        return Resource.from_contents(yaml.safe_load((OGC_SCHEMAS / name).read_text()), default_specification=DRAFT4)
+
+    from referencing.jsonschema import DRAFT4
+
+    registry = Registry(retrieve=retrieve)
+    root = yaml.safe_load((OGC_SCHEMAS / schema).read_text())
+    validator = Draft202012Validator({"$id": f"file:///{schema}", **root}, registry=registry)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]

@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -103,6 +104,12 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(GranaryError)
     async def granary_error(request: Request, err: GranaryError) -> Any:
         failed = ApiError(500, "server-error", "the request failed", str(err))
+        return answer(request, failed.document(), "error", status=500)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception) -> Any:
+        logging.getLogger("granary.api").exception("%s %s failed", request.method, request.url.path)
+        failed = ApiError(500, "server-error", "the request failed", type(err).__name__)
         return answer(request, failed.document(), "error", status=500)
 
 

@@ -136,7 +136,9 @@ def outputs_document(
     results = {}
     for name in names:
         mode = wanted[name].transmissionMode if name in wanted else None
-        results[name] = _transmitted(available[name], mode, links, read)
+        given = _transmitted(available[name], mode, links, read)
+        if given is not None or name in wanted:
+            results[name] = given
     return results
 
 
@@ -170,10 +172,14 @@ def _outputs(definition: Definition, document: dict[str, Any]) -> dict[str, _Out
 
 
 def _transmitted(output: _Output, mode: str | None, links: Links, read: Callable[[str], bytes]) -> Any:
+    """An output as OGC's results give it: a value, a file by link or by value, and several files as one qualified
+    value holding their list (OGC 1.0's results have no arrays of their own)."""
     if output.files is None:
         return output.value  # a value is always given by value
     given = [_file(asset, mode, links, read) for asset in output.files]
-    return given if output.many else (given[0] if given else None)
+    if output.many:
+        return {"value": given, "mediaType": "application/json"}
+    return given[0] if given else None
 
 
 def _file(asset: dict[str, Any], mode: str | None, links: Links, read: Callable[[str], bytes]) -> dict[str, Any]:

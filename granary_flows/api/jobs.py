@@ -30,6 +30,7 @@ from granary_flows.words import SpecWord
 RESULTS_REL = "http://www.opengis.net/def/rel/ogc/1.0/results"
 EXCEPTIONS_REL = "http://www.opengis.net/def/rel/ogc/1.0/exceptions"
 SUBMITTER_TAG = "submitted-by:"
+SERVER_PAGE = 200  # the most flow runs Prefect's server answers with at once
 
 
 class JobStatus(SpecWord):
@@ -176,26 +177,22 @@ def read_jobs(
     exact = query.min_duration is not None or query.max_duration is not None
     found: list[FlowRun] = []
     offset = query.offset
-    chunk = query.limit if not exact else max(query.limit * 2, 50)
-    while True:
+    while True:  # the server gives at most SERVER_PAGE runs a request
         page = client.read_flow_runs(
             flow_filter=flow_filter,
             flow_run_filter=run_filter,
             deployment_filter=deployments,
             sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-            limit=chunk + (0 if exact else 1),
+            limit=SERVER_PAGE,
             offset=offset,
         )
-        if not exact:
-            more = len(page) > query.limit
-            return page[: query.limit], (offset + query.limit if more else None)
         now = datetime.now(timezone.utc)
         for index, flow_run in enumerate(page):
-            if _lasted(flow_run, query, now):
+            if not exact or _lasted(flow_run, query, now):
+                if len(found) == query.limit:  # one more than asked for: there is a next page
+                    return found, offset + index
                 found.append(flow_run)
-                if len(found) == query.limit:
-                    return found, offset + index + 1
-        if len(page) < chunk:
+        if len(page) < SERVER_PAGE:
             return found, None
         offset += len(page)
 

@@ -14,6 +14,45 @@ from granary_flows.definition import TaskDefinition
 from granary_flows.loading import Definition
 
 OGC_EXECUTE = "http://www.opengis.net/def/rel/ogc/1.0/execute"
+# What an OGC process description's `schema` may hold: OpenAPI 3.0's Schema Object (OGC's schema.yaml).
+SCHEMA_KEYS = {
+    "title",
+    "multipleOf",
+    "maximum",
+    "exclusiveMaximum",
+    "minimum",
+    "exclusiveMinimum",
+    "maxLength",
+    "minLength",
+    "pattern",
+    "maxItems",
+    "minItems",
+    "uniqueItems",
+    "maxProperties",
+    "minProperties",
+    "required",
+    "enum",
+    "type",
+    "not",
+    "allOf",
+    "oneOf",
+    "anyOf",
+    "items",
+    "properties",
+    "additionalProperties",
+    "description",
+    "format",
+    "default",
+    "nullable",
+    "readOnly",
+    "writeOnly",
+    "example",
+    "deprecated",
+    "contentMediaType",
+    "contentEncoding",
+    "contentSchema",
+    "$ref",
+}
 LINK_SCHEMA = {"type": "object", "required": ["href"], "properties": {"href": {"type": "string", "format": "uri"}}}
 
 
@@ -58,11 +97,11 @@ def inputs_of(schema: dict[str, Any]) -> dict[str, Any]:
             "description": spec.get("description", ""),
         }
         if spec.get("type") == "array" and isinstance(spec.get("items"), dict):
-            described["schema"] = spec["items"]
+            described["schema"] = ogc_schema(_inlined(spec["items"], definitions))
             described["minOccurs"] = max(int(spec.get("minItems", 1)), 1) if name in required else 0
             described["maxOccurs"] = spec.get("maxItems", "unbounded")
         else:
-            described["schema"] = {k: v for k, v in spec.items() if k not in ("title", "description")}
+            described["schema"] = ogc_schema({k: v for k, v in spec.items() if k not in ("title", "description")})
             described["minOccurs"] = 1 if name in required else 0
             described["maxOccurs"] = 1
         inputs[name] = described
@@ -95,6 +134,39 @@ def outputs_of(definition: Definition) -> dict[str, Any]:
         }
         outputs["value"] = {"title": "Value", "description": "What it reported (plugin_results)", "schema": {}}
     return outputs
+
+
+def ogc_schema(spec: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema in the words OGC's process descriptions use (OpenAPI 3.0's Schema Object): `type` lists and
+    numeric exclusive bounds rewritten, annotations it has no word for (`$id`, `examples`, ...) left out.
+
+    Example:
+        >>> ogc_schema({"$id": "#/properties/foo", "type": ["integer", "null"], "exclusiveMinimum": 0, "examples": [3]})
+        {'nullable': True, 'type': 'integer', 'example': 3, 'minimum': 0, 'exclusiveMinimum': True}
+    """
+    from granary_flows.api.openapi import _schema
+
+    return _kept(_schema(spec))
+
+
+def _kept(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_kept(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    kept: dict[str, Any] = {}
+    for key, value in node.items():
+        if key not in SCHEMA_KEYS:
+            continue
+        if key == "properties" and isinstance(value, dict):
+            kept[key] = {name: _kept(sub) for name, sub in value.items()}
+        elif key in ("default", "example", "enum"):
+            kept[key] = value  # data, not schema
+        elif key == "required" and not value:
+            continue
+        else:
+            kept[key] = _kept(value)
+    return kept
 
 
 def _inlined(spec: dict[str, Any], definitions: dict[str, Any], depth: int = 0) -> dict[str, Any]:

@@ -64,6 +64,7 @@ class Attempt(BaseModel):
     output_uri: str | None = None  # Batch: where the job writes its outputs itself
     input_dir: Path | None = None  # Docker: the staged inputs, mounted read-only
     cancel: CancelToken = Field(default_factory=CancelToken)
+    image_digest: str | None = None  # the image id a Docker attempt ran
 
 
 class AttemptOutcome(BaseModel):

@@ -210,8 +210,30 @@ class DockerRuntime(Runtime):
             return False
         return any(m.get("Destination") and Path(m.get("Source", "")).is_dir() and m.get("RW") for m in mounts)
 
+    def image_digest(self, spec: Any) -> str:
+        """The id of the image a task's reference names on this engine, checked against the pinned one.
+
+        Raises:
+            RuntimeUnavailable: the image is missing, or is not the one pinned at registration.
+        """
+        try:
+            found = str(self.client.images.get(spec.image).id)
+        except ImageNotFound as err:
+            raise RuntimeUnavailable(
+                f"image {spec.image!r} is not on this Docker engine: build or pull it first"
+            ) from err
+        except APIError as err:
+            raise RuntimeUnavailable(f"Docker could not read image {spec.image!r}: {err.explanation or err}") from err
+        if spec.digest and found != spec.digest:
+            raise RuntimeUnavailable(
+                f"image {spec.image!r} changed since the task was registered (pinned {spec.digest}, now {found}): "
+                "nothing was run; register the task again to accept the new image"
+            )
+        return found
+
     def _create(self, attempt: Attempt) -> Any:
         image = attempt.task.runtime.docker.image  # type: ignore[union-attr]
+        attempt.image_digest = self.image_digest(attempt.task.runtime.docker)
         try:
             return self.client.containers.create(**self._container_options(attempt))
         except ImageNotFound as err:
@@ -259,7 +281,7 @@ class DockerRuntime(Runtime):
             volumes[str(attempt.input_dir)] = {"bind": INPUT_DIR, "mode": "ro"}
         volumes |= invocation.volumes
         options: dict[str, Any] = {
-            "image": spec.image,
+            "image": attempt.image_digest or spec.image,  # the very image checked, even if the tag moves meanwhile
             "environment": invocation.environment,
             "labels": {
                 LABEL_EXECUTION: attempt.execution_id,
