@@ -166,6 +166,19 @@ def _serve(options: Any) -> None:
     console.print("stopped")
 
 
+def _audit_lines() -> None:
+    """The API's audit trail: one JSON line per registration, execution, dismissal and refused request, on stderr."""
+    import logging
+    import sys
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    audit = logging.getLogger("granary.audit")
+    audit.addHandler(handler)
+    audit.setLevel(logging.INFO)
+    audit.propagate = False
+
+
 def _show_runner_logs() -> None:
     """The runner's own messages (a server that went away, draining, settled runs) on the console."""
     import logging
@@ -221,6 +234,7 @@ def api(
         raise fail("no Prefect server: set PREFECT_API_URL, or start `granary serve` first")
     os.environ["PREFECT_API_URL"] = api_url
     _show_runner_logs()
+    _audit_lines()
     try:
         application = create_app(ApiSettings(results=results))
     except GranaryError as err:
@@ -229,6 +243,9 @@ def api(
 
     console.print(f"Prefect server: {api_url}", highlight=False, soft_wrap=True)
     console.print(f"results: {ResultsStore(results).root}", highlight=False, soft_wrap=True)
+    authenticator = application.state.authenticator
+    style = "yellow" if authenticator.settings.off else None
+    console.print(authenticator.describe(), style=style, highlight=False, soft_wrap=True, markup=False)
     console.print(f"granary api: http://{host}:{port}/ (OpenAPI: http://{host}:{port}/openapi.json)", highlight=False)
     uvicorn.run(application, host=host, port=port, log_level="warning")
 

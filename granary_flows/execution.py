@@ -27,6 +27,7 @@ from granary_flows.formats import seed
 from granary_flows.invocation import Invocation, invocation_for
 from granary_flows.masking import Masker, without_credentials
 from granary_flows.policy import Policy
+from granary_flows.provenance import started_by
 from granary_flows.quicklook import Quicklook
 from granary_flows.results import CollectedResults, ResultAsset, collect
 from granary_flows.runtimes.base import Attempt, AttemptOutcome, Runtime
@@ -404,19 +405,11 @@ class Execution:
 
 
 def submitter() -> str:
-    """Who started the current run: the identity the HTTP API recorded on it, else `schedule` for a scheduled run,
-    else `prefect` (the Prefect UI, its CLI or API)."""
+    """Who started the current run (`provenance.started_by`)."""
     from prefect.context import FlowRunContext
 
     context = FlowRunContext.get()
-    flow_run = context.flow_run if context else None
-    if flow_run is None:
-        return "prefect"
-    given = next((t.removeprefix("submitted-by:") for t in flow_run.tags if t.startswith("submitted-by:")), None)
-    if given:
-        return given
-    created_by = getattr(flow_run, "created_by", None)
-    return "schedule" if created_by is not None and str(getattr(created_by, "type", "")) == "SCHEDULE" else "prefect"
+    return started_by(context.flow_run if context else None)
 
 
 def _seconds_since(started: datetime) -> float:

@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from pydantic import BaseModel
 
 from granary_flows.definition import TaskDefinition
@@ -141,6 +141,10 @@ class Registry:
             documents = self.client.read_block_documents_by_type(block_type_slug=BLOCK_TYPE, limit=None)
         except ObjectNotFound:
             return []
+        except PrefectHTTPStatusError as err:  # the sync client's answer when nothing was ever registered
+            if err.response.status_code == 404:
+                return []
+            raise
         return sorted((_entry(document.data) for document in documents), key=lambda entry: entry.name)
 
     def tasks(self) -> dict[str, TaskDefinition]:

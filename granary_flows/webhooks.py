@@ -45,7 +45,8 @@ def webhook_id(execution_id: str, key: str) -> str:
     """The execution's webhook id.
 
     Example:
-        >>> webhook_id("0b6f7f7e-0000-4000-8000-000000000000", "k") == webhook_id("0b6f7f7e-0000-4000-8000-000000000000", "k")
+        >>> run = "0b6f7f7e-0000-4000-8000-000000000000"
+        >>> webhook_id(run, "k") == webhook_id(run, "k") != webhook_id(run, "other key")
         True
     """
     digest = hmac.new(key.encode(), execution_id.encode(), hashlib.sha256).digest()

@@ -189,7 +189,7 @@ def identities() -> SimpleNamespace:
 @pytest.fixture(scope="session")
 def api(prefect_server: str, runner: Any, identities: SimpleNamespace) -> Iterator[SimpleNamespace]:
     """`granary api` in a process of its own, on this session's server, identifying users by token and by OIDC."""
-    from helpers import granary_serve, stop_process
+    from helpers import granary_serve, read_until, stop_process
 
     from granary_flows.server import wait_until
 
@@ -202,6 +202,7 @@ def api(prefect_server: str, runner: Any, identities: SimpleNamespace) -> Iterat
     )  # fmt: skip
     url = f"http://127.0.0.1:{API_PORT}"
     try:
+        read_until(process, "granary api:", timeout=60)  # and its output goes on being read, so it never blocks
         wait_until(lambda: httpx.get(f"{url}/conformance", timeout=2).status_code == 200, "granary api", process)
         yield SimpleNamespace(url=url, process=process, subscriber_port=SUBSCRIBER_PORT, **vars(identities))
     finally:

@@ -74,10 +74,10 @@ def start(client: SyncPrefectClient, task: str, server_checks: bool = True, **ar
     return FlowRun.model_validate(response.json())
 
 
-def api_post(path: str, body: dict[str, Any], api: str | None = None) -> httpx.Response:
+def api_post(path: str, body: dict[str, Any], api: str | None = None, timeout: float = 30) -> httpx.Response:
     """POST to the REST API of the session's server (or of `api`), retrying a busy SQLite server's 503 as Prefect's
     own client does."""
-    return _api_request("POST", path, body, api)
+    return _api_request("POST", path, body, api, timeout)
 
 
 def api_get(path: str, api: str | None = None) -> httpx.Response:
@@ -85,8 +85,10 @@ def api_get(path: str, api: str | None = None) -> httpx.Response:
     return _api_request("GET", path, None, api)
 
 
-def _api_request(method: str, path: str, body: dict[str, Any] | None, api: str | None) -> httpx.Response:
-    return rest.request(method, f"{api or os.environ['PREFECT_API_URL']}{path}", body)
+def _api_request(
+    method: str, path: str, body: dict[str, Any] | None, api: str | None, timeout: float = 30
+) -> httpx.Response:
+    return rest.request(method, f"{api or os.environ['PREFECT_API_URL']}{path}", body, timeout=timeout)
 
 
 def wait_final(client: SyncPrefectClient, flow_run_id: Any, timeout: float = 90) -> FlowRun:

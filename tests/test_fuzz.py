@@ -85,8 +85,10 @@ def test_runs_created_through_the_api_with_any_payload_all_end_and_invalid_ones_
     created = []
     for payload in payloads:
         body = {"parameters": payload, "enforce_parameter_schema": False}
-        response = api_post(f"/deployments/{deployment.id}/create_flow_run", body)
+        # SQLite under 8 runs writing at once can hold a request for long: a generous timeout, and a breath between.
+        response = api_post(f"/deployments/{deployment.id}/create_flow_run", body, timeout=180)
         created.append((response.json()["id"], _valid(payload, schema)))
+        time.sleep(0.05)
     deadline = time.monotonic() + 300
     pending = {flow_run_id for flow_run_id, _ in created}
     while pending:

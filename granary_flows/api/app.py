@@ -60,6 +60,7 @@ def create_app(settings: ApiSettings | None = None, auth: AuthSettings | None = 
     )
     from granary_flows.api import granary_api, ogc
 
+    app.state.authenticator = authenticator
     app.include_router(ogc.router)
     app.include_router(granary_api.router)
     _documentation(app)
@@ -85,14 +86,17 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError) -> Any:
         if err.status in (401, 403):
-            record(
-                getattr(request.state, "identity", None), request.method, request.url.path, "refused", status=err.status
-            )
+            identity = getattr(request.state, "identity", None)
+            record(identity, request.method, request.url.path, "refused", status=err.status, client=_client(request))
         return answer(request, err.document(), "error", status=err.status, headers=err.headers)
 
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, err: Forbidden) -> Any:
         refused = ApiError(403, "forbidden", "forbidden", str(err))
+        identity = getattr(request.state, "identity", None)
+        record(
+            identity, request.method, request.url.path, "refused", status=403, reason=str(err), client=_client(request)
+        )
         return answer(request, refused.document(), "error", status=403)
 
     @app.exception_handler(RequestValidationError)
@@ -111,6 +115,10 @@ def _errors(app: FastAPI) -> None:
         logging.getLogger("granary.api").exception("%s %s failed", request.method, request.url.path)
         failed = ApiError(500, "server-error", "the request failed", type(err).__name__)
         return answer(request, failed.document(), "error", status=500)
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 def _login(app: FastAPI) -> None:

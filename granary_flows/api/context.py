@@ -19,10 +19,12 @@ from pydantic import BaseModel
 from granary_flows.api.identity import Authenticator, Identity, Unauthenticated, may_see
 from granary_flows.errors import GranaryError, UnknownTask
 from granary_flows.loading import Definition
+from granary_flows.provenance import api_submitter
 from granary_flows.registry import Entry, Registry
 from granary_flows.store import ResultsStore
 
 EXCEPTIONS = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0"
+MAX_OFFSET = 10**9  # the deepest page a listing goes to: Prefect's database refuses offsets past 64 bits
 REGISTRY_TTL = 2.0  # seconds a registry listing is reused; registrations through this API refresh it at once
 
 
@@ -108,15 +110,13 @@ class Context:
         Raises:
             ApiError: 404 no-such-job.
         """
-        from granary_flows.api.jobs import submitter_of
-
         absent = ApiError(404, "no-such-job", "no such job", f"no job {job_id!r}")
         try:
             flow_run = self.client.read_flow_run(UUID(job_id))
         except (ObjectNotFound, ValueError) as err:
             raise absent from err
         process = self.process_of(flow_run)
-        if process is None or not may_see(identity, submitter_of(flow_run)):
+        if process is None or not may_see(identity, api_submitter(flow_run)):
             raise absent
         return flow_run, process
 

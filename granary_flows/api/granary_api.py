@@ -13,20 +13,21 @@ from fastapi.responses import JSONResponse
 from prefect.client.schemas.objects import FlowRun, StateType
 
 from granary_flows import layout
-from granary_flows.api.context import ApiError, Context
+from granary_flows.api.context import MAX_OFFSET, ApiError, Context
 from granary_flows.api.identity import Forbidden, Identity, may_execute, record
-from granary_flows.api.jobs import SUBMITTER_TAG, JobQuery, JobStatus, read_jobs
-from granary_flows.api.ogc import API_TAG, context, identity
+from granary_flows.api.jobs import JobQuery, JobStatus, read_jobs
+from granary_flows.api.ogc import ANSWERS, API_TAG, context, identity
 from granary_flows.contract import RESULTS_FILE
 from granary_flows.errors import ArgumentsInvalid, DefinitionError, GranaryError
 from granary_flows.loading import read_definition
+from granary_flows.provenance import SUBMITTER_TAG, submitter_tag
 from granary_flows.registry import Entry
 from granary_flows.store import is_under
 from granary_flows.submission import refusals_said
 from granary_flows.validation import prepare_arguments
 from granary_flows.webhooks import webhook_id, webhook_secret
 
-router = APIRouter(prefix="/api", tags=["Granary"])
+router = APIRouter(prefix="/api", tags=["Granary"], responses=ANSWERS)
 STATUS = {  # Granary's JobStatus words
     StateType.SCHEDULED: "CREATED",
     StateType.PENDING: "CREATED",
@@ -66,7 +67,6 @@ async def create_task(request: Request, ctx: Context = Depends(context), who: Id
 
 def _create_task(text: str, ctx: Context, who: Identity) -> Any:
     if not who.admin:
-        record(who, "register", "(granary task)", "forbidden")
         raise Forbidden("creating tasks needs the admin role")
     try:
         loaded = read_definition(text, "request", folder=None)
@@ -82,7 +82,7 @@ def _create_task(text: str, ctx: Context, who: Identity) -> Any:
 
 @router.get("/tasks", summary="list tasks (Granary)")
 def list_tasks(
-    page: int = Query(0, ge=0), limit: int = Query(30, ge=1, le=1000),
+    page: int = Query(0, ge=0, le=MAX_OFFSET // 1000), limit: int = Query(30, ge=1, le=1000),
     ctx: Context = Depends(context), who: Identity = Depends(identity),
 ) -> Any:  # fmt: skip
     tasks = [
@@ -101,7 +101,10 @@ def get_task(task_id: str, ctx: Context = Depends(context), who: Identity = Depe
 
 def _task(ctx: Context, task_id: str, who: Identity) -> Entry:
     for entry in ctx.entries(fresh=True).values():
-        if str(entry.deployment_id) == task_id and may_execute(who, list(entry.definition.get("access") or [])):
+        if str(entry.deployment_id) == task_id:
+            access = list(entry.definition.get("access") or [])
+            if not may_execute(who, access):
+                raise Forbidden(f"running {entry.name!r} needs one of the roles {', '.join(access)}")
             return entry
     raise ApiError(404, "not-found", "no such task", f"no task {task_id!r}")
 
@@ -165,7 +168,10 @@ def _create_execution(body: Any, ctx: Context, who: Identity) -> Any:
     except ArgumentsInvalid as err:
         record(who, "execute", task.name, "refused", problems=err.violations)
         return JSONResponse({"msg": str(err), "errors": err.violations}, status_code=400)
-    tags = [API_TAG, f"{SUBMITTER_TAG}{who.subject}"] + [str(t) for t in body.get("tags") or [] if t]
+    asked_tags = [str(t) for t in body.get("tags") or [] if t]
+    if any(t.startswith(SUBMITTER_TAG) for t in asked_tags):
+        return JSONResponse({"msg": f"tags starting with {SUBMITTER_TAG!r} are the API's own"}, status_code=400)
+    tags = [API_TAG, submitter_tag(who.subject), *asked_tags]
     with refusals_said(f"the Prefect server refused the execution of {task.name!r}"):
         flow_run = ctx.client.create_flow_run_from_deployment(
             UUID(str(task.deployment_id)),
@@ -179,7 +185,7 @@ def _create_execution(body: Any, ctx: Context, who: Identity) -> Any:
 
 @router.get("/executions", summary="list executions (Granary)")
 def list_executions(
-    page: int = Query(0, ge=0),
+    page: int = Query(0, ge=0, le=MAX_OFFSET // 1000),
     limit: int = Query(30, ge=1, le=1000),
     taskId: str | None = Query(None),
     status: str | None = Query(None),
@@ -274,4 +280,4 @@ def _webhook_problem(body: Any, own: str) -> str | None:
 def _same(expected: str, given: str) -> bool:
     import hmac
 
-    return hmac.compare_digest(expected, given)
+    return hmac.compare_digest(expected.encode(), given.encode())  # bytes: any text a caller sends compares

@@ -147,6 +147,17 @@ class Authenticator:
         self._keys_read = 0.0
         self._lock = threading.Lock()
 
+    def describe(self) -> str:
+        """How users are identified, for the operator; never a token."""
+        if self.settings.off:
+            return "authentication is off: anyone who reaches this API may register, run, see and dismiss everything"
+        ways = []
+        if "tokens" in self.settings.modes:
+            ways.append(f"{len(self._tokens)} API token(s) from {self.settings.tokens_file}")
+        if "oidc" in self.settings.modes:
+            ways.append(f"OIDC tokens of {self.settings.issuer} for {self.settings.audience}")
+        return "identities: " + "; ".join(ways) + f" (admin role: {self.settings.admin_role})"
+
     def identify(self, authorization: str | None) -> Identity:
         """The identity of a request with this Authorization header.
 

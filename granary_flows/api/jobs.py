@@ -25,11 +25,11 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from pydantic import BaseModel
 
+from granary_flows.provenance import api_submitter, submitter_tag
 from granary_flows.words import SpecWord
 
 RESULTS_REL = "http://www.opengis.net/def/rel/ogc/1.0/results"
 EXCEPTIONS_REL = "http://www.opengis.net/def/rel/ogc/1.0/exceptions"
-SUBMITTER_TAG = "submitted-by:"
 SERVER_PAGE = 200  # the most flow runs Prefect's server answers with at once
 
 
@@ -55,11 +55,6 @@ STATES = {
 def status_of(flow_run: FlowRun) -> JobStatus:
     kind = flow_run.state.type if flow_run.state else StateType.SCHEDULED
     return next(status for status, kinds in STATES.items() if kind in kinds)
-
-
-def submitter_of(flow_run: FlowRun) -> str | None:
-    """Who submitted a job through this API (its `submitted-by:` tag), else None."""
-    return next((tag.removeprefix(SUBMITTER_TAG) for tag in flow_run.tags if tag.startswith(SUBMITTER_TAG)), None)
 
 
 def duration_of(flow_run: FlowRun, now: datetime) -> float:
@@ -101,7 +96,7 @@ def status_info(flow_run: FlowRun, process_id: str, base: str, progress: int | N
         info["links"].append(
             {"href": f"{job}/results", "rel": EXCEPTIONS_REL, "type": "application/json", "title": "job exception"}
         )
-    submitter = submitter_of(flow_run)
+    submitter = api_submitter(flow_run)
     if submitter:
         info["submitter"] = submitter
     return info  # fmt: skip
@@ -156,7 +151,7 @@ def flow_run_filter(query: JobQuery) -> FlowRunFilter:
     if query.min_duration is not None:  # it lasted at least so long, so it started at least that long ago
         fields["start_time"] = FlowRunFilterStartTime(before_=now - timedelta(seconds=query.min_duration))
     if query.submitter is not None:
-        fields["tags"] = FlowRunFilterTags(all_=[f"{SUBMITTER_TAG}{query.submitter}"])
+        fields["tags"] = FlowRunFilterTags(all_=[submitter_tag(query.submitter)])
     return FlowRunFilter(**fields)
 
 

@@ -21,7 +21,7 @@ from prefect.client.schemas.sorting import LogSort
 from prefect.states import Cancelling
 
 from granary_flows import layout
-from granary_flows.api.context import ApiError, Context, answer
+from granary_flows.api.context import MAX_OFFSET, ApiError, Context, answer
 from granary_flows.api.execute import Links, RequestProblem, arguments_from, outputs_document, parse_request
 from granary_flows.api.identity import Forbidden, Identity, may_execute, record
 from granary_flows.api.jobs import (
@@ -31,11 +31,11 @@ from granary_flows.api.jobs import (
     read_jobs,
     status_info,
     status_of,
-    submitter_of,
 )
 from granary_flows.api.processes import process_description, process_summary
 from granary_flows.errors import ArgumentsInvalid, DefinitionError, GranaryError
 from granary_flows.loading import Definition, read_definition
+from granary_flows.provenance import started_by, submitter_tag
 from granary_flows.store import is_under
 from granary_flows.submission import refusals_said
 from granary_flows.validation import prepare_arguments
@@ -52,7 +52,22 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-processes-2/1.0/conf/deploy-replace-undeploy",
 ]
 API_TAG = "granary-api"
-router = APIRouter()
+LONGEST_JOB = 100 * 365 * 24 * 3600.0  # seconds; a longer duration filter is refused, as no date reaches back so far
+EXCEPTION = {
+    "content": {"application/json": {"schema": {"type": "object", "required": ["type"], "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "detail": {"type": "string"}}}}},
+}  # fmt: skip
+ANSWERS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "invalid request", **EXCEPTION},
+    401: {"description": "no valid identity", **EXCEPTION},
+    403: {"description": "the identity lacks the right", **EXCEPTION},
+    404: {"description": "not found, or not this identity's", **EXCEPTION},
+    409: {"description": "the job has ended", **EXCEPTION},
+    500: {"description": "the job failed, or the server did", **EXCEPTION},
+    504: {"description": "a synchronous execution did not end in time", **EXCEPTION},
+}
+router = APIRouter(responses=ANSWERS)
 
 
 def context(request: Request) -> Context:
@@ -100,7 +115,7 @@ def conformance(request: Request) -> Any:
 def processes(
     request: Request,
     limit: int = Query(10, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ctx: Context = Depends(context),
     who: Identity = Depends(identity),
 ) -> Any:
@@ -130,8 +145,9 @@ def process(
 
 
 def _may_execute(who: Identity, definition: Definition) -> None:
+    """Listings show only what an identity may run; asking for another process by name is refused, and says why."""
     if not may_execute(who, list(definition.access)):
-        raise ApiError(404, "no-such-process", "no such process", f"no process named {definition.name!r} is registered")
+        raise Forbidden(f"running {definition.name!r} needs one of the roles {', '.join(definition.access)}")
 
 
 @router.post("/processes/{process_id}/execution", summary="execute a process", tags=["Execute"])
@@ -163,7 +179,7 @@ def _execute(request: Request, process_id: str, body: Any, ctx: Context, who: Id
     prefer = request.headers.get("prefer", "")
     run_async = "async-execute" in options and ("respond-async" in prefer or "sync-execute" not in options)
     entry = ctx.entry(process_id)
-    tags = [API_TAG, f"submitted-by:{who.subject}"]
+    tags = [API_TAG, submitter_tag(who.subject)]
     try:
         with refusals_said(f"the Prefect server refused the execution of {process_id!r}"):
             flow_run = ctx.client.create_flow_run_from_deployment(
@@ -209,10 +225,10 @@ def jobs(
     processID: list[str] | None = Query(None),
     status: list[str] | None = Query(None),
     datetime: str | None = Query(None),
-    minDuration: float | None = Query(None, ge=0),
-    maxDuration: float | None = Query(None, ge=0),
+    minDuration: float | None = Query(None, ge=0, le=LONGEST_JOB),
+    maxDuration: float | None = Query(None, ge=0, le=LONGEST_JOB),
     limit: int = Query(10, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ctx: Context = Depends(context),
     who: Identity = Depends(identity),
 ) -> Any:
@@ -383,7 +399,7 @@ def metadata(request: Request, job_id: str, ctx: Context = Depends(context), who
         "jobID": job_id,
         "processID": process_id,
         "processVersion": flow_run.flow_version or document.get("version") or entry.version,
-        "submitter": submitter_of(flow_run) or _started_by(flow_run),
+        "submitter": started_by(flow_run),
         "image": document.get("image") or entry.definition.get("runtime", {}).get("docker", {}).get("image"),
         "imageDigest": document.get("image_digest"),
         "command": (entry.definition.get("runtime", {}).get("docker") or {}).get("command"),
@@ -419,7 +435,6 @@ async def replace(
 
 def _deploy(request: Request, text: str, replacing: str | None, ctx: Context, who: Identity) -> Any:
     if not who.admin:
-        record(who, "register", replacing or "(new)", "forbidden")
         raise Forbidden("registering processes needs the admin role")
     if replacing is not None:
         ctx.entry(replacing)  # 404 when it does not exist
@@ -453,7 +468,6 @@ def undeploy(
     request: Request, process_id: str, ctx: Context = Depends(context), who: Identity = Depends(identity)
 ) -> Any:
     if not who.admin:
-        record(who, "undeploy", process_id, "forbidden")
         raise Forbidden("undeploying processes needs the admin role")
     ctx.entry(process_id)
     ctx.registry.remove(process_id)
@@ -506,13 +520,6 @@ def _progress_of(ctx: Context, runs: list[Any]) -> dict[str, int]:
         limit=len(runs) * 2,
     )
     return {str(a.flow_run_id): int(float(a.data or 0)) for a in artifacts if a.flow_run_id}
-
-
-def _started_by(flow_run: Any) -> str:
-    created_by = getattr(flow_run, "created_by", None)
-    if created_by is not None and getattr(created_by, "type", None) == "SCHEDULE":
-        return "schedule"
-    return "prefect"
 
 
 def _split(values: list[str] | None) -> list[str]:
