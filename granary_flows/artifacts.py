@@ -17,6 +17,7 @@ from prefect.artifacts import (
 
 from granary_flows.masking import Masker
 from granary_flows.results import ResultAsset
+from granary_flows.webhooks import output_link
 
 
 def artifact_key(task: str, kind: str) -> str:
@@ -63,13 +64,13 @@ def record_quicklooks(
     task: str, execution_id: str, quicklooks: list[Any], presign: Callable[[str], str | None] = lambda _: None
 ) -> None:
     """The pictures of raster results on the run's page: presigned on S3, else served by `granary api`
-    (`GRANARY_API_URL`); without either, the run page links nothing a browser could open, and none is made."""
+    (`GRANARY_API_URL`) through a signed link; without either, the run page links nothing a browser could open, and none is made."""
     import os
 
     api = os.environ.get("GRANARY_API_URL", "").rstrip("/")
     lines = []
     for look in quicklooks:
-        url = presign(look.href) or (f"{api}/jobs/{execution_id}/outputs/{look.href.rsplit('/', 1)[-1]}" if api else "")
+        url = presign(look.href) or (output_link(api, execution_id, look.href.rsplit("/", 1)[-1]) if api else "")
         if not url:
             continue
         where = ""

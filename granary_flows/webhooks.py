@@ -1,8 +1,11 @@
-"""Granary's single-use results webhook: `POST <api>/api/executions/<id>/results/<webhookId>`, which a Batch job
-calls with `{"results": [...]}` or `{"message": "..."}` as Granary's docs describe.
+"""Links `granary api` honours without a bearer token, each an HMAC of what it opens, so that nothing needs storing
+and nobody can make one for anything else:
 
-The webhook id is an HMAC of the execution id, so that nothing needs storing and nobody can guess another
-execution's webhook. The key is `GRANARY_WEBHOOK_SECRET`, else a Prefect Secret block, `granary-webhook-secret`,
+- Granary's single-use results webhook, `POST <api>/api/executions/<id>/results/<webhookId>`, which a Batch job calls
+  with `{"results": [...]}` or `{"message": "..."}` as Granary's docs describe;
+- the quicklook pictures of an execution, `<api>/jobs/<id>/outputs/<name>?signature=...`, which Prefect's run page
+  shows from another origin than the API's, where no token of the API's users is sent.
+ The key is `GRANARY_WEBHOOK_SECRET`, else a Prefect Secret block, `granary-webhook-secret`,
 which `granary api` creates when it first starts; runners read it to give jobs their webhook URL (only when
 `GRANARY_API_URL` says where the API is).
 """
@@ -51,6 +54,26 @@ def webhook_id(execution_id: str, key: str) -> str:
     """
     digest = hmac.new(key.encode(), execution_id.encode(), hashlib.sha256).digest()
     return str(uuid.UUID(bytes=digest[:16], version=4))
+
+
+def output_signature(execution_id: str, relative: str, key: str) -> str:
+    """The signature of a link to one file of an execution's outputs."""
+    return hmac.new(key.encode(), f"output:{execution_id}/{relative}".encode(), hashlib.sha256).hexdigest()
+
+
+def signature_holds(execution_id: str, relative: str, signature: str) -> bool:
+    key = webhook_secret()
+    if key is None:
+        return False
+    return hmac.compare_digest(output_signature(execution_id, relative, key).encode(), signature.encode())
+
+
+def output_link(api: str, execution_id: str, relative: str) -> str:
+    """A link to one file of an execution's outputs that the API serves without a token (signed when the key is
+    known; without it, only to a signed-in browser)."""
+    link = f"{api.rstrip('/')}/jobs/{execution_id}/outputs/{relative}"
+    key = webhook_secret()
+    return f"{link}?signature={output_signature(execution_id, relative, key)}" if key else link
 
 
 def webhook_url(execution_id: str) -> str | None:

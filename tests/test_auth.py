@@ -461,3 +461,25 @@ def test_no_request_the_api_document_allows_makes_the_server_fail(api, people):
                 case.validate_response(response, checks=[not_a_server_error])
 
         no_server_error()
+
+
+def test_a_signed_picture_link_opens_that_picture_alone(api, people, runner, client):
+    """The quicklook link on Prefect's run page needs no token; its signature opens that one file and nothing else."""
+    import re
+
+    from helpers import SAMPLE_TIFF, artifacts_of
+
+    done = execute(api, people["bob"], "ndvi", {"redBand": 3, "nirBand": 4, "tiffLocation": SAMPLE_TIFF.as_uri()})
+    assert done.status_code == 200, done.text
+    job = done.headers["Location"].rsplit("/", 1)[1]
+    [markdown] = [a.data for a in artifacts_of(client, job) if a.key == "ndvi-quicklook"]
+    [link] = re.findall(r"\((http[^)]+signature=[0-9a-f]+)\)", markdown)
+    picture = httpx.get(link)  # no token
+    assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
+    path, signature = link.split("?signature=")
+    assert httpx.get(f"{path.rsplit('/', 1)[0]}/ndvi.tif?signature={signature}").status_code == 401
+    assert httpx.get(f"{path}?signature={'0' * 64}").status_code == 401
+    other = execute(api, people["alice"], "hello", {"name": "alice"}).headers["Location"].rsplit("/", 1)[1]
+    assert (
+        httpx.get(f"{api.url}/jobs/{other}/outputs/{path.rsplit('/', 1)[1]}?signature={signature}").status_code == 401
+    )

@@ -76,3 +76,20 @@ def test_retry_in_the_ui_resumes_a_failed_pipeline_from_its_failed_step(
     final = wait_final(client, failed.id)
     assert final.state.is_completed(), final.state.message
     assert len(containers_of(docker_runtime, failed.id, retried_at)) == 1  # the third step's alone
+
+
+def test_the_apis_form_runs_a_job_whose_page_and_prefect_run_page_show_its_quicklook(
+    api, runner, prefect_server, tmp_path
+):
+    """In Chromium: sign in to `granary api`, run ndvi from its HTML form, see the job completed with its picture, and
+    the same picture on Prefect's page of the run, which opens it from another origin without the API's cookie."""
+    inputs = {"Red band": 3, "Near-infrared band": 4, "GeoTIFF": SAMPLE_TIFF.as_uri()}
+    seen = drive("api_form.mjs", api.url, prefect_server.removesuffix("/api"), api.tokens["bob"], "ndvi",
+                 json.dumps(inputs), tmp_path, timeout=300)  # fmt: skip
+    assert seen["job"]["status"] == "successful", seen["job"]["text"]
+    assert "submitted by\tbob" in seen["job"]["text"]
+    for page in ("job", "prefect"):
+        picture = seen[page]["picture"]
+        assert picture["width"] > 0 and picture["height"] > 0, (page, picture)  # it loaded: a real PNG
+        assert picture["src"].startswith(api.url) and "signature=" in picture["src"], (page, picture)
+    assert seen["outside"] == []  # nothing fetched from anywhere but this machine

@@ -19,7 +19,7 @@ table{border-collapse:collapse}td,th{border-bottom:1px solid #dde;padding:.3em .
 .status{font-weight:bold}.successful{color:#1a7f37}.failed{color:#b42318}.running,.accepted{color:#9a6700}
 .dismissed{color:#57606a}label{display:block;margin-top:.6em;font-weight:600}input,select,textarea{font:inherit;
 min-width:24em}pre{background:#f5f7fa;padding:.6em;overflow:auto;max-height:30em}.hint{color:#57606a;font-weight:400}
-img.quicklook{max-width:24em;border:1px solid #ccd;image-rendering:pixelated}
+img.quicklook{width:16em;border:1px solid #ccd;image-rendering:pixelated}
 </style></head><body><header><a href="{{ base }}/?f=html">granary-flows</a><a href="{{ base }}/processes?f=html">
 processes</a><a href="{{ base }}/jobs?f=html">jobs</a><a href="{{ base }}/api.html">API</a></header><main>
 {% block body %}{% endblock %}</main></body></html>"""
@@ -120,6 +120,7 @@ def _quicklooks(document: dict[str, Any], request: Request) -> list[dict[str, An
         return []
     context = request.app.state.context
     from granary_flows import layout
+    from granary_flows.webhooks import output_link
 
     try:
         execution = context.store.read_json(layout.execution_document(document["processID"], document["jobID"]))
@@ -129,9 +130,8 @@ def _quicklooks(document: dict[str, Any], request: Request) -> list[dict[str, An
     own = context.store.execution_uri(document["processID"], document["jobID"])
     looks = []
     for look in execution.get("quicklooks", []):
-        src = (
-            context.store.presign(look["href"], own)
-            or f"{base}/jobs/{document['jobID']}/outputs/{look['href'].removeprefix(own + '/')}"
+        src = context.store.presign(look["href"], own) or output_link(
+            base, document["jobID"], look["href"].removeprefix(own + "/")
         )
         west, south, east, north = look.get("bbox") or (None, None, None, None)
         footprint = (

@@ -358,9 +358,18 @@ def _raw(outputs: dict[str, Any], headers: dict[str, str]) -> Response:
 
 @router.get("/jobs/{job_id}/outputs/{path:path}", summary="a result file (local results root)", tags=["Result"])
 def output_file(
-    request: Request, job_id: str, path: str, ctx: Context = Depends(context), who: Identity = Depends(identity)
+    request: Request,
+    job_id: str,
+    path: str,
+    signature: str | None = Query(None, description="A signed link's signature: it opens this one file alone."),
+    ctx: Context = Depends(context),
 ) -> Any:
-    flow_run, process_id = ctx.job(job_id, who)
+    from granary_flows.webhooks import signature_holds
+
+    if signature is not None and signature_holds(job_id, path, signature):
+        flow_run, process_id = ctx.job_by_signed_link(job_id)
+    else:
+        flow_run, process_id = ctx.job(job_id, identity(request, ctx))
     own = ctx.store.execution_uri(process_id, str(flow_run.id))
     uri = f"{own}/{path}"
     if not is_under(uri, own) or path.startswith("/") or ".." in path.split("/"):
