@@ -8,7 +8,7 @@ second) and by `granary serve` (granary's in-process runner), each a process of 
 runner: the median latency of `--runs` executions one after the other (creation -> Completed, from the server's own
 timestamps), CPU-seconds per execution of the runner's process and the processes it started (from /proc), and the
 throughput of `--burst` executions due at the same moment. The baseline is the median of `--runs` bare `docker run`s
-of the same image, command and output mount, through the docker SDK. Last, granary's runner executes `--memory`
+of the same image, command, output mount and sandbox, through the docker SDK. Last, granary's runner executes `--memory`
 executions on PostgreSQL and its resident memory is printed every tenth of the way.
 """
 
@@ -52,10 +52,12 @@ def bare_docker_runs(runs: int) -> list[float]:
             "granary/hello:1",
             ["/bin/sh", "/app/hello.sh"],
             remove=True,
-            network_mode="none",
             environment={"NAME": "bench", "OUTPUT_DIR": "/out"},
             volumes={str(out): {"bind": "/out", "mode": "rw"}},
-        )
+            # the sandbox granary's runner puts every container in (runtimes/docker.py), with hello's resources
+            network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
+            tmpfs={"/tmp": "rw,size=256m"}, pids_limit=512, mem_limit="64m", memswap_limit="64m", nano_cpus=int(0.5e9),
+        )  # fmt: skip
         times.append(time.perf_counter() - started)
     return times[1:]
 
