@@ -79,7 +79,10 @@ def _as_flow(
 ) -> Flow[..., dict[str, Any]]:
     def stop_what_runs(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
         # Prefect's own runner and workers kill the flow's process on cancellation, which would leave its containers
-        # or Batch jobs running; they call this hook afterwards. (granary's in-process runner stops them itself.)
+        # or Batch jobs running; they call this hook afterwards. granary's in-process runner stopped them before it
+        # cancelled the run's token: looking again would only delay the Cancelled state.
+        if current_token().cancelled:
+            return
         for runtime in runtimes():
             runtime.stop(str(flow_run.id))
 

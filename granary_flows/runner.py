@@ -251,7 +251,7 @@ class InProcessRunner:
                     return
                 with running_with(token):
                     state = run_flow(self._flow(definition), flow_run=flow_run, return_type="state")
-                if token.cancelled:
+                if token.cancelled and not state.is_completed():  # a run that ended before the cancel stays as it ended
                     client.set_flow_run_state(
                         flow_run_id, Cancelled(message=f"{token.reason}; its containers were stopped"), force=True
                     )
@@ -288,7 +288,7 @@ class InProcessRunner:
 
     def _cancel(self, flow_run_id: UUID, why: str) -> None:
         token = self.tokens.get(flow_run_id)
-        stopped = sum(runtime.stop(str(flow_run_id)) for runtime in self.runtimes.values())
+        stopped = sum(runtime.stop(str(flow_run_id), started_elsewhere=False) for runtime in self.runtimes.values())
         if token is not None:  # after stopping: what was stopped is counted once, by the runtime
             token.cancel(why)
         # In the run's own logs, where a user looking at the cancelled run reads why it ended.

@@ -123,9 +123,10 @@ class Runtime(ABC):
         """The attempt number of work a dead runner left going for this execution, to re-attach to; else None."""
 
     @abstractmethod
-    def stop(self, flow_run_id: str) -> int:
+    def stop(self, flow_run_id: str, *, started_elsewhere: bool = True) -> int:
         """Stop whatever runs for a flow run (cancellation), a pipeline's steps included. Returns how many containers
-        or jobs it stopped."""
+        or jobs it stopped. `started_elsewhere=False` looks only at what this process started (fast: no lookups in
+        the results store), which is all there is for granary's own runner."""
 
     @abstractmethod
     def orphans(self, is_dead: Callable[[str], bool], is_final: Callable[[str], bool]) -> list[Orphan]:

@@ -150,7 +150,7 @@ class BatchRuntime(Runtime):
         self._watching[attempt.execution_id] = record.job_id
         wake = self._wake[attempt.execution_id] = threading.Event()
         self._owned.setdefault(attempt.flow_run_id, set()).add(attempt.execution_id)
-        forget = attempt.cancel.on_cancel(wake.set)
+        forget = attempt.cancel.on_cancel(lambda: self._stop_cancelled(attempt.execution_id))
         try:
             outcome = self._wait(record, attempt, on_line, say)
         finally:
@@ -161,13 +161,20 @@ class BatchRuntime(Runtime):
         self._delete_record(attempt.execution_id)
         return outcome
 
-    def stop(self, flow_run_id: str) -> int:
+    def stop(self, flow_run_id: str, *, started_elsewhere: bool = True) -> int:
         owned = self._owned.get(flow_run_id) or {flow_run_id}
-        return sum(self._stop_job(owned_id) for owned_id in list(owned))
+        return sum(self._stop_job(owned_id, started_elsewhere) for owned_id in list(owned))
 
-    def _stop_job(self, execution_id: str) -> int:
+    def _stop_cancelled(self, execution_id: str) -> None:
+        """A cancel that came while the job was being submitted found nothing to stop: stop it now."""
+        if execution_id not in self._stopped:
+            self._stop_job(execution_id, started_elsewhere=False)
+        if execution_id in self._wake:
+            self._wake[execution_id].set()
+
+    def _stop_job(self, execution_id: str, started_elsewhere: bool) -> int:
         job_id = self._watching.get(execution_id)
-        if job_id is None:
+        if job_id is None and started_elsewhere:
             record = self._read_record(execution_id)
             job_id = record.job_id if record else None
         if job_id is None:
@@ -296,7 +303,8 @@ class BatchRuntime(Runtime):
                 interval = self.polling.minimum
             if status in FINISHED:
                 break
-            self._wake[attempt.execution_id].wait(interval)
+            if self._wake[attempt.execution_id].wait(interval):  # stopped: look again soon, then at the usual pace
+                self._wake[attempt.execution_id].clear()
             interval = min(interval * self.polling.factor, self.polling.maximum)
         # CloudWatch may receive the last lines a moment after the job ends.
         self._wake[attempt.execution_id].wait(self.polling.minimum)

@@ -169,7 +169,7 @@ class DockerRuntime(Runtime):
                 return int(labels[LABEL_ATTEMPT])
         return None
 
-    def stop(self, flow_run_id: str) -> int:
+    def stop(self, flow_run_id: str, *, started_elsewhere: bool = True) -> int:
         containers = self._labelled(f"{LABEL_FLOW_RUN}={flow_run_id}")
         for container in containers:
             self._remove(container)
