@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from granary_flows.api.identity import AuthSettings
+from granary_flows.api.identity import AUTH_BLOCK_VARIABLE, AuthSettings, auth_from_environment
 from granary_flows.policy import Policy, policy_from_environment
 
 POLICY_BLOCK_VARIABLE = "GRANARY_POLICY_BLOCK"
@@ -75,3 +75,12 @@ class GranaryAuth(Block, AuthSettings):
     _block_type_slug: ClassVar[str] = "granary-auth"
     _description: ClassVar[str] = "OIDC issuer and audience, or a static tokens file, for granary-flows' HTTP API."
     _logo_url: ClassVar[Any] = None
+
+
+def current_auth() -> AuthSettings:
+    """How this API identifies users: the `GranaryAuth` block named by `GRANARY_AUTH_BLOCK`, else the environment."""
+    name = os.environ.get(AUTH_BLOCK_VARIABLE)
+    if not name:
+        return auth_from_environment()
+    block = GranaryAuth.load(name)
+    return AuthSettings.model_validate(block.model_dump(include=set(AuthSettings.model_fields)))

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -305,14 +306,7 @@ def tasks_list(context: typer.Context) -> None:
     """List the registered tasks and pipelines."""
     if context.invoked_subcommand is not None:
         return
-    from granary_flows.registry import Registry
-    from granary_flows.server import prefect_client
-
-    try:
-        with prefect_client() as client:
-            entries = Registry(client).entries()
-    except GranaryError as err:
-        raise fail(str(err)) from err
+    entries = _with_registry(lambda registry: registry.entries())
     table = Table(title="registered tasks", title_justify="left")
     for column in ("name", "title", "version", "runtime", "format", "pool", "registered"):
         table.add_column(column, overflow="fold")
@@ -329,19 +323,24 @@ def tasks_list(context: typer.Context) -> None:
     console.print(table)
 
 
-@tasks_app.command("show")
-def tasks_show(name: str = typer.Argument(..., help="A registered task or pipeline.")) -> None:
-    """Print a registered task's stored definition (as YAML), and where it came from."""
-    import yaml
-
+def _with_registry(call: Callable[[Any], Any]) -> Any:
+    """`call(registry)` on the configured server's registry; its errors end the command, said plainly."""
     from granary_flows.registry import Registry
     from granary_flows.server import prefect_client
 
     try:
         with prefect_client() as client:
-            entry = Registry(client).get(name)
+            return call(Registry(client))
     except GranaryError as err:
         raise fail(str(err)) from err
+
+
+@tasks_app.command("show")
+def tasks_show(name: str = typer.Argument(..., help="A registered task or pipeline.")) -> None:
+    """Print a registered task's stored definition (as YAML), and where it came from."""
+    import yaml
+
+    entry = _with_registry(lambda registry: registry.get(name))
     if entry is None:
         raise fail(f"no task named {name!r} is registered")
     console.print(
@@ -356,14 +355,7 @@ def tasks_show(name: str = typer.Argument(..., help="A registered task or pipeli
 @tasks_app.command("remove")
 def tasks_remove(name: str = typer.Argument(..., help="A registered task or pipeline.")) -> None:
     """Remove a task's deployment and stored definition; the history of its runs stays."""
-    from granary_flows.registry import Registry
-    from granary_flows.server import prefect_client
-
-    try:
-        with prefect_client() as client:
-            entry = Registry(client).remove(name)
-    except GranaryError as err:
-        raise fail(str(err)) from err
+    entry = _with_registry(lambda registry: registry.remove(name))
     console.print(f"[green]removed[/] {entry.name} (its runs stay)", highlight=False)
 
 

@@ -101,6 +101,20 @@ def wait_final(client: SyncPrefectClient, flow_run_id: Any, timeout: float = 90)
     raise AssertionError(f"flow run {flow_run_id} not final after {timeout} s: {flow_run.state}")
 
 
+def cancel_and_time(client: SyncPrefectClient, flow_run_id: Any, force: bool = True) -> float:
+    """Ask for a run's cancellation as the UI does; seconds until it ended Cancelled."""
+    from prefect.states import Cancelling
+
+    client.set_flow_run_state(flow_run_id, Cancelling(), force=force)
+    asked = time.monotonic()
+    while not (state := client.read_flow_run(flow_run_id).state).is_final():
+        assert time.monotonic() - asked < 60, f"still {state.name} a minute after the cancel"
+        time.sleep(0.05)
+    took = time.monotonic() - asked
+    assert state.is_cancelled(), state
+    return took
+
+
 def execute(
     client: SyncPrefectClient, task: str, timeout: float = 90, server_checks: bool = True, **arguments: Any
 ) -> FlowRun:

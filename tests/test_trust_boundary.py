@@ -9,7 +9,17 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import SAMPLE_TIFF, api_post, artifacts_of, containers_of, execute, logs_of, start, wait_final
+from helpers import (
+    SAMPLE_TIFF,
+    api_post,
+    artifacts_of,
+    cancel_and_time,
+    containers_of,
+    execute,
+    logs_of,
+    start,
+    wait_final,
+)
 
 HOST_SECRETS = ["root:", "AWS_SECRET_ACCESS_KEY", "PREFECT_API_URL"]  # what /etc/shadow, /etc/passwd, environ hold
 
@@ -221,8 +231,6 @@ def test_cancelling_while_an_input_is_staged_ends_the_run_within_two_seconds(
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from prefect.states import Cancelling
-
     class Slow(BaseHTTPRequestHandler):
         def do_GET(self):
             self.send_response(200)
@@ -250,12 +258,7 @@ def test_cancelling_while_an_input_is_staged_ends_the_run_within_two_seconds(
             assert time.monotonic() < deadline
             time.sleep(0.1)
         time.sleep(1.5)  # well inside the download, which would take a minute
-        client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
-        asked = time.monotonic()
-        while not client.read_flow_run(flow_run.id).state.is_final():
-            time.sleep(0.05)
-        assert time.monotonic() - asked < 2.0
-        assert client.read_flow_run(flow_run.id).state.is_cancelled()
+        assert cancel_and_time(client, flow_run.id) < 2.0
         assert containers_of(docker_runtime, flow_run.id, since) == []
     finally:
         server.shutdown()

@@ -13,6 +13,7 @@ from pathlib import Path
 from helpers import (
     api_get,
     api_post,
+    cancel_and_time,
     containers_of,
     granary_serve,
     logs_of,
@@ -158,17 +159,10 @@ def test_two_runners_on_one_deployment_never_run_the_same_run(client, prefect_se
 
 
 def test_cancellation_ends_the_run_cancelled_within_two_seconds_and_says_so(client, runner, docker_runtime):
-    from prefect.states import Cancelling
-
     deployment = client.read_deployment_by_name("sleeper/sleeper")
     flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 2.8})
     wait_for_container(docker_runtime, flow_run.id)
-    client.set_flow_run_state(flow_run.id, Cancelling())
-    asked = time.monotonic()
-    while not client.read_flow_run(flow_run.id).state.is_final():
-        time.sleep(0.05)
-    took = time.monotonic() - asked
-    assert client.read_flow_run(flow_run.id).state.is_cancelled()
+    took = cancel_and_time(client, flow_run.id, force=False)
     assert took < 2.0, f"{took:.2f} s from Cancelling to Cancelled"
     assert any("cancellation was requested; stopped 1 container(s)" in line for line in logs_of(client, flow_run.id))
 

@@ -126,11 +126,10 @@ class Callbacks:
 
     def _results(self, flow_run: Any, subscription: Subscription) -> dict[str, Any] | None:
         from granary_flows.api.execute import Links, outputs_document
-        from granary_flows.api.ogc import _document
 
         try:
             definition = self.context.definition(subscription.process_id)
-            document = _document(self.context, flow_run, subscription.process_id) or {}
+            document = self.context.results_document(flow_run, subscription.process_id) or {}
             own = self.context.store.execution_uri(subscription.process_id, str(flow_run.id))
             links = Links(
                 lambda href: self.context.store.presign(href, own),

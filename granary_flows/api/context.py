@@ -17,6 +17,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel
 
+from granary_flows import layout
 from granary_flows.api.identity import Authenticator, Identity, Unauthenticated, may_see
 from granary_flows.errors import GranaryError, UnknownTask
 from granary_flows.loading import Definition
@@ -131,6 +132,28 @@ class Context:
         if process is None or not visible(flow_run):
             raise absent
         return flow_run, process
+
+    def results_document(self, flow_run: FlowRun, process_id: str, required: bool = True) -> dict[str, Any] | None:
+        """A job's results document (`results.json`, or a pipeline's), from the results root or else its state.
+
+        Raises:
+            ApiError: 500 when `required` and neither can be read.
+        """
+        for path in (
+            layout.execution_document(process_id, str(flow_run.id)),
+            layout.pipeline_document(process_id, str(flow_run.id)),
+        ):
+            try:
+                return dict(self.store.read_json(path))
+            except (FileNotFoundError, OSError, ValueError):
+                continue
+        try:
+            return dict(flow_run.state.result())  # the runner's results root may not be this API's
+        except Exception as err:
+            if not required:
+                return None
+            raise ApiError(500, "server-error", "the results cannot be read",
+                           "set GRANARY_RESULTS_URI (or GRANARY_RESULTS_BLOCK) to the runner's results root") from err  # fmt: skip
 
     def base_url(self, request: Request) -> str:
         return (self.settings.public_url or str(request.base_url)).rstrip("/")

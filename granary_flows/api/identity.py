@@ -86,17 +86,6 @@ def auth_from_environment(environ: dict[str, str] | None = None) -> AuthSettings
     return AuthSettings.model_validate({field: env[name] for field, name in names.items() if env.get(name)})
 
 
-def current_auth() -> AuthSettings:
-    """The `GranaryAuth` block named by `GRANARY_AUTH_BLOCK`, else the environment."""
-    name = os.environ.get(AUTH_BLOCK_VARIABLE)
-    if not name:
-        return auth_from_environment()
-    from granary_flows.blocks import GranaryAuth
-
-    block = GranaryAuth.load(name)
-    return AuthSettings.model_validate(block.model_dump(include=set(AuthSettings.model_fields)))
-
-
 class Identity(BaseModel):
     """Who a request comes from."""
 

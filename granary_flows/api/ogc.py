@@ -312,7 +312,7 @@ def _results(
     if status is JobStatus.FAILED:
         raise ApiError(500, "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/job-failed", "the job failed",
                        _failure(ctx, flow_run, process_id), headers)  # fmt: skip
-    document = _document(ctx, flow_run, process_id)
+    document = ctx.results_document(flow_run, process_id)
     base = ctx.base_url(request)
     own = ctx.store.execution_uri(process_id, str(flow_run.id))
 
@@ -403,7 +403,7 @@ def logs(request: Request, job_id: str, ctx: Context = Depends(context), who: Id
 def metadata(request: Request, job_id: str, ctx: Context = Depends(context), who: Identity = Depends(identity)) -> Any:
     flow_run, process_id = ctx.job(job_id, who)
     entry = ctx.entry(process_id)
-    document = _document(ctx, flow_run, process_id, required=False) or {}
+    document = ctx.results_document(flow_run, process_id, required=False) or {}
     provenance = {
         "jobID": job_id,
         "processID": process_id,
@@ -483,24 +483,6 @@ def undeploy(
     ctx.forget()
     record(who, "undeploy", process_id, "undeployed")
     return Response(status_code=204)
-
-
-def _document(ctx: Context, flow_run: Any, process_id: str, required: bool = True) -> dict[str, Any] | None:
-    for path in (
-        layout.execution_document(process_id, str(flow_run.id)),
-        layout.pipeline_document(process_id, str(flow_run.id)),
-    ):
-        try:
-            return dict(ctx.store.read_json(path))
-        except (FileNotFoundError, OSError, ValueError):
-            continue
-    try:
-        return dict(flow_run.state.result())  # the runner's results root may not be this API's
-    except Exception as err:
-        if not required:
-            return None
-        raise ApiError(500, "server-error", "the results cannot be read",
-                       "set GRANARY_RESULTS_URI (or GRANARY_RESULTS_BLOCK) to the runner's results root") from err  # fmt: skip
 
 
 def _failure(ctx: Context, flow_run: Any, process_id: str) -> str:

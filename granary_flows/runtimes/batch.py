@@ -148,7 +148,7 @@ class BatchRuntime(Runtime):
             record = self._submit(attempt)
             say.info("submitted Batch job %s (%s) to queue %s", record.job_id, record.job_name, record.job_queue)
         self._watching[attempt.execution_id] = record.job_id
-        wake = self._wake[attempt.execution_id] = threading.Event()
+        self._wake[attempt.execution_id] = threading.Event()
         self._owned.setdefault(attempt.flow_run_id, set()).add(attempt.execution_id)
         forget = attempt.cancel.on_cancel(lambda: self._stop_cancelled(attempt.execution_id))
         try:
