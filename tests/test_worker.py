@@ -41,6 +41,12 @@ def containers_for(docker_runtime, flow_run_id, running_only: bool = False) -> l
     return docker_runtime.client.containers.list(all=not running_only, filters=label)
 
 
+def containers_started(docker_runtime, flow_run_id) -> list:
+    """Its containers that started, whether they are still running or already exited."""
+    filters = {"label": f"{LABEL_EXECUTION}={flow_run_id}", "status": ["running", "exited"]}
+    return docker_runtime.client.containers.list(all=True, filters=filters)
+
+
 def wait_for_container(docker_runtime, flow_run_id, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not containers_for(docker_runtime, flow_run_id, running_only=True):
@@ -197,9 +203,12 @@ def test_a_restarted_serve_re_attaches_to_its_containers_and_settles_what_its_pr
     since = time.time()
     with serving_a_sleeper(client, tmp_path, "restart-sleeper") as (first, deployment):
         running = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 8})
-        ending = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 1})
-        wait_for_container(docker_runtime, running.id)
-        wait_for_container(docker_runtime, ending.id)
+        ending = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 3})
+        # Both at once: waiting for one, then the other, can miss a short container that came and went meanwhile.
+        deadline = time.monotonic() + 60
+        while not all(containers_started(docker_runtime, each.id) for each in (running, ending)):
+            assert time.monotonic() < deadline, "the containers never started"
+            time.sleep(0.1)
         first.kill()  # no chance to clean up: both containers go on without anyone watching
         first.wait(timeout=10)
     # The short one ends meanwhile; the long one is still running when the new serve starts.
