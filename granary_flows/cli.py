@@ -399,7 +399,7 @@ def _watch_to_results(client: Any, flow_run_id: Any, since: datetime | None = No
         client,
         flow_run_id,
         on_state=lambda name, message: console.print(
-            f"[bold]state[/] {name}" + (f": {message}" if message else ""), highlight=False, markup=False
+            Text.assemble(("state", "bold"), f" {name}" + (f": {message}" if message else "")), highlight=False
         ),
         on_log=lambda log: console.print(Text.assemble((f"{log.timestamp:%H:%M:%S} ", "dim"), log.message)),
         since=since,
