@@ -59,10 +59,7 @@ def check(
             f"({definition.runtime_kind.value}, {entry.source_format.value})[/]",
             highlight=False,
         )
-    for error in errors:
-        console.print(f"[red]error[/] {error.path}", highlight=False)
-        for problem in error.problems:
-            console.print(f"      {problem}", highlight=False, markup=False)
+    _print_errors(errors, console)
     if errors:
         raise fail(f"{len(errors)} broken task definition(s)")
     if not loaded:
@@ -269,16 +266,21 @@ def deploy(
     _register([deployments], pool)
 
 
+def _print_errors(errors: list[Any], on: Console) -> None:
+    """Each broken file, then its problems (field and line) one per line, as written: no markup read into them."""
+    for error in errors:
+        on.print(f"[red]error[/] {error.path}", highlight=False)
+        for problem in error.problems:
+            on.print(f"      {problem}", highlight=False, markup=False)
+
+
 def _register(paths: list[Path], pool: str | None) -> None:
     from granary_flows.deployment import ensure_work_pool
     from granary_flows.registry import Registry
     from granary_flows.server import prefect_client
 
     loaded, errors = read_files(paths)
-    for error in errors:
-        err_console.print(f"[red]error[/] {error.path}", highlight=False)
-        for problem in error.problems:
-            err_console.print(f"      {problem}", highlight=False, markup=False)
+    _print_errors(errors, err_console)
     if errors:
         raise fail(f"{len(errors)} broken definition(s): nothing was registered")
     if not loaded:
