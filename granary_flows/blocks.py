@@ -60,11 +60,16 @@ class GranaryPolicy(Block, Policy):
 
 def current_policy() -> Policy:
     """The policy of this process: the `GranaryPolicy` block named by `GRANARY_POLICY_BLOCK`, else the environment."""
-    name = os.environ.get(POLICY_BLOCK_VARIABLE)
+    return _from_block_or_environment(POLICY_BLOCK_VARIABLE, GranaryPolicy, Policy, policy_from_environment)
+
+
+def _from_block_or_environment(variable: str, block_type: type[Block], model: type[Any], from_environment: Any) -> Any:
+    """The settings `model` from the block named in `variable`, or from the environment when none is named."""
+    name = os.environ.get(variable)
     if not name:
-        return policy_from_environment()
-    block = GranaryPolicy.load(name)
-    return Policy.model_validate(block.model_dump(include=set(Policy.model_fields)))
+        return from_environment()
+    block = block_type.load(name)
+    return model.model_validate(block.model_dump(include=set(model.model_fields)))
 
 
 class GranaryAuth(Block, AuthSettings):
@@ -79,8 +84,4 @@ class GranaryAuth(Block, AuthSettings):
 
 def current_auth() -> AuthSettings:
     """How this API identifies users: the `GranaryAuth` block named by `GRANARY_AUTH_BLOCK`, else the environment."""
-    name = os.environ.get(AUTH_BLOCK_VARIABLE)
-    if not name:
-        return auth_from_environment()
-    block = GranaryAuth.load(name)
-    return AuthSettings.model_validate(block.model_dump(include=set(AuthSettings.model_fields)))
+    return _from_block_or_environment(AUTH_BLOCK_VARIABLE, GranaryAuth, AuthSettings, auth_from_environment)

@@ -483,3 +483,21 @@ def test_a_signed_picture_link_opens_that_picture_alone(api, people, runner, cli
     assert (
         httpx.get(f"{api.url}/jobs/{other}/outputs/{path.rsplit('/', 1)[1]}?signature={signature}").status_code == 401
     )
+
+
+def test_a_block_named_in_the_environment_overrides_the_environments_own_settings(client, monkeypatch):
+    """Workers and API instances on other hosts share one policy and one authentication through Prefect blocks."""
+    from granary_flows.blocks import GranaryAuth, GranaryPolicy, current_auth, current_policy
+
+    GranaryPolicy(file_roots=["/srv/scenes"], max_input_mib=64).save("shared-policy", overwrite=True)
+    GranaryAuth(mode="oidc", issuer="https://idp.example/realms/x", audience="granary").save(
+        "shared-auth", overwrite=True
+    )
+    monkeypatch.setenv("GRANARY_ALLOW_FILE_ROOTS", "/somewhere/else")
+    monkeypatch.setenv("GRANARY_API_AUTH", "off")
+    assert current_policy().file_roots == ["/somewhere/else"] and current_auth().mode == "off"
+    monkeypatch.setenv("GRANARY_POLICY_BLOCK", "shared-policy")
+    monkeypatch.setenv("GRANARY_AUTH_BLOCK", "shared-auth")
+    policy, auth = current_policy(), current_auth()
+    assert policy.file_roots == ["/srv/scenes"] and policy.max_input_mib == 64
+    assert (auth.mode, auth.issuer, auth.audience) == ("oidc", "https://idp.example/realms/x", "granary")
