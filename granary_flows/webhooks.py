@@ -5,7 +5,8 @@ and nobody can make one for anything else:
   with `{"results": [...]}` or `{"message": "..."}` as Granary's docs describe;
 - the quicklook pictures of an execution, `<api>/jobs/<id>/outputs/<name>?signature=...`, which Prefect's run page
   shows from another origin than the API's, where no token of the API's users is sent.
- The key is `GRANARY_WEBHOOK_SECRET`, else a Prefect Secret block, `granary-webhook-secret`,
+
+The key is `GRANARY_WEBHOOK_SECRET`, else a Prefect Secret block, `granary-webhook-secret`,
 which `granary api` creates when it first starts; runners read it to give jobs their webhook URL (only when
 `GRANARY_API_URL` says where the API is).
 """
@@ -65,7 +66,12 @@ def signature_holds(execution_id: str, relative: str, signature: str) -> bool:
     key = webhook_secret()
     if key is None:
         return False
-    return hmac.compare_digest(output_signature(execution_id, relative, key).encode(), signature.encode())
+    return same(output_signature(execution_id, relative, key), signature)
+
+
+def same(expected: str, given: str) -> bool:
+    """Whether a caller's signature or id is the expected one, in constant time; bytes, so that any text compares."""
+    return hmac.compare_digest(expected.encode(), given.encode())
 
 
 def output_link(api: str, execution_id: str, relative: str) -> str:

@@ -25,7 +25,7 @@ from granary_flows.registry import Entry
 from granary_flows.store import is_under
 from granary_flows.submission import refusals_said
 from granary_flows.validation import prepare_arguments
-from granary_flows.webhooks import webhook_id, webhook_secret
+from granary_flows.webhooks import same, webhook_id, webhook_secret
 
 router = APIRouter(prefix="/api", tags=["Granary"], responses=ANSWERS)
 STATUS = {  # Granary's JobStatus words
@@ -230,7 +230,7 @@ async def results_webhook(request: Request, execution_id: str, hook: str, ctx: C
     """No bearer token: the webhook id is the credential, as in Granary. It works once, while the execution runs."""
     absent = ApiError(404, "not-found", "no such webhook", "it does not exist or was used already")
     key = webhook_secret()
-    if key is None or not _same(webhook_id(execution_id, key), hook):
+    if key is None or not same(webhook_id(execution_id, key), hook):
         raise absent
     try:
         body = await request.json()
@@ -275,9 +275,3 @@ def _webhook_problem(body: Any, own: str) -> str | None:
         if ":" in relative.split("/")[0] or relative.startswith("/") or ".." in relative.split("/") or not relative:
             return f"result href {href!r} is not under the execution's own outputs ({own})"
     return None
-
-
-def _same(expected: str, given: str) -> bool:
-    import hmac
-
-    return hmac.compare_digest(expected.encode(), given.encode())  # bytes: any text a caller sends compares
