@@ -124,7 +124,7 @@ def create(api: str, deployment_id: str, parameters: dict[str, Any], due: dateti
     if due:
         body["state"] = {"type": "SCHEDULED", "state_details": {"scheduled_time": due.isoformat()}}
     url = f"{api}/deployments/{deployment_id}/create_flow_run"
-    return request("POST", url, body, attempts=10, timeout=60).json()["id"]
+    return request("POST", url, body, timeout=60).json()["id"]
 
 
 def finished(api: str, flow_run_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -8,12 +8,16 @@ from typing import Any
 import httpx
 
 
-def request(method: str, url: str, body: Any = None, attempts: int = 6, timeout: float = 30) -> httpx.Response:
-    """One call, retrying a busy SQLite server's 503 as Prefect's own client does; raises for any other error."""
-    for attempt in range(attempts):
+def request(method: str, url: str, body: Any = None, patience: float = 120, timeout: float = 30) -> httpx.Response:
+    """One call, retrying a busy SQLite server's 503 with a growing wait as Prefect's own client does, for up to
+    `patience` seconds (a loaded CI machine holds SQLite's write lock for long); raises for any other error."""
+    deadline = time.monotonic() + patience
+    wait = 0.5
+    while True:
         response = httpx.request(method, url, json=body, timeout=timeout)
-        if response.status_code != 503:
+        if response.status_code != 503 or time.monotonic() + wait > deadline:
             break
-        time.sleep(0.5 * (attempt + 1))
+        time.sleep(wait)
+        wait = min(wait * 2, 8)
     response.raise_for_status()
     return response
