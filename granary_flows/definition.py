@@ -111,6 +111,11 @@ class BatchSpec(Model):
         default_factory=lambda: [ArgumentPassing.ENVIRONMENT, ArgumentPassing.PARAMETERS],
         description="How the job takes its arguments.",
     )
+    array: bool = Field(
+        default=False,
+        description="The job reads its item by AWS_BATCH_JOB_ARRAY_INDEX: a pipeline step mapped over this task runs "
+        "as one array job.",
+    )
 
     @model_validator(mode="after")
     def _checked(self) -> BatchSpec:
@@ -122,6 +127,11 @@ class BatchSpec(Model):
             )
         if ArgumentPassing.LAST_ARGUMENT in self.arguments and not self.command:
             raise ValueError("last-argument needs the job's command here, to append the arguments to")
+        if self.array and set(self.arguments) != {ArgumentPassing.ENVIRONMENT}:
+            raise ValueError(
+                "the children of an array job share one command and its parameters, and each reads its own "
+                "environment: an array task takes its arguments by `arguments: [environment]` only"
+            )
         return self
 
 

@@ -216,12 +216,17 @@ class Execution:
 
         return attempt()
 
-    def _attempt(self, arguments: dict[str, Any], staged: list[StagedInput]) -> Attempted:
-        resumed = self.runtime.resuming(self.execution_id)
-        number = resumed or current_task_run.run_count or 1
-        self.attempts.append(number)
-        if number > 1 and resumed is None:
-            self.logger.info("attempt %d of %d", number, self.definition.retries.attempts + 1)
+    def first_attempt(self) -> Attempt:
+        """The first attempt as it would start, without starting it: for a runtime that submits several executions'
+        attempts at once (the children of a Batch array job), which then each find theirs as already submitted.
+
+        Raises:
+            ArgumentsInvalid: as `run` would.
+        """
+        arguments = prepare_arguments(self.definition.name, self.definition.arguments_schema, self.given)
+        return self._attempt_of(arguments, [], 1)
+
+    def _attempt_of(self, arguments: dict[str, Any], staged: list[StagedInput], number: int) -> Attempt:
         attempt = self.runtime.prepare(
             Attempt(
                 execution_id=self.execution_id,
@@ -237,6 +242,15 @@ class Execution:
             self.store,
         )
         attempt.invocation = self._invocation(arguments, staged, attempt)
+        return attempt
+
+    def _attempt(self, arguments: dict[str, Any], staged: list[StagedInput]) -> Attempted:
+        resumed = self.runtime.resuming(self.execution_id)
+        number = resumed or current_task_run.run_count or 1
+        self.attempts.append(number)
+        if number > 1 and resumed is None:
+            self.logger.info("attempt %d of %d", number, self.definition.retries.attempts + 1)
+        attempt = self._attempt_of(arguments, staged, number)
         self.mask = Masker([*self.mask.secrets, *attempt.invocation.masked])
         self.cancel.check(f"execution {self.execution_id}")
         self.last_attempt = attempt

@@ -21,6 +21,7 @@ PIPELINE_DOCUMENT = "granary-pipeline.json"  # a pipeline run's document
 ITEM_FILE = "granary-item.json"  # an execution's STAC Item: named so that no container output is overwritten
 COLLECTION_FILE = "collection.json"  # a task's STAC Collection
 BATCH_RECORDS = ".granary/batch-jobs"  # Batch job ids, written before waiting on them
+BATCH_ARRAYS = ".granary/batch-arrays"  # each child's environment, read by the children of an array job
 HOME_VARIABLE = "GRANARY_HOME"
 
 
@@ -79,6 +80,10 @@ def step_record(pipeline: str, execution_id: str, key: str) -> str:
 
 def batch_record(execution_id: str) -> str:
     return f"{BATCH_RECORDS}/{execution_id}.json"
+
+
+def batch_array_items(array_id: str) -> str:
+    return f"{BATCH_ARRAYS}/{array_id}.json"
 
 
 def work_folder(flow_run_id: str, execution_id: str) -> Path:

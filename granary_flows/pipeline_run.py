@@ -28,11 +28,13 @@ from pydantic import BaseModel
 
 from granary_flows import layout
 from granary_flows.artifacts import artifact_key
+from granary_flows.blocks import current_policy
 from granary_flows.cancellation import CancelToken
 from granary_flows.definition import RuntimeKind, TaskDefinition
-from granary_flows.errors import PipelineFailed, ReferenceProblem
+from granary_flows.errors import ArgumentsInvalid, GranaryError, PipelineFailed, ReferenceProblem
 from granary_flows.execution import Execution
 from granary_flows.pipeline import PipelineDefinition, Step
+from granary_flows.policy import Policy
 from granary_flows.references import Mapped, holds, resolve, whole_reference
 from granary_flows.runtimes.base import Runtime
 from granary_flows.scale import recipe_context
@@ -231,6 +233,8 @@ class _Scheduler:
             return self._finish(step, FAILED, str(err))
         definition = self.pipeline.task_of(step)
         recipe = self._recipe(scope) if definition.seed is not None else None
+        if step.map is not None and len(arguments) > 1:
+            self._submit_together(step, definition, arguments, recipe)
         self.running[step.name] = [
             self._step_task(step, definition, index if step.map is not None else None, recipe).submit(resolved)
             for index, resolved in enumerate(arguments)
@@ -279,6 +283,54 @@ class _Scheduler:
                 scope["steps"][name] = Mapped(documents) if step.map is not None else documents[0]
                 self._finish(step, SUCCESSFUL, None)
 
+    def _submit_together(
+        self, step: Step, definition: TaskDefinition, arguments: list[dict[str, Any]], recipe: Any
+    ) -> None:
+        """Where the runtime can (a Batch task whose job reads its item by index), start the first attempts of a
+        mapped step's items as one submission, before their task runs wait on them: 1,000 items are one SubmitJob.
+        Items already done, already submitted or with invalid arguments are left to their own task runs."""
+        runtime = self.runtimes[definition.runtime_kind]
+        if definition.runtime.batch is None or not definition.runtime.batch.array:
+            return
+        attempts, policy = [], current_policy()  # one read of a policy block, not one per item
+        for resolved in arguments:
+            key = step_key(self.pipeline.name, definition, resolved)
+            execution_id = _execution_id(self.document.execution_id, key)
+            if self.records.find(key) is not None or runtime.resuming(execution_id) is not None:
+                continue
+            execution = self._execution(definition, resolved, execution_id, recipe, policy)
+            try:
+                attempts.append(execution.first_attempt())
+            except ArgumentsInvalid:
+                continue
+        try:
+            submitted = runtime.submit_together(attempts) if len(attempts) > 1 else None
+        except GranaryError as err:  # each item then submits a job of its own, and fails on its own if it must
+            self.logger.warning("step %s: the items could not be submitted together: %s", step.name, err)
+            return
+        if submitted:
+            self.logger.info("step %s: submitted %d items as Batch array job %s", step.name, len(attempts), submitted)
+
+    def _execution(
+        self,
+        definition: TaskDefinition,
+        arguments: dict[str, Any],
+        execution_id: str,
+        recipe: Any,
+        policy: Policy | None = None,
+    ) -> Execution:
+        return Execution(
+            definition,
+            arguments,
+            store=self.store,
+            runtime=self.runtimes[definition.runtime_kind],
+            runner_id=self.runner_id,
+            execution_id=execution_id,
+            cancel=self.cancel,
+            context=recipe,
+            policy=policy,
+        )
+
     def _skip(self, step: Step, reason: str) -> None:
         _skipped(step.name)(reason)
         self.logger.info("step %s skipped: %s", step.name, reason)
@@ -303,8 +355,7 @@ class _Scheduler:
         return recipe_context(self.pipeline.arguments_schema, scope["args"], steps, read_sidecar)
 
     def _step_task(self, step: Step, definition: TaskDefinition, index: int | None, recipe: Any = None) -> Any:
-        pipeline, records, store = self.pipeline.name, self.records, self.store
-        runtime, runner_id, cancel = self.runtimes[definition.runtime_kind], self.runner_id, self.cancel
+        pipeline, records = self.pipeline.name, self.records
         execution_of = self.document.execution_id
 
         def execute(arguments: dict[str, Any]) -> Any:
@@ -314,18 +365,8 @@ class _Scheduler:
                 found["reused_from"] = found["execution_id"]
                 get_run_logger().info("reused execution %s: same task, version and arguments", found["execution_id"])
                 return Completed(name="Cached", message=f"reused execution {found['execution_id']}", data=found)
-            # The same key in the same run gets the same execution id: a retry finds a Batch job it submitted.
-            execution_id = str(uuid.uuid5(uuid.UUID(execution_of), key))
-            document = Execution(
-                definition,
-                arguments,
-                store=store,
-                runtime=runtime,
-                runner_id=runner_id,
-                execution_id=execution_id,
-                cancel=cancel,
-                context=recipe,
-            ).run()
+            execution_id = _execution_id(execution_of, key)
+            document = self._execution(definition, arguments, execution_id, recipe).run()
             records.save(key, step.name, document)
             return document
 
@@ -335,6 +376,11 @@ class _Scheduler:
             persist_result=False,
             cache_policy=NO_CACHE,
         )(execute)
+
+
+def _execution_id(pipeline_execution: str, key: str) -> str:
+    """The same key in the same run gets the same execution id: a retry finds a Batch job it submitted."""
+    return str(uuid.uuid5(uuid.UUID(pipeline_execution), key))
 
 
 def _skipped(name: str) -> Callable[..., State[Any]]:

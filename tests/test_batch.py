@@ -146,6 +146,20 @@ def test_a_failed_job_reports_its_exit_code_reason_and_attempts_and_a_data_error
     assert f"Batch job {job['jobId']} FAILED after 1 attempt(s)" in message
 
 
+def test_a_failed_jobs_last_line_that_reaches_cloudwatch_late_still_explains_the_failure(client, aws, batch_runner):
+    flow_run = start(client, "batch-probe", sleep=3, exit=3)
+    job = wait_for_job(aws, "batch-probe", flow_run.id, "FAILED")
+    # As CloudWatch may: a line of the job that shows only after Batch said the job ended.
+    stream = f"granary-probe/default/{job['jobId']}"
+    late = [{"timestamp": int(time.time() * 1000), "message": "late: the scene has no red band"}]
+    aws.logs.put_log_events(logGroupName="/aws/batch/job", logStreamName=stream, logEvents=late)
+    flow_run = wait_final(client, flow_run.id)
+    assert flow_run.state.is_failed()
+    assert "late: the scene has no red band" in logs_of(client, flow_run.id)
+    summaries = [a.data for a in artifacts_of(client, flow_run.id) if a.type == "markdown"]
+    assert any("late: the scene has no red band" in summary for summary in summaries)  # the failure's last lines
+
+
 def test_a_lost_host_is_a_system_error_and_the_retry_submits_a_new_job(client, aws, batch_runner):
     flow_run = start(client, "batch-probe", sleepFirstAttempt=60, write=["a.txt"])
     first = wait_for_job(aws, "batch-probe", flow_run.id, "RUNNING")
@@ -470,3 +484,70 @@ def test_waiting_reads_the_status_with_backoff_not_in_a_busy_loop(client, aws, b
     assert min(gaps) >= 0.9  # never faster than the minimum interval
     assert max(gaps) >= 3  # it backed off while nothing changed
     assert len(reads) <= 9  # about 14 s of waiting: 1 + 1.5 + 2.25 + 3.4 + 4 + 4 ..., not one read a second
+
+
+@contextlib.contextmanager
+def batch_calls(operation: str) -> Iterator[list[dict[str, Any]]]:
+    """The `operation` calls this process's Batch client makes meanwhile (every Batch runtime here shares it)."""
+    from granary_flows import aws as granary_aws
+
+    calls: list[dict[str, Any]] = []
+    shared = granary_aws.client("batch")
+
+    def seen(params: dict[str, Any], **_: Any) -> None:
+        calls.append(params)
+
+    shared.meta.events.register(f"provide-client-params.batch.{operation}", seen)
+    try:
+        yield calls
+    finally:
+        shared.meta.events.unregister(f"provide-client-params.batch.{operation}", seen)
+
+
+def test_a_step_mapped_over_an_array_task_is_one_array_job_whose_children_are_the_items(client, aws, batch_runner):
+    words = ["alpha", "bravo", "charlie", "delta", "echo"]
+    with batch_calls("SubmitJob") as submitted:
+        flow_run = execute(client, "batch-map", timeout=180, words=words)
+    assert flow_run.state.is_completed(), flow_run.state.message
+    [array] = submitted  # one SubmitJob for the five items, not five
+    assert array["arrayProperties"] == {"size": 5}
+    pipeline = json.loads(read_s3(aws, f"s3://{BUCKET}/runs/batch-map/{flow_run.id}/granary-pipeline.json"))
+    executions = pipeline["steps"]["each"]["executions"]
+    assert len(set(executions)) == 5
+    for word, execution_id in zip(words, executions, strict=True):  # child i did item i, and wrote where item i goes
+        stored = read_s3(aws, f"s3://{BUCKET}/runs/batch-probe-array/{execution_id}/{word}.txt")
+        assert stored == f"{word}.txt from attempt 1\n".encode()
+        document = json.loads(
+            read_s3(aws, f"s3://{BUCKET}/runs/batch-probe-array/{execution_id}/granary-execution.json")
+        )
+        assert {asset["href"].rsplit("/", 1)[-1] for asset in document["results"]} == {
+            f"{word}.txt",
+            "environment.json",
+        }
+    assert any("submitted 5 items as Batch array job" in line for line in logs_of(client, flow_run.id))
+
+
+def test_cancelling_a_mapped_step_terminates_its_array_job_and_every_child(client, aws, batch_runner):
+    flow_run = start(client, "batch-map", words=["one", "two", "three"], sleep=120)
+    deadline = time.monotonic() + 60
+    while not any("as Batch array job" in line for line in logs_of(client, flow_run.id, settle=0.5)):
+        assert time.monotonic() < deadline, "no array job was submitted"
+    [said] = [line for line in logs_of(client, flow_run.id) if "as Batch array job" in line]
+    array_job_id = said.rsplit(" ", 1)[-1]
+    children = [f"{array_job_id}:{index}" for index in range(3)]
+    deadline = time.monotonic() + 60
+    while {job["status"] for job in aws.batch.describe_jobs(jobs=children)["jobs"]} != {"RUNNING"}:
+        assert time.monotonic() < deadline, "the children never all ran"
+        time.sleep(0.2)
+    assert cancel_and_time(client, flow_run.id) < 10
+    deadline = time.monotonic() + 30
+    while {job["status"] for job in aws.batch.describe_jobs(jobs=children)["jobs"]} != {"FAILED"}:
+        assert time.monotonic() < deadline, "a child went on after the cancel"
+        time.sleep(0.2)
+    records = aws.s3.list_objects_v2(Bucket=BUCKET, Prefix="runs/.granary/batch-jobs/").get("Contents", [])
+    assert not [r for r in records if flow_run_id_in(aws, r["Key"], flow_run.id)]  # nothing left to re-attach to
+
+
+def flow_run_id_in(aws: SimpleNamespace, key: str, flow_run_id: Any) -> bool:
+    record = json.loads(aws.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    return record.get("flow_run_id") == str(flow_run_id)

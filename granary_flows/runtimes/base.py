@@ -118,6 +118,12 @@ class Runtime(ABC):
             ExecutionFailed: a `system` error when the outputs exceed the cap or cannot be stored.
         """
 
+    def submit_together(self, attempts: list[Attempt]) -> str | None:
+        """Start several executions' first attempts as one submission (the children of a Batch array job), which
+        `run` then finds already submitted, each its own. Returns what was submitted; None where the runtime starts
+        every attempt on its own."""
+        return None
+
     @abstractmethod
     def resuming(self, execution_id: str) -> int | None:
         """The attempt number of work a dead runner left going for this execution, to re-attach to; else None."""

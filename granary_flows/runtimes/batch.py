@@ -10,8 +10,10 @@ import logging
 import os
 import re
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -73,6 +75,8 @@ class Polling(BaseModel):
     maximum: float = float(os.environ.get("GRANARY_BATCH_POLL_MAX", "20"))
     factor: float = 1.5
     log_page: int = 10_000  # events per GetLogEvents call (CloudWatch's own maximum)
+    # CloudWatch may show a job's last lines a moment after the job ends: waited for only where they matter.
+    settle: float = float(os.environ.get("GRANARY_BATCH_LOG_SETTLE", "1"))
 
 
 class JobRecord(BaseModel):
@@ -87,6 +91,7 @@ class JobRecord(BaseModel):
     runner_id: str
     submitted: datetime
     flow_run_id: str = ""  # a pipeline step's pipeline run
+    array_job_id: str = ""  # the array job whose child `job_id` is
 
 
 class BatchRuntime(Runtime):
@@ -109,6 +114,7 @@ class BatchRuntime(Runtime):
         self._wake: dict[str, threading.Event] = {}
         self._stopped: dict[str, str] = {}  # execution id -> what stop() did, said by the waiting thread
         self._owned: dict[str, set[str]] = {}  # flow run id -> the executions it waits on (a pipeline's steps)
+        self._arrays: dict[str, dict[str, list[str]]] = {}  # flow run id -> array job id -> its children's executions
 
     @property
     def batch(self) -> Any:
@@ -138,7 +144,9 @@ class BatchRuntime(Runtime):
     def run(self, attempt: Attempt, on_line: Callable[[str], None]) -> AttemptOutcome:
         say = run_logger()
         record = self._read_record(attempt.execution_id)
-        if record is not None:
+        if record is not None and record.array_job_id:
+            say.info("waiting on Batch job %s, a child of array job %s", record.job_id, record.array_job_id)
+        elif record is not None:
             say.info(
                 "re-attaching to Batch job %s (attempt %d), submitted before this process",
                 record.job_id,
@@ -163,7 +171,23 @@ class BatchRuntime(Runtime):
 
     def stop(self, flow_run_id: str, *, started_elsewhere: bool = True) -> int:
         owned = self._owned.get(flow_run_id) or {flow_run_id}
-        return sum(self._stop_job(owned_id, started_elsewhere) for owned_id in list(owned))
+        stopped = sum(self._stop_job(owned_id, started_elsewhere) for owned_id in list(owned))
+        return stopped + self._stop_arrays(flow_run_id)
+
+    def _stop_arrays(self, flow_run_id: str) -> int:
+        """Terminate the array jobs of a run, which on AWS terminates their children, and forget the children that
+        nothing waits on yet: their runs are over."""
+        stopped = 0
+        for array_job_id, children in self._arrays.pop(flow_run_id, {}).items():
+            try:
+                self.batch.terminate_job(jobId=array_job_id, reason=f"cancelled from Prefect: flow run {flow_run_id}")
+                stopped += 1
+            except (ClientError, BotoCoreError) as err:
+                logger.warning("stopping Batch array job %s failed: %s", array_job_id, err)
+            for execution_id in children:
+                if execution_id not in self._watching:
+                    self._delete_record(execution_id)
+        return stopped
 
     def _stop_cancelled(self, execution_id: str) -> None:
         """A cancel that came while the job was being submitted found nothing to stop: stop it now."""
@@ -216,25 +240,80 @@ class BatchRuntime(Runtime):
         return found
 
     def _submit(self, attempt: Attempt) -> JobRecord:
-        spec = attempt.task.runtime.batch
-        if spec is None:
-            raise RuntimeUnavailable("BatchRuntime runs Batch tasks only")
+        task = attempt.task
+        job_name = f"granary-{task.name[:60]}-{attempt.execution_id}"
+        options = self._job_options(attempt, job_name, attempt.invocation.environment, attempt.invocation.parameters)
+        self.store.clear_outputs(task.name, attempt.execution_id)  # what an earlier attempt left
+        job_id = self._submit_job(options)
+        record = self._record_of(attempt, job_id, job_name)
+        try:
+            self._write_record(record)
+        except StorageError:
+            # A job nobody could find again after a crash must not run on: it would be submitted twice.
+            self.batch.terminate_job(jobId=job_id, reason="granary could not record the job id; not waiting on it")
+            raise
+        return record
+
+    def submit_together(self, attempts: list[Attempt]) -> str | None:
+        """The first attempts of a mapped pipeline step's items as one array job: child i reads its environment, the
+        one a job of its own would get, as item i of `$GRANARY_ITEMS_URI`. Each item's record names its child, so
+        that `run` waits on it as on a job of its own; a retry is a job of its own."""
+        task = attempts[0].task
+        if task.runtime.batch is None or not task.runtime.batch.array or len(attempts) < 2:
+            return None
+        self._check_store(task)
+        array_id = uuid.uuid4().hex
+        items = {"items": [{"environment": attempt.invocation.environment} for attempt in attempts]}
+        items_uri = self.store.write_json(layout.batch_array_items(array_id), items)
+        job_name = f"granary-{task.name[:60]}-{array_id}"
+        common = {"GRANARY_TASK": task.name, "GRANARY_ITEMS_URI": items_uri}
+        options = self._job_options(attempts[0], job_name, common, {})
+        options["arrayProperties"] = {"size": len(attempts)}
+        options["tags"][LABEL_EXECUTION] = attempts[0].flow_run_id
+        with ThreadPoolExecutor(16, "granary-array") as pool:
+            list(pool.map(lambda attempt: self.store.clear_outputs(task.name, attempt.execution_id), attempts))
+            job_id = self._submit_job(options)
+            records = [
+                self._record_of(attempt, f"{job_id}:{index}", job_name, array_job_id=job_id)
+                for index, attempt in enumerate(attempts)
+            ]
+            try:
+                list(pool.map(self._write_record, records))
+            except StorageError:
+                self.batch.terminate_job(
+                    jobId=job_id, reason="granary could not record the job ids; not waiting on them"
+                )
+                raise
+        children = [attempt.execution_id for attempt in attempts]
+        self._arrays.setdefault(attempts[0].flow_run_id, {})[job_id] = children
+        return job_id
+
+    def _write_record(self, record: JobRecord) -> None:
+        self.store.write_json(layout.batch_record(record.execution_id), record.model_dump(mode="json"))
+
+    def _check_store(self, task: Any) -> None:
         if not self.store.is_s3:
             raise RuntimeUnavailable(
-                f"task {attempt.task.name!r} runs on AWS Batch, whose jobs write to S3 themselves: set the results "
+                f"task {task.name!r} runs on AWS Batch, whose jobs write to S3 themselves: set the results "
                 "root to s3://... (GRANARY_RESULTS_URI, or an S3Bucket block named in GRANARY_RESULTS_BLOCK), "
                 f"not {self.store.root}"
             )
+
+    def _job_options(
+        self, attempt: Attempt, job_name: str, environment: dict[str, str], parameters: dict[str, str]
+    ) -> dict[str, Any]:
         task = attempt.task
-        invocation = attempt.invocation
-        job_name = f"granary-{task.name[:60]}-{attempt.execution_id}"
+        spec = task.runtime.batch
+        if spec is None:
+            raise RuntimeUnavailable("BatchRuntime runs Batch tasks only")
+        self._check_store(task)
         options: dict[str, Any] = {
             "jobName": job_name,
             "jobQueue": spec.jobQueue,
             "jobDefinition": spec.jobDefinition,
-            "parameters": invocation.parameters,  # job definitions written for Granary: `Ref::name` in the command
+            "parameters": parameters,  # job definitions written for Granary: `Ref::name` in the command
             "containerOverrides": {
-                "environment": [{"name": k, "value": v} for k, v in invocation.environment.items()],
+                "environment": [{"name": k, "value": v} for k, v in environment.items()],
                 "resourceRequirements": _resource_requirements(task.resources),
             },
             "tags": {
@@ -245,19 +324,26 @@ class BatchRuntime(Runtime):
             },
             "propagateTags": True,
         }
-        if invocation.command is not None:
-            options["containerOverrides"]["command"] = invocation.command
+        if attempt.invocation.command is not None:
+            options["containerOverrides"]["command"] = attempt.invocation.command
         if task.timeout:
             options["timeout"] = {"attemptDurationSeconds": max(MIN_TIMEOUT, int(task.timeout))}
-        self.store.clear_outputs(task.name, attempt.execution_id)  # what an earlier attempt left
-        doing = f"submitting to job queue {spec.jobQueue!r} with job definition {spec.jobDefinition!r}"
+        return options
+
+    def _submit_job(self, options: dict[str, Any]) -> str:
+        doing = f"submitting to job queue {options['jobQueue']!r} with job definition {options['jobDefinition']!r}"
         try:
-            job_id = self.batch.submit_job(**options)["jobId"]
+            return str(self.batch.submit_job(**options)["jobId"])
         except (ClientError, BotoCoreError) as err:
             raise RuntimeUnavailable(aws.describe_error(err, doing, aws.endpoint_of(self.batch))) from err
-        record = JobRecord(
+
+    @staticmethod
+    def _record_of(attempt: Attempt, job_id: str, job_name: str, array_job_id: str = "") -> JobRecord:
+        spec = attempt.task.runtime.batch
+        assert spec is not None
+        return JobRecord(
             execution_id=attempt.execution_id,
-            task=task.name,
+            task=attempt.task.name,
             job_id=job_id,
             job_name=job_name,
             job_queue=spec.jobQueue,
@@ -265,14 +351,8 @@ class BatchRuntime(Runtime):
             runner_id=attempt.runner_id,
             submitted=datetime.now(timezone.utc),
             flow_run_id=attempt.flow_run_id,
+            array_job_id=array_job_id,
         )
-        try:
-            self.store.write_json(layout.batch_record(attempt.execution_id), record.model_dump(mode="json"))
-        except StorageError:
-            # A job nobody could find again after a crash must not run on: it would be submitted twice.
-            self.batch.terminate_job(jobId=job_id, reason="granary could not record the job id; not waiting on it")
-            raise
-        return record
 
     def _wait(self, record: JobRecord, attempt: Attempt, on_line: Callable[[str], None], say: Any) -> AttemptOutcome:
         tail: deque[str] = deque(maxlen=LOG_TAIL)
@@ -306,9 +386,9 @@ class BatchRuntime(Runtime):
             if self._wake[attempt.execution_id].wait(interval):  # stopped: look again soon, then at the usual pace
                 self._wake[attempt.execution_id].clear()
             interval = min(interval * self.polling.factor, self.polling.maximum)
-        # CloudWatch may receive the last lines a moment after the job ends.
-        self._wake[attempt.execution_id].wait(self.polling.minimum)
-        self._relay(cursor, on_line, tail)
+        if _last_lines_matter(job, attempt, tail):
+            self._wake[attempt.execution_id].wait(self.polling.settle)
+            self._relay(cursor, on_line, tail)
         if attempt.execution_id in self._stopped:
             say.info(self._stopped.pop(attempt.execution_id))
         return self._outcome(job, record, attempt, tail)
@@ -424,6 +504,13 @@ class _LogCursor:
                 self._token = token or self._token
                 return lines
             self._token = token
+
+
+def _last_lines_matter(job: dict[str, Any], attempt: Attempt, tail: deque[str]) -> bool:
+    """Whether to wait for lines CloudWatch may show late: a failure's last lines explain it, a task that reports
+    values does so on its last line, and a job that ran but showed no line yet may only be late. A success whose
+    lines were read, of a task whose results are files, has nothing waiting on them."""
+    return job["status"] != BatchStatus.SUCCEEDED or bool(attempt.task.outputs.values) or not tail
 
 
 def _log_stream(job: dict[str, Any], record: JobRecord) -> str | None:

@@ -10,9 +10,14 @@ import time
 
 import boto3
 
+endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+if "GRANARY_ITEMS_URI" in os.environ:  # a child of an array job: its environment is its item's (README)
+    bucket, _, key = os.environ["GRANARY_ITEMS_URI"].removeprefix("s3://").partition("/")
+    items = json.loads(boto3.client("s3", endpoint_url=endpoint).get_object(Bucket=bucket, Key=key)["Body"].read())
+    os.environ.update(items["items"][int(os.environ["AWS_BATCH_JOB_ARRAY_INDEX"])]["environment"])
 args = json.loads(os.environ["GRANARY_ARGUMENTS"])
 attempt = int(os.environ["GRANARY_ATTEMPT"])
-s3 = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+s3 = boto3.client("s3", endpoint_url=endpoint)
 bucket, _, prefix = os.environ["OUTPUT_URI"].removeprefix("s3://").partition("/")
 
 
