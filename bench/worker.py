@@ -77,25 +77,32 @@ def resident_mib(pid: int) -> float:
 
 
 @contextmanager
-def runner_process(api: str, name: str, prefect_runner: bool, also: dict[str, Any] | None = None) -> Any:
-    """`granary serve` (or `--subprocess`) serving a copy of hello named `name`, and the definitions in `also`
-    (file stem -> document); yields (process, the deployment id of `name`)."""
+def runner_process(
+    api: str,
+    name: str,
+    prefect_runner: bool,
+    also: dict[str, Any] | None = None,
+    changes: dict[str, Any] | None = None,
+    environment: dict[str, str] | None = None,
+) -> Any:
+    """`granary serve` (or `--subprocess`) serving a copy of hello named `name` (with `changes`), and the definitions
+    in `also` (file stem -> document); yields (process, the deployment id of `name`)."""
     import yaml
 
     folder = WORK / name
     folder.mkdir()
-    document = yaml.safe_load((ROOT / "deployments" / "hello.yaml").read_text()) | {"name": name}
+    document = yaml.safe_load((ROOT / "deployments" / "hello.yaml").read_text()) | {"name": name} | (changes or {})
     for stem, definition in ({name: document} | (also or {})).items():
         (folder / f"{stem}.yaml").write_text(yaml.safe_dump(definition))
     command = [sys.executable, "-m", "granary_flows.cli", "serve", "-d", str(folder), "--limit", "8"]
-    environment = os.environ | {
+    settings = {
         "PREFECT_API_URL": api,
         "GRANARY_RESULTS_URI": str(WORK / "results"),
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",  # Prefect's serve() polls every 10 s by default
     }
     process = subprocess.Popen(
         command + (["--subprocess"] if prefect_runner else []),
-        env=environment,
+        env=os.environ | settings | (environment or {}),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -195,6 +202,83 @@ def memory_series(api: str, executions: int) -> list[tuple[int, float]]:
     return series
 
 
+BATCH_POLL = 1.0  # the bare loop's first wait, and granary's GRANARY_BATCH_POLL_MIN: the same backoff for both
+
+
+def batch_comparison(runs: int) -> dict[str, float]:
+    """The same job on moto's Batch: a bare boto3 SubmitJob + DescribeJobs loop, then granary executions (creation
+    to Completed), median wall time of each and the Batch API calls each made (from moto's request log)."""
+    import boto3
+
+    sys.path.insert(0, str(ROOT / "examples" / "batch"))
+    import create_resources
+
+    from tests.helpers import running_moto
+
+    moto_log = WORK / "moto.log"
+    port = free_port()
+    aws = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
+           "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    os.environ.update(aws)
+    with (
+        open(moto_log, "wb") as log,
+        running_moto(port, log, MOTO_DOCKER_NETWORK_MODE="host"),
+        prefect_server("sqlite") as api,
+    ):
+        create_resources.ensure_queue(create_resources.QUEUE)
+        create_resources.register_definition("granary-hello", "granary/hello:1", ["/bin/sh", "/app/hello.sh"],
+                                             {"OUTPUT_DIR": "/tmp"})  # fmt: skip
+        boto3.client("s3").create_bucket(Bucket="bench")
+        batch = boto3.client("batch")
+
+        def bare_job(i: int) -> None:
+            job = batch.submit_job(jobName=f"bare-{i}", jobQueue=create_resources.QUEUE, jobDefinition="granary-hello",
+                                   containerOverrides={"environment": [{"name": "NAME", "value": "bench"}]})  # fmt: skip
+            wait = BATCH_POLL
+            while batch.describe_jobs(jobs=[job["jobId"]])["jobs"][0]["status"] not in ("SUCCEEDED", "FAILED"):
+                time.sleep(wait)
+                wait = min(wait * 1.5, 20)
+
+        bare_job(-1)  # warms moto and the engine up
+        bare_times, bare_calls = _timed_with_calls(moto_log, runs, bare_job)
+
+        changes = {"runtime": {"batch": {"jobDefinition": "granary-hello", "jobQueue": create_resources.QUEUE}},
+                   "outputs": {}}  # fmt: skip
+        settings = aws | {"GRANARY_RESULTS_URI": "s3://bench/runs", "GRANARY_BATCH_POLL_MIN": str(BATCH_POLL)}
+        with runner_process(api, "hello-batch", False, changes=changes, environment=settings) as (_, deployment_id):
+
+            def granary_job(i: int) -> float:
+                [flow_run] = finished(api, [create(api, deployment_id, {"name": f"batch {i}"})]).values()
+                return seconds(flow_run["state"]["timestamp"]) - seconds(flow_run["created"])
+
+            granary_job(-1)
+            granary_times, granary_calls = _timed_with_calls(moto_log, runs, granary_job)
+    return {
+        "bare": statistics.median(bare_times),
+        "granary": statistics.median(granary_times),
+        "bare_calls": bare_calls / runs,
+        "granary_calls": granary_calls / runs,
+    }
+
+
+def _timed_with_calls(moto_log: Path, runs: int, job: Any) -> tuple[list[float], int]:
+    """Seconds of each of `runs` calls of `job` (its own figure when it returns one), and the Batch API calls moto
+    logged meanwhile."""
+    before = _batch_calls(moto_log)
+    times = []
+    for i in range(runs):
+        started = time.perf_counter()
+        took = job(i)
+        times.append(took if took is not None else time.perf_counter() - started)
+    return times, _batch_calls(moto_log) - before
+
+
+def _batch_calls(moto_log: Path) -> int:
+    """Batch's API is REST: moto's request log names each call by its path (`POST /v1/describejobs`)."""
+    time.sleep(0.2)  # its log is written by another process
+    return sum(1 for line in moto_log.read_text(errors="replace").splitlines() if '"POST /v1/' in line)
+
+
 @contextmanager
 def prefect_server(database: str) -> Any:
     with ExitStack() as stack:
@@ -210,11 +294,27 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=100, help="executions due at the same moment")
     parser.add_argument("--memory", type=int, default=1000, help="executions while memory is watched (0: skip)")
     parser.add_argument("--databases", default="sqlite,postgres")
+    parser.add_argument(
+        "--batch", type=int, default=5, help="executions on moto's Batch, against a bare loop (0: skip)"
+    )
     args = parser.parse_args()
 
+    if args.batch:
+        found = batch_comparison(args.batch)
+        print(
+            f"\nAWS Batch on moto, median of {args.batch}: bare boto3 SubmitJob + DescribeJobs loop "
+            f"{found['bare']:.2f} s ({found['bare_calls']:.1f} Batch calls); granary execution "
+            f"{found['granary']:.2f} s ({found['granary_calls']:.1f} Batch calls): "
+            f"{found['granary'] / found['bare']:.2f}x (target: at most 1.2x)\n",
+            flush=True,
+        )
+
+    databases = [database for database in args.databases.split(",") if database]
+    if not databases:
+        return
     bare = statistics.median(bare_docker_runs(args.runs))
     results = {}
-    for database in args.databases.split(","):
+    for database in databases:
         with prefect_server(database) as api:
             for runner, prefect_runner in (("Prefect serve()", True), ("granary worker", False)):
                 name = f"hello-{database}-{'prefect' if prefect_runner else 'granary'}"
@@ -231,7 +331,7 @@ def main() -> None:
             f"| {database} | {runner} | {r['latency']:.2f} s | +{r['latency'] - bare:.2f} s "
             f"| {r['cpu']:.3f} / {r['cpu_burst']:.3f} | {r['per_minute']:.0f} per minute |"
         )
-    for database in args.databases.split(","):
+    for database in databases:
         prefect, granary = results[database, "Prefect serve()"], results[database, "granary worker"]
         print(
             f"\n{database}: granary / Prefect serve(): latency {granary['latency'] / prefect['latency']:.2f}x, "
