@@ -163,10 +163,9 @@ class Execution:
     def _stage(self, arguments: dict[str, Any]) -> list[StagedInput]:
         """Fetch `format: uri` inputs for a runtime whose containers cannot (local Docker has no network)."""
         uris = uri_arguments(self.definition.arguments_schema, arguments)
-        resumed = self.runtime.resuming(self.execution_id)
         if not self.runtime.stages_inputs or not uris:
             return []
-        if resumed is not None:  # the container that runs on reads the inputs staged before
+        if self.runtime.resuming(self.execution_id) is not None:  # the container that runs on reads what was staged
             return []
         self.work.mkdir(parents=True, exist_ok=True)
         staged = stage_inputs(

@@ -155,7 +155,7 @@ class ResultsStore:
         target = f"{self._root_path}/{layout.execution_folder(task, execution_id)}"
         self.fs.invalidate_cache(target)
         try:
-            found = self.fs.find(target, detail=True) if self.fs.exists(target) else {}
+            found = self.fs.find(target, detail=True)  # one listing; nothing for a folder that is not there
         except STORE_ERRORS as err:
             raise StorageError(f"listing {self.execution_uri(task, execution_id)} failed: {err}") from err
         stored = StoredOutputs()
