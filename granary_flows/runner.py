@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from prefect import Flow
 from prefect.client.orchestration import SyncPrefectClient, get_client
@@ -30,15 +30,16 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect.context import SettingsContext, get_settings_context
+from prefect.context import SettingsContext, SyncClientContext, get_settings_context
 from prefect.events import emit_event
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
-from prefect.exceptions import Abort
+from prefect.exceptions import Abort, PrefectHTTPStatusError
 from prefect.flow_engine import run_flow
 from prefect.logging.loggers import flow_run_logger
 from prefect.settings import (
     PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
+    PREFECT_CLIENT_CSRF_SUPPORT_ENABLED,
     PREFECT_CLIENT_MAX_RETRIES,
     PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
     get_current_settings,
@@ -112,6 +113,8 @@ class InProcessRunner:
 
     def serve(self, stop: threading.Event, drain: bool = False) -> None:
         """Run until `stop` is set; then cancel in-flight runs, or with `drain` let them finish (until `hurry()`)."""
+        _without_suspension_watch()
+        self._run_settings = _settings_for_runs(csrf=_server_checks_csrf())  # the runs' own, not this loop's below
         # This loop's own calls give up quickly while the server is away, so that it stays responsive to signals and
         # says it is waiting; the runs' threads keep Prefect's patient retries (their settings are not this context's).
         with (
@@ -242,7 +245,10 @@ class InProcessRunner:
     def _execute(self, flow_run_id: UUID, definition: Definition) -> None:
         token = self.tokens[flow_run_id]
         try:
-            with SettingsContext(**self._run_settings), get_client(sync_client=True) as client:
+            # One client for the run, which the flow and task engines and the artifacts find in the context instead of
+            # building theirs (a client loads the CA bundle: a fifth of the runner's CPU in a profile).
+            with SettingsContext(**self._run_settings), SyncClientContext() as context:
+                client = context.client
                 flow_run = client.read_flow_run(flow_run_id)
                 refused = _unrunnable(flow_run, definition.argument_names)
                 if refused:  # the flow could not even be called: fail the run rather than leave it pending
@@ -324,7 +330,35 @@ def _defuse(client: SyncPrefectClient, flow_run: Any) -> None:
         client.update_flow_run(flow_run.id, parameters=parameters)
 
 
-def _settings_for_runs() -> dict[str, Any]:
+def _without_suspension_watch() -> None:
+    """Prefect 3.8 watches every flow run of a deployment for a suspension with a thread, an event loop and an event
+    subscription of its own, which each run waits to connect and then to close: a twelfth of the runner's CPU and a
+    tenth of a run's time in a profile of `bench/worker.py`. A granary run cannot be suspended (its work is a
+    container, which a suspension would not stop), so its runner does not watch for one; cancellation is watched."""
+    import prefect.flow_engine
+
+    @contextlib.contextmanager
+    def not_watched(flow_run_id: Any, suspension_request: Any, *_: Any, **__: Any) -> Any:
+        yield
+
+    prefect.flow_engine.observe_flow_run_suspension = not_watched  # type: ignore[assignment]
+
+
+def _server_checks_csrf() -> bool:
+    """Whether the server asks clients for CSRF tokens. Each new client asks the server once and learns that it does
+    not (an extra round trip and a failed request for every run, a fifth of a request's CPU in a profile): asked
+    once here instead."""
+    try:
+        with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 1}), get_client(sync_client=True) as client:
+            client.request("GET", "/csrf-token", params={"client": f"granary-{uuid4()}"})
+    except PrefectHTTPStatusError as err:
+        return not (err.response.status_code == 404 or "CSRF protection is disabled." in err.response.text)
+    except Exception:  # the server is away: let each client find out, as Prefect's own do
+        return True
+    return True
+
+
+def _settings_for_runs(csrf: bool = True) -> dict[str, Any]:
     """The settings runs execute with, built once (building Settings reads the whole environment, ~50 ms).
 
     Without the engine's own heartbeat thread, which holds a run's thread up to a second after the run ends (the
@@ -332,7 +366,7 @@ def _settings_for_runs() -> dict[str, Any]:
     engine creates (~20 ms each), since no TLS is used to verify anything.
     """
     current = get_settings_context()
-    updates: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    updates: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_CLIENT_CSRF_SUPPORT_ENABLED: csrf}
     if (current.settings.api.url or "").startswith("http://"):
         updates[PREFECT_API_TLS_INSECURE_SKIP_VERIFY] = True
     # A context per run, from these: one context object entered by several threads would mix up their tokens.
