@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -60,6 +61,76 @@ def bare_docker_runs(runs: int) -> list[float]:
         )  # fmt: skip
         times.append(time.perf_counter() - started)
     return times[1:]
+
+
+def bare_docker_throughput(count: int, concurrency: int = 8) -> float:
+    """Sandboxed bare `docker run`s of hello per minute, `count` of them, `concurrency` at a time: the engine's own
+    limit on this machine, which granary's runner is measured against."""
+    engine = docker_client(max_pool_size=concurrency * 2)
+    out = WORK / f"bare-{count}"
+    out.mkdir()
+
+    def one(_: int) -> None:
+        engine.containers.run(
+            "granary/hello:1", ["/bin/sh", "/app/hello.sh"], remove=True,
+            environment={"NAME": "bench", "OUTPUT_DIR": "/out"}, volumes={str(out): {"bind": "/out", "mode": "rw"}},
+            network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
+            tmpfs={"/tmp": "rw,size=256m"}, pids_limit=512, mem_limit="64m", memswap_limit="64m", nano_cpus=int(0.5e9),
+        )  # fmt: skip
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(count)))
+    return count / (time.perf_counter() - started) * 60
+
+
+def server_cpu_seconds(api: str) -> float:
+    """CPU-seconds of the Prefect server answering at `api` and of every process of its session (`local_server`
+    starts it in a session of its own)."""
+    port = api.rsplit(":", 1)[1].split("/")[0]
+    leader = next(pid for pid, command in _processes() if "server" in command and f"--port\0{port}\0" in command)
+    return sum(cpu_seconds(pid) for pid, _ in _processes() if _session(pid) == leader)
+
+
+def _processes() -> list[tuple[int, str]]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found.append((int(entry.name), (entry / "cmdline").read_text()))
+            except OSError:
+                continue
+    return found
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except OSError:
+        return None
+
+
+def depth_series(api: str, depths: list[int]) -> list[dict[str, float]]:
+    """granary's runner at each depth (that many executions due at the same moment) against bare `docker run`s of
+    as many, both 8 at a time; with the runner's and the server's CPU per execution."""
+    found = []
+    for depth in depths:
+        bare = bare_docker_throughput(depth)
+        with runner_process(api, f"hello-depth-{depth}", False) as (process, deployment_id):
+            finished(api, [create(api, deployment_id, {"name": "warm"})])
+            due = datetime.now(timezone.utc) + timedelta(seconds=10 + depth * 0.1)
+            ids = [create(api, deployment_id, {"name": f"deep {i}"}, due) for i in range(depth)]
+            assert datetime.now(timezone.utc) < due, "the executions took longer to create than their lead time"
+            runner_cpu, server_cpu = cpu_seconds(process.pid), server_cpu_seconds(api)
+            done = finished(api, ids)
+            last = max(seconds(f["state"]["timestamp"]) for f in done.values())
+            found.append({
+                "depth": depth, "bare": bare, "granary": depth / (last - due.timestamp()) * 60,
+                "runner_cpu": (cpu_seconds(process.pid) - runner_cpu) / depth,
+                "server_cpu": (server_cpu_seconds(api) - server_cpu) / depth,
+            })  # fmt: skip
+        print(f"measured depth {depth}: {found[-1]}", flush=True)
+    return found
 
 
 def cpu_seconds(pid: int) -> float:
@@ -213,7 +284,8 @@ def batch_comparison(runs: int) -> dict[str, float]:
     sys.path.insert(0, str(ROOT / "examples" / "batch"))
     import create_resources
 
-    from tests.helpers import running_moto
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers import running_moto
 
     moto_log = WORK / "moto.log"
     port = free_port()
@@ -297,7 +369,22 @@ def main() -> None:
     parser.add_argument(
         "--batch", type=int, default=5, help="executions on moto's Batch, against a bare loop (0: skip)"
     )
+    parser.add_argument("--depths", default="100,2000", help="executions due at once, on PostgreSQL (empty: skip)")
     args = parser.parse_args()
+
+    depths = [int(depth) for depth in args.depths.split(",") if depth]
+    if depths:
+        with prefect_server("postgres") as api:
+            series = depth_series(api, depths)
+        print("\n| due at once (PostgreSQL) | bare docker run, 8 at a time | granary runner, 8 at a time | ratio "
+              "| runner CPU-s / execution | server CPU-s / execution |")  # fmt: skip
+        print("| --- | --- | --- | --- | --- | --- |")
+        for row in series:
+            print(f"| {row['depth']:,} | {row['bare']:.0f} per minute | {row['granary']:.0f} per minute "
+                  f"| {row['granary'] / row['bare']:.2f}x | {row['runner_cpu']:.3f} | {row['server_cpu']:.3f} |")  # fmt: skip
+        if len(series) > 1:
+            print(f"granary at {series[-1]['depth']:,} / at {series[0]['depth']:,}: "
+                  f"{series[-1]['granary'] / series[0]['granary']:.2f}x (target: at least 0.9x)\n", flush=True)  # fmt: skip
 
     if args.batch:
         found = batch_comparison(args.batch)
