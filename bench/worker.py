@@ -1,6 +1,7 @@
 """granary's in-process worker against Prefect's own `serve()` and a bare `docker run`, in one run, per database.
 
     .venv/bin/python bench/worker.py [--runs 10] [--burst 100] [--memory 1000] [--databases sqlite,postgres]
+                                     [--depths 100,2000] [--batch 5]
 
 For each database (a local Prefect server on SQLite, then one on PostgreSQL from Debian's programs), the same `hello`
 execution is run by `granary serve --subprocess` (Prefect's Runner: a Python process per flow run, polling every
@@ -10,6 +11,12 @@ timestamps), CPU-seconds per execution of the runner's process and the processes
 throughput of `--burst` executions due at the same moment. The baseline is the median of `--runs` bare `docker run`s
 of the same image, command, output mount and sandbox, through the docker SDK. Last, granary's runner executes `--memory`
 executions on PostgreSQL and its resident memory is printed every tenth of the way.
+
+First, before those: for each of `--depths`, that many executions due at the same moment on PostgreSQL, run by
+granary's runner 8 at a time, against as many sandboxed bare `docker run`s 8 at a time (throughput of each, the
+runner's and the Prefect server's CPU per execution, the runner's memory once 200 are done); and `--batch` executions
+of hello on moto's Batch against a bare boto3 SubmitJob + DescribeJobs loop at the same backoff (median wall time and
+Batch calls of each). An empty `--databases` runs only these.
 """
 
 from __future__ import annotations
@@ -122,15 +129,32 @@ def depth_series(api: str, depths: list[int]) -> list[dict[str, float]]:
             ids = [create(api, deployment_id, {"name": f"deep {i}"}, due) for i in range(depth)]
             assert datetime.now(timezone.utc) < due, "the executions took longer to create than their lead time"
             runner_cpu, server_cpu = cpu_seconds(process.pid), server_cpu_seconds(api)
+            memory: list[tuple[int, float]] = []
+            watching = threading.Event()
+            watcher = threading.Thread(target=_watch_memory, args=(api, deployment_id, process.pid, memory, watching))
+            watcher.start()
             done = finished(api, ids)
+            watching.set()
+            watcher.join()
             last = max(seconds(f["state"]["timestamp"]) for f in done.values())
+            later = [mib for count, mib in memory if count >= 200]
             found.append({
                 "depth": depth, "bare": bare, "granary": depth / (last - due.timestamp()) * 60,
                 "runner_cpu": (cpu_seconds(process.pid) - runner_cpu) / depth,
                 "server_cpu": (server_cpu_seconds(api) - server_cpu) / depth,
+                "memory_from": min(later, default=0.0), "memory_to": max(later, default=0.0),
             })  # fmt: skip
         print(f"measured depth {depth}: {found[-1]}", flush=True)
     return found
+
+
+def _watch_memory(api: str, deployment_id: str, pid: int, into: list[tuple[int, float]], stop: threading.Event) -> None:
+    """(executions completed, the runner's resident MiB) every 2 s until `stop`."""
+    body = {"deployments": {"id": {"any_": [deployment_id]}}, "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}
+    while not stop.wait(2):
+        response = httpx.post(f"{api}/flow_runs/count", json=body, timeout=60)
+        if response.status_code == 200:
+            into.append((int(response.json()), resident_mib(pid)))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -205,20 +229,30 @@ def create(api: str, deployment_id: str, parameters: dict[str, Any], due: dateti
     return request("POST", url, body, timeout=60).json()["id"]
 
 
+FINAL = ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]
+
+
 def finished(api: str, flow_run_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """id -> flow run, once every one of them is final."""
+    """id -> flow run, once every one of them is final.
+
+    Only runs that became final are read, and a large set is looked at once a second: reading every pending run ten
+    times a second made the server serialize 2,000 runs a second at a depth of 2,000, and it was the harness, not
+    the runner, that slowed the server down as the queue deepened.
+    """
     done: dict[str, dict[str, Any]] = {}
+    pause = 0.1 if len(flow_run_ids) <= 10 else 1.0
     while len(done) < len(flow_run_ids):
+        pending = [i for i in flow_run_ids if i not in done]
         response = httpx.post(
             f"{api}/flow_runs/filter",
-            json={"flow_runs": {"id": {"any_": [i for i in flow_run_ids if i not in done]}}, "limit": 200},
+            json={"flow_runs": {"id": {"any_": pending}, "state": {"type": {"any_": FINAL}}}, "limit": 200},
             timeout=60,
         )
         if response.status_code != 200:  # a busy SQLite server answers 503, or an empty 500, now and then
             time.sleep(0.2)
             continue
         for flow_run in response.json():
-            if flow_run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            if flow_run["state"]["type"] in FINAL:
                 if flow_run["state"]["type"] != "COMPLETED":
                     logs = httpx.post(
                         f"{api}/logs/filter",
@@ -230,7 +264,8 @@ def finished(api: str, flow_run_ids: list[str]) -> dict[str, dict[str, Any]]:
                     ).json()
                     raise RuntimeError("\n".join([str(flow_run["state"])] + [log["message"] for log in logs]))
                 done[flow_run["id"]] = flow_run
-        time.sleep(0.1)
+        if len(response.json()) < 200:
+            time.sleep(pause)
     return done
 
 
@@ -377,11 +412,12 @@ def main() -> None:
         with prefect_server("postgres") as api:
             series = depth_series(api, depths)
         print("\n| due at once (PostgreSQL) | bare docker run, 8 at a time | granary runner, 8 at a time | ratio "
-              "| runner CPU-s / execution | server CPU-s / execution |")  # fmt: skip
-        print("| --- | --- | --- | --- | --- | --- |")
+              "| runner CPU-s / execution | server CPU-s / execution | runner memory after 200 done |")  # fmt: skip
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         for row in series:
             print(f"| {row['depth']:,} | {row['bare']:.0f} per minute | {row['granary']:.0f} per minute "
-                  f"| {row['granary'] / row['bare']:.2f}x | {row['runner_cpu']:.3f} | {row['server_cpu']:.3f} |")  # fmt: skip
+                  f"| {row['granary'] / row['bare']:.2f}x | {row['runner_cpu']:.3f} | {row['server_cpu']:.3f} "
+                  f"| {row['memory_from']:.0f}-{row['memory_to']:.0f} MiB |")  # fmt: skip
         if len(series) > 1:
             print(f"granary at {series[-1]['depth']:,} / at {series[0]['depth']:,}: "
                   f"{series[-1]['granary'] / series[0]['granary']:.2f}x (target: at least 0.9x)\n", flush=True)  # fmt: skip
