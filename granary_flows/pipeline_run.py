@@ -10,11 +10,12 @@ because an earlier step ran again, has no record and runs.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,7 +37,7 @@ from granary_flows.execution import Execution
 from granary_flows.pipeline import PipelineDefinition, Step
 from granary_flows.policy import Policy
 from granary_flows.references import Mapped, holds, resolve, whole_reference
-from granary_flows.runtimes.base import Runtime
+from granary_flows.runtimes.base import Attempt, Runtime
 from granary_flows.scale import recipe_context
 from granary_flows.store import ResultsStore
 from granary_flows.validation import prepare_arguments
@@ -289,20 +290,24 @@ class _Scheduler:
         """Where the runtime can (a Batch task whose job reads its item by index), start the first attempts of a
         mapped step's items as one submission, before their task runs wait on them: 1,000 items are one SubmitJob.
         Items already done, already submitted or with invalid arguments are left to their own task runs."""
-        runtime = self.runtimes[definition.runtime_kind]
         if definition.runtime.batch is None or not definition.runtime.batch.array:
             return
-        attempts, policy = [], current_policy()  # one read of a policy block, not one per item
-        for resolved in arguments:
+        runtime, policy = self.runtimes[definition.runtime_kind], current_policy()  # one policy read, not one per item
+
+        def planned(resolved: dict[str, Any]) -> Attempt | None:
             key = step_key(self.pipeline.name, definition, resolved)
             execution_id = _execution_id(self.document.execution_id, key)
             if self.records.find(key) is not None or runtime.resuming(execution_id) is not None:
-                continue
-            execution = self._execution(definition, resolved, execution_id, recipe, policy)
+                return None
             try:
-                attempts.append(execution.first_attempt())
+                return self._execution(definition, resolved, execution_id, recipe, policy).first_attempt()
             except ArgumentsInvalid:
-                continue
+                return None
+
+        # Two reads of the results store an item: in parallel, each in a copy of this run's context.
+        with ThreadPoolExecutor(16, "granary-plan") as pool:
+            futures = [pool.submit(contextvars.copy_context().run, planned, resolved) for resolved in arguments]
+            attempts = [attempt for future in futures if (attempt := future.result()) is not None]
         try:
             submitted = runtime.submit_together(attempts) if len(attempts) > 1 else None
         except GranaryError as err:  # each item then submits a job of its own, and fails on its own if it must
