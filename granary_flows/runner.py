@@ -105,7 +105,7 @@ class InProcessRunner:
         self._wake = threading.Event()
         self._server_away = False
         self.heartbeat_seconds = get_current_settings().flows.heartbeat_frequency
-        self._run_settings = _settings_for_runs()
+        self._run_settings: dict[str, Any] = {}  # built when serving starts: it asks the server one thing
 
     @property
     def claim_message(self) -> str:
@@ -358,7 +358,7 @@ def _server_checks_csrf() -> bool:
     return True
 
 
-def _settings_for_runs(csrf: bool = True) -> dict[str, Any]:
+def _settings_for_runs(csrf: bool) -> dict[str, Any]:
     """The settings runs execute with, built once (building Settings reads the whole environment, ~50 ms).
 
     Without the engine's own heartbeat thread, which holds a run's thread up to a second after the run ends (the
