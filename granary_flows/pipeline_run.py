@@ -290,9 +290,10 @@ class _Scheduler:
         """Where the runtime can (a Batch task whose job reads its item by index), start the first attempts of a
         mapped step's items as one submission, before their task runs wait on them: 1,000 items are one SubmitJob.
         Items already done, already submitted or with invalid arguments are left to their own task runs."""
-        if definition.runtime.batch is None or not definition.runtime.batch.array:
+        runtime = self.runtimes[definition.runtime_kind]
+        if not runtime.submits_together(definition):
             return
-        runtime, policy = self.runtimes[definition.runtime_kind], current_policy()  # one policy read, not one per item
+        policy = current_policy()  # one read of a policy block, not one per item
 
         def planned(resolved: dict[str, Any]) -> Attempt | None:
             key = step_key(self.pipeline.name, definition, resolved)

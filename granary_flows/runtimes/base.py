@@ -118,10 +118,13 @@ class Runtime(ABC):
             ExecutionFailed: a `system` error when the outputs exceed the cap or cannot be stored.
         """
 
+    def submits_together(self, task: TaskDefinition) -> bool:
+        """Whether several executions of this task can start as one submission (`submit_together`)."""
+        return False
+
     def submit_together(self, attempts: list[Attempt]) -> str | None:
-        """Start several executions' first attempts as one submission (the children of a Batch array job), which
-        `run` then finds already submitted, each its own. Returns what was submitted; None where the runtime starts
-        every attempt on its own."""
+        """Start several executions' first attempts, of a task it `submits_together`, as one submission (the children
+        of a Batch array job), which `run` then finds already submitted, each its own. Returns what was submitted."""
         return None
 
     @abstractmethod

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from granary_flows import aws, layout
 from granary_flows.contract import MAX_LINE
-from granary_flows.definition import RuntimeKind
+from granary_flows.definition import RuntimeKind, TaskDefinition
 from granary_flows.errors import ErrorCategory, ExecutionFailed, RuntimeUnavailable, StorageError
 from granary_flows.policy import Policy
 from granary_flows.runtimes.base import (
@@ -254,12 +254,16 @@ class BatchRuntime(Runtime):
             raise
         return record
 
+    def submits_together(self, task: TaskDefinition) -> bool:
+        """A task whose job reads its item by `AWS_BATCH_JOB_ARRAY_INDEX` (`array: true`)."""
+        return task.runtime.batch is not None and task.runtime.batch.array
+
     def submit_together(self, attempts: list[Attempt]) -> str | None:
         """The first attempts of a mapped pipeline step's items as one array job: child i reads its environment, the
         one a job of its own would get, as item i of `$GRANARY_ITEMS_URI`. Each item's record names its child, so
         that `run` waits on it as on a job of its own; a retry is a job of its own."""
         task = attempts[0].task
-        if task.runtime.batch is None or not task.runtime.batch.array or len(attempts) < 2:
+        if not self.submits_together(task) or len(attempts) < 2:
             return None
         self._check_store(task)
         array_id = uuid.uuid4().hex
@@ -291,7 +295,7 @@ class BatchRuntime(Runtime):
     def _write_record(self, record: JobRecord) -> None:
         self.store.write_json(layout.batch_record(record.execution_id), record.model_dump(mode="json"))
 
-    def _check_store(self, task: Any) -> None:
+    def _check_store(self, task: TaskDefinition) -> None:
         if not self.store.is_s3:
             raise RuntimeUnavailable(
                 f"task {task.name!r} runs on AWS Batch, whose jobs write to S3 themselves: set the results "
