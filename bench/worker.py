@@ -49,6 +49,20 @@ from tests.postgres import local_postgres  # noqa: E402
 from tests.rest import request  # noqa: E402
 
 
+def bare_docker_run(engine: Any, out: Path) -> None:
+    """One sandboxed bare `docker run` of hello, writing to `out`."""
+    engine.containers.run(
+        "granary/hello:1",
+        ["/bin/sh", "/app/hello.sh"],
+        remove=True,
+        environment={"NAME": "bench", "OUTPUT_DIR": "/out"},
+        volumes={str(out): {"bind": "/out", "mode": "rw"}},
+        # the sandbox granary's runner puts every container in (runtimes/docker.py), with hello's resources
+        network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
+        tmpfs={"/tmp": "rw,size=256m"}, pids_limit=512, mem_limit="64m", memswap_limit="64m", nano_cpus=int(0.5e9),
+    )  # fmt: skip
+
+
 def bare_docker_runs(runs: int) -> list[float]:
     engine = docker_client()
     out = WORK / "bare"
@@ -56,16 +70,7 @@ def bare_docker_runs(runs: int) -> list[float]:
     times = []
     for _ in range(runs + 1):  # the first one warms the engine up and is not counted
         started = time.perf_counter()
-        engine.containers.run(
-            "granary/hello:1",
-            ["/bin/sh", "/app/hello.sh"],
-            remove=True,
-            environment={"NAME": "bench", "OUTPUT_DIR": "/out"},
-            volumes={str(out): {"bind": "/out", "mode": "rw"}},
-            # the sandbox granary's runner puts every container in (runtimes/docker.py), with hello's resources
-            network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
-            tmpfs={"/tmp": "rw,size=256m"}, pids_limit=512, mem_limit="64m", memswap_limit="64m", nano_cpus=int(0.5e9),
-        )  # fmt: skip
+        bare_docker_run(engine, out)
         times.append(time.perf_counter() - started)
     return times[1:]
 
@@ -76,18 +81,9 @@ def bare_docker_throughput(count: int, concurrency: int = 8) -> float:
     engine = docker_client(max_pool_size=concurrency * 2)
     out = WORK / f"bare-{count}"
     out.mkdir()
-
-    def one(_: int) -> None:
-        engine.containers.run(
-            "granary/hello:1", ["/bin/sh", "/app/hello.sh"], remove=True,
-            environment={"NAME": "bench", "OUTPUT_DIR": "/out"}, volumes={str(out): {"bind": "/out", "mode": "rw"}},
-            network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
-            tmpfs={"/tmp": "rw,size=256m"}, pids_limit=512, mem_limit="64m", memswap_limit="64m", nano_cpus=int(0.5e9),
-        )  # fmt: skip
-
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, range(count)))
+        list(pool.map(lambda _: bare_docker_run(engine, out), range(count)))
     return count / (time.perf_counter() - started) * 60
 
 
@@ -123,6 +119,7 @@ def depth_series(api: str, depths: list[int]) -> list[dict[str, float]]:
     found = []
     for depth in depths:
         bare = bare_docker_throughput(depth)
+        print(f"measured bare docker runs, {depth:,} 8 at a time: {bare:.0f} per minute", flush=True)
         with runner_process(api, f"hello-depth-{depth}", False) as (process, deployment_id):
             finished(api, [create(api, deployment_id, {"name": "warm"})])
             due = datetime.now(timezone.utc) + timedelta(seconds=10 + depth * 0.1)
