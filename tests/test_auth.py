@@ -57,13 +57,16 @@ def restricted(api, people, client, docker_runtime) -> Any:
                     {RuntimeKind.DOCKER: docker_runtime}):  # fmt: skip
         ended = execute(api, people["alice"], RESTRICTED, {"name": "alice"})
         assert ended.status_code == 200, ended.text
-        running = execute(api, people["alice"], RESTRICTED, {"name": "alice", "sleep": 120}, asynchronous=True)
-        yield SimpleNamespace(
+        # Long enough to outlast every test of this module on a slow machine; dismissed when they are done.
+        running = execute(api, people["alice"], RESTRICTED, {"name": "alice", "sleep": 1800}, asynchronous=True)
+        jobs = SimpleNamespace(
             task_id=str(entry.deployment_id),
             ended=ended.headers["Location"].rsplit("/", 1)[1],
             running=running.json()["jobID"],
             output=ended.json()["greeting"]["href"].split("/jobs/", 1)[1].split("/outputs/", 1)[1],
         )
+        yield jobs
+        http.delete(f"{api.url}/jobs/{jobs.running}", headers=people["admin"])
 
 
 def execute(api, headers: dict[str, str], process: str, inputs: dict[str, Any], asynchronous: bool = False) -> Any:
