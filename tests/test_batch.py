@@ -436,7 +436,7 @@ def test_cancelling_under_prefects_own_worker_terminates_the_job(client, aws, tm
     deployed = CliRunner().invoke(app, ["deploy", "--pool", "granary-batch-pool", "--deployments", str(tmp_path)])
     assert deployed.exit_code == 0, deployed.output
     deployment = client.read_deployment_by_name("pooled-probe/pooled-probe")
-    flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={"sleep": 120})
+    flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={"sleep": 600})
     env = os.environ | {"GRANARY_DEPLOYMENTS": str(tmp_path), "GRANARY_RESULTS_URI": f"s3://{BUCKET}/runs"}
     worker = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", "granary-batch-pool"],
