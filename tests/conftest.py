@@ -69,7 +69,10 @@ from prefect.logging.handlers import APILogWorker  # noqa: E402
 def prefect_server() -> Iterator[str]:
     from granary_flows.server import local_server
 
-    with local_server(port=PORT, log_file=SESSION_DIR / "prefect-server.log") as api_url:
+    # SQLite's lock is waited for up to a minute, not Prefect's 10 s: on a loaded CI machine, 8 runs writing at once
+    # held it past 10 s and the server answered 503 to the tests' own calls for minutes on end.
+    with local_server(port=PORT, log_file=SESSION_DIR / "prefect-server.log",
+                      extra_env={"PREFECT_SERVER_DATABASE_TIMEOUT": "60"}) as api_url:  # fmt: skip
         yield api_url
 
 
