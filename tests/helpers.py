@@ -218,7 +218,7 @@ def stop_process(process: subprocess.Popen | None) -> None:
 
 
 @contextmanager
-def runner_for(served: dict[Any, Any], store: Any, runtimes: dict[Any, Any]) -> Iterator[Any]:
+def runner_for(served: dict[Any, Any], store: Any, runtimes: dict[Any, Any], limit: int = 4) -> Iterator[Any]:
     """An in-process runner (as `granary serve` runs) for these deployments, in a thread, stopped on exit."""
     from prefect.logging.handlers import APILogWorker
 
@@ -226,7 +226,7 @@ def runner_for(served: dict[Any, Any], store: Any, runtimes: dict[Any, Any]) -> 
     from granary_flows.restarts import new_runner_id
     from granary_flows.runner import InProcessRunner
 
-    runner = InProcessRunner(FixedCatalog(served), store, runtimes, new_runner_id(), limit=4, poll_interval=0.2)
+    runner = InProcessRunner(FixedCatalog(served), store, runtimes, new_runner_id(), limit=limit, poll_interval=0.2)
     stop = threading.Event()
     thread = threading.Thread(target=runner.serve, args=(stop,), daemon=True)
     thread.start()
