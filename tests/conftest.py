@@ -70,7 +70,8 @@ def prefect_server() -> Iterator[str]:
     from granary_flows.server import local_server
 
     # SQLite's lock is waited for up to a minute, not Prefect's 10 s: on a loaded CI machine, 8 runs writing at once
-    # held it past 10 s and the server answered 503 to the tests' own calls for minutes on end.
+    # held it past 10 s. SQLite in WAL mode still refuses some writes at once whatever the wait, so a test that
+    # creates many runs creates them while none runs (test_fuzz).
     with local_server(port=PORT, log_file=SESSION_DIR / "prefect-server.log",
                       extra_env={"PREFECT_SERVER_DATABASE_TIMEOUT": "60"}) as api_url:  # fmt: skip
         yield api_url
