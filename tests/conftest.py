@@ -206,7 +206,7 @@ def api(prefect_server: str, runner: Any, identities: SimpleNamespace) -> Iterat
     )  # fmt: skip
     url = f"http://127.0.0.1:{API_PORT}"
     try:
-        read_until(process, "granary api:", timeout=60)  # and its output goes on being read, so it never blocks
+        read_until(process, "granary api:", timeout=180)  # and its output goes on being read, so it never blocks
         wait_until(lambda: httpx.get(f"{url}/conformance", timeout=2).status_code == 200, "granary api", process)
         yield SimpleNamespace(url=url, process=process, subscriber_port=SUBSCRIBER_PORT, **vars(identities))
     finally:

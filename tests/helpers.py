@@ -92,7 +92,7 @@ def _api_request(
     return rest.request(method, f"{api or os.environ['PREFECT_API_URL']}{path}", body, timeout=timeout)
 
 
-def wait_final(client: SyncPrefectClient, flow_run_id: Any, timeout: float = 90) -> FlowRun:
+def wait_final(client: SyncPrefectClient, flow_run_id: Any, timeout: float = 180) -> FlowRun:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         flow_run = client.read_flow_run(flow_run_id)

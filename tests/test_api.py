@@ -182,7 +182,7 @@ def test_dismiss_stops_the_container_answers_dismissed_and_is_idempotent(api, ad
     job_id = post(api, "/processes/sleeper/execution", admin, {"inputs": {"duration": 2.8}},
                   extra_headers={"Prefer": "respond-async"}).json()["jobID"]  # fmt: skip
     label = {"label": f"granary.execution-id={job_id}"}
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while not docker_runtime.client.containers.list(filters=label):
         assert time.monotonic() < deadline
         time.sleep(0.1)
@@ -244,7 +244,7 @@ def test_subscribers_are_told_of_progress_success_and_failure(api, admin, subscr
               extra_headers={"Prefer": "respond-async"}).json()["jobID"]  # fmt: skip
     bad = post(api, "/processes/bad-data/execution", admin, {"inputs": {}, "subscriber": hooks},
                extra_headers={"Prefer": "respond-async"}).json()["jobID"]  # fmt: skip
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while {path for path, _ in subscriber} != {"/ok", "/running", "/failed"}:
         assert time.monotonic() < deadline, subscriber
         time.sleep(0.2)
@@ -380,7 +380,7 @@ def s3_api(api, aws, batch_runner, monkeypatch) -> Iterator[Any]:
     url = f"http://127.0.0.1:{port}"
     monkeypatch.setenv("GRANARY_API_URL", url)
     try:
-        read_until(process, "granary api:", timeout=60)
+        read_until(process, "granary api:", timeout=180)
         wait_until(lambda: http.get(f"{url}/conformance", timeout=2).status_code == 200, "granary api", process)
         yield type(api)(**(vars(api) | {"url": url}))
     finally:
@@ -417,7 +417,7 @@ def test_granarys_documented_requests_work_verbatim_down_to_its_webhook(s3_api, 
         assert execution.status_code == 200, execution.text
         document = execution.json()
         assert document["status"] == "CREATED" and document["webhookId"] and document["arguments"] == {"foo": 4}
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180
         while (current := get(api, f"/api/executions/{document['id']}", admin).json())["status"] in (
             "CREATED",
             "STARTED",

@@ -17,8 +17,8 @@ import httpx
 import pytest
 import schemathesis
 import yaml
-from hypothesis import HealthCheck, settings
 from helpers import ROOT, TOKENS, bearer, containers_of, oidc_token, runner_for, stop_process, wait_final
+from hypothesis import HealthCheck, settings
 
 http = httpx.Client(timeout=120)
 RESTRICTED = "hello-for-ndvi-users"
@@ -392,7 +392,7 @@ def test_the_api_refuses_to_start_without_a_way_to_identify_users_and_says_so_wh
     port = free_port()
     process = granary_serve("--port", str(port), command="api", unset=unset, GRANARY_API_AUTH="off")
     try:
-        said = read_until(process, "granary api:", timeout=60)
+        said = read_until(process, "granary api:", timeout=180)
         assert "authentication is off" in said
         from granary_flows.server import wait_until
 
@@ -430,7 +430,7 @@ def test_prefect_server_with_its_own_credentials_is_no_side_door(tmp_path, docke
                             GRANARY_API_TOKENS_FILE=str(identities.tokens_file))  # fmt: skip
         try:
             read_until(serve, "waiting for runs", timeout=120)
-            read_until(api, "granary api:", timeout=60)
+            read_until(api, "granary api:", timeout=180)
             wait_until(lambda: http.get(f"http://127.0.0.1:{port}/conformance").status_code == 200, "api", api)
             done = http.post(f"http://127.0.0.1:{port}/processes/hello/execution", headers=bearer(TOKENS["alice"]),
                              json={"inputs": {"name": "behind auth"}})  # fmt: skip
@@ -477,15 +477,13 @@ def test_a_signed_picture_link_opens_that_picture_alone(api, people, runner, cli
     job = done.headers["Location"].rsplit("/", 1)[1]
     [markdown] = [a.data for a in artifacts_of(client, job) if a.key == "ndvi-quicklook"]
     [link] = re.findall(r"\((http[^)]+signature=[0-9a-f]+)\)", markdown)
-    picture = httpx.get(link)  # no token
+    picture = http.get(link)  # no token
     assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
     path, signature = link.split("?signature=")
-    assert httpx.get(f"{path.rsplit('/', 1)[0]}/ndvi.tif?signature={signature}").status_code == 401
-    assert httpx.get(f"{path}?signature={'0' * 64}").status_code == 401
+    assert http.get(f"{path.rsplit('/', 1)[0]}/ndvi.tif?signature={signature}").status_code == 401
+    assert http.get(f"{path}?signature={'0' * 64}").status_code == 401
     other = execute(api, people["alice"], "hello", {"name": "alice"}).headers["Location"].rsplit("/", 1)[1]
-    assert (
-        httpx.get(f"{api.url}/jobs/{other}/outputs/{path.rsplit('/', 1)[1]}?signature={signature}").status_code == 401
-    )
+    assert http.get(f"{api.url}/jobs/{other}/outputs/{path.rsplit('/', 1)[1]}?signature={signature}").status_code == 401
 
 
 def test_a_block_named_in_the_environment_overrides_the_environments_own_settings(client, monkeypatch):

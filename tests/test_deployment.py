@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import ROOT, api_post, wait_final
+from helpers import ROOT, api_post, stop_process, wait_final
 from prefect.client.schemas.sorting import DeploymentSort
 from typer.testing import CliRunner
 
@@ -154,24 +154,23 @@ def test_cancelling_a_run_under_granary_worker_subprocess_stops_its_container(
     )
     label = {"label": f"{LABEL_EXECUTION}={flow_run.id}"}
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 240
         while not docker_runtime.client.containers.list(filters=label):
             assert time.monotonic() < deadline, "the container never started"
             time.sleep(0.3)
         client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
-        final = wait_final(client, flow_run.id, timeout=60)
+        final = wait_final(client, flow_run.id, timeout=120)
         assert final.state.is_cancelled()
         assert docker_runtime.client.containers.list(all=True, filters=label) == []
         assert final.infrastructure_pid and f":{worker.pid}:" not in final.infrastructure_pid  # a process of its own
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        stop_process(worker)
 
 
 def test_a_task_files_schedule_creates_runs_that_complete_under_granary_serve(tmp_path):
     """The scheduler itself (not a test) creates the runs: Prefect's scheduler service on a server of this test's own,
     looking every second, against a schedule every 3 seconds."""
-    from helpers import granary_serve, read_until, stop_process, task_copy
+    from helpers import granary_serve, read_until, task_copy
 
     from granary_flows.server import free_port, local_server
 
@@ -184,8 +183,8 @@ def test_a_task_files_schedule_creates_runs_that_complete_under_granary_serve(tm
     with local_server(port=port, extra_env=server_env):
         serve = granary_serve("-d", str(tmp_path / "tasks"), PREFECT_API_URL=api, GRANARY_RESULTS_URI=str(tmp_path))
         try:
-            read_until(serve, "waiting for runs", timeout=60)
-            deadline = time.monotonic() + 60
+            read_until(serve, "waiting for runs", timeout=180)
+            deadline = time.monotonic() + 120
             while True:
                 completed = {"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}, "limit": 50, "offset": 0}
                 done = [r for r in api_post("/flow_runs/filter", completed, api).json() if r["auto_scheduled"]]

@@ -114,7 +114,7 @@ def test_resume_refuses_an_execution_that_does_not_exist_is_running_or_has_nothi
     assert unknown.exit_code == 1 and "no execution" in unknown.output
 
     slow = start(client, "slow-pipeline", seconds=30)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while client.read_flow_run(slow.id).state.name != "Running":
         assert time.monotonic() < deadline
         time.sleep(0.2)
@@ -180,12 +180,12 @@ def test_cancelling_a_pipeline_stops_its_step_containers(client, runner, docker_
 
     flow_run = start(client, "slow-pipeline", seconds=60)
     label = {"label": f"{LABEL_FLOW_RUN}={flow_run.id}"}
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while not docker_runtime.client.containers.list(filters=label):
         assert time.monotonic() < deadline, "the step's container never started"
         time.sleep(0.2)
     client.set_flow_run_state(flow_run.id, Cancelling())
-    assert wait_final(client, flow_run.id, timeout=30).state.is_cancelled()
+    assert wait_final(client, flow_run.id, timeout=60).state.is_cancelled()
     assert docker_runtime.client.containers.list(all=True, filters=label) == []
 
 

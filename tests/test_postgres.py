@@ -58,7 +58,7 @@ def test_a_prefect_server_on_postgresql_runs_a_burst_of_executions_through_grana
                 GRANARY_RESULTS_URI=str(tmp_path / "results"),
                 **client_env,
             )
-            read_until(worker, "waiting for runs", timeout=60)
+            read_until(worker, "waiting for runs", timeout=180)
             deployment = httpx.get(f"{api}/deployments/name/pg-hello/pg-hello").json()
             runs = [
                 httpx.post(

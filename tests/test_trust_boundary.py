@@ -152,7 +152,7 @@ def test_a_number_prefect_cannot_list_fails_the_run_and_leaves_the_server_listin
         f"/deployments/{deployment.id}/create_flow_run",
         {"parameters": {"name": "x", "times": 10**20}, "enforce_parameter_schema": False},
     )
-    flow_run = wait_final(client, response.json()["id"], timeout=60)
+    flow_run = wait_final(client, response.json()["id"], timeout=180)
     assert flow_run.state.is_failed()
     assert "$.times: 100000000000000000000 is larger than a 64-bit integer" in flow_run.state.message
     assert api_post("/flow_runs/filter", {"limit": 200}).status_code == 200  # the server can list runs again
@@ -253,7 +253,7 @@ def test_cancelling_while_an_input_is_staged_ends_the_run_within_two_seconds(
     try:
         since = time.time()
         flow_run = start(client, "probe", scene=f"http://127.0.0.1:{server.server_address[1]}/slow.tif")
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while not client.read_flow_run(flow_run.id).state.is_running():
             assert time.monotonic() < deadline
             time.sleep(0.1)
