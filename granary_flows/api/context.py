@@ -3,6 +3,7 @@ results store, the authenticator, and how answers are negotiated (JSON, or HTML 
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -27,6 +28,7 @@ from granary_flows.store import ResultsStore
 
 EXCEPTIONS = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0"
 MAX_OFFSET = 10**9  # the deepest page a listing goes to: Prefect's database refuses offsets past 64 bits
+logger = logging.getLogger("granary.api")
 REGISTRY_TTL = 2.0  # seconds a registry listing is reused; registrations through this API refresh it at once
 
 
@@ -65,21 +67,46 @@ class Context:
         self.authenticator = authenticator
         self.store = ResultsStore(settings.results)
         self.registry = Registry(client)
-        self._entries: dict[str, Entry] = {}
+        self._entries: dict[str, Entry] | None = None  # None: the next request reads the registry itself
         self._read_at = 0.0
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
+        self._generation = 0  # a listing read before a registration through this API is not kept after it
 
     def entries(self, fresh: bool = False) -> dict[str, Entry]:
-        """Every registered task and pipeline, by name."""
-        with self._lock:
-            if fresh or time.monotonic() - self._read_at > REGISTRY_TTL:
-                self._entries = {entry.name: entry for entry in self.registry.entries()}
-                self._read_at = time.monotonic()
-            return dict(self._entries)
+        """Every registered task and pipeline, by name.
+
+        A listing older than REGISTRY_TTL is still answered while one thread reads the next one: under load, a
+        registry read takes as long as any request to Prefect's server, and every request queued behind it.
+        """
+        listing = self._entries
+        if fresh or listing is None:
+            return self._read()
+        if time.monotonic() - self._read_at > REGISTRY_TTL and self._refreshing.acquire(blocking=False):
+            threading.Thread(target=self._refresh, name="granary-registry-refresh", daemon=True).start()
+        return dict(listing)
 
     def forget(self) -> None:
+        """After a registration through this API: its very next request sees it."""
         with self._lock:
-            self._read_at = 0.0
+            self._generation += 1
+            self._entries = None
+
+    def _read(self) -> dict[str, Entry]:
+        generation, read_at = self._generation, time.monotonic()
+        listing = {entry.name: entry for entry in self.registry.entries()}
+        with self._lock:
+            if generation == self._generation:
+                self._entries, self._read_at = listing, read_at
+        return dict(listing)
+
+    def _refresh(self) -> None:
+        try:
+            self._read()
+        except Exception:  # the server did not answer: the listing in hand stays, and a later request tries again
+            logger.warning("could not refresh the registry listing", exc_info=True)
+        finally:
+            self._refreshing.release()
 
     def entry(self, name: str) -> Entry:
         found = self.entries().get(name) or self.entries(fresh=True).get(name)
