@@ -1,6 +1,7 @@
 """`granary api` against `granary run` and a bare `docker run`, in one run, on one local Prefect server.
 
     .venv/bin/python bench/api.py [--runs 10] [--clients 50] [--executes 500] [--jobs 10000] [--database sqlite]
+                                  [--only jobs]
 
 A Prefect server, `granary serve` and `granary api` (static tokens) are started here, each a process of its own.
 Printed: the median wall time of `--runs` synchronous executes of `hello` (`POST /processes/hello/execution`, the
@@ -8,7 +9,8 @@ client's view: from the request to the results document), of the same execution 
 CLI's view: from the command to its exit), and of a bare sandboxed `docker run` of the same image; then
 `--executes` asynchronous executes from `--clients` concurrent clients (the 201 answer's p50/p95, and whether every
 job reached a final state exactly once); then `GET /jobs?limit=50` with `--jobs` jobs in the server (p50/p95 over 50
-requests, as an admin and as a user who submitted few of them).
+requests, as an admin and as a user who submitted few of them). `--only jobs` measures the job list alone, on a
+server that nothing else keeps busy meanwhile.
 
 Beside each HTTP figure, its floor measured in the same run: the Prefect server's own endpoint doing the same work
 (`POST /deployments/{id}/create_flow_run` from as many clients; `POST /flow_runs/filter` for the same page, newest
@@ -196,6 +198,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients of the asynchronous executes")
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs in the server for the job list")
     parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgres"])
+    parser.add_argument("--only", choices=["jobs"], help="measure the job list alone")
     args = parser.parse_args()
 
     tokens = WORK / "tokens.json"
@@ -222,55 +225,61 @@ def main() -> None:
         api = f"http://127.0.0.1:{api_port}"
         wait_until(lambda: httpx.get(f"{api}/conformance").status_code == 200, "granary api")
 
-        sync = statistics.median(sync_executes(api, user, args.runs))
-        cli = statistics.median(cli_runs(environment, args.runs))
-        bare = statistics.median(bare_docker_runs(args.runs))
-        print(f"measured: sync execute {sync:.3f} s, granary run {cli:.3f} s, bare docker run {bare:.3f} s", flush=True)
+        if not args.only:
+            sync = statistics.median(sync_executes(api, user, args.runs))
+            cli = statistics.median(cli_runs(environment, args.runs))
+            bare = statistics.median(bare_docker_runs(args.runs))
+            print(
+                f"measured: sync execute {sync:.3f} s, granary run {cli:.3f} s, bare docker run {bare:.3f} s",
+                flush=True,
+            )
 
-        begun = time.perf_counter()
-        answers, jobs = async_executes(api, user, args.executes, args.clients)
-        finals = final_states(prefect, jobs, timeout=60 + args.executes * 2)
-        async_wall = time.perf_counter() - begun
-        once = sum(1 for states in finals.values() if states == ["COMPLETED"])
-        print(f"measured: {args.executes} async executes in {async_wall:.1f} s", flush=True)
+            begun = time.perf_counter()
+            answers, jobs = async_executes(api, user, args.executes, args.clients)
+            finals = final_states(prefect, jobs, timeout=60 + args.executes * 2)
+            async_wall = time.perf_counter() - begun
+            once = sum(1 for states in finals.values() if states == ["COMPLETED"])
+            print(f"measured: {args.executes} async executes in {async_wall:.1f} s", flush=True)
 
-        idle_id = httpx.get(f"{prefect}/deployments/name/idle/idle", timeout=30).json()["id"]
-        direct = prefect_creates(prefect, idle_id, args.executes, args.clients)
-        idle_answers, _ = async_executes(api, user, args.executes, args.clients, "idle")
-        print("measured: async executes of idle, and the server's own creates", flush=True)
+            idle_id = httpx.get(f"{prefect}/deployments/name/idle/idle", timeout=30).json()["id"]
+            direct = prefect_creates(prefect, idle_id, args.executes, args.clients)
+            idle_answers, _ = async_executes(api, user, args.executes, args.clients, "idle")
+            print("measured: async executes of idle, and the server's own creates", flush=True)
 
         fill_jobs(prefect, args.jobs)
         as_admin = list_times(api, admin, 50)
         as_user = list_times(api, user, 50)
+        idle_id = httpx.get(f"{prefect}/deployments/name/idle/idle", timeout=30).json()["id"]
         deployments = [idle_id, httpx.get(f"{prefect}/deployments/name/hello/hello", timeout=30).json()["id"]]
         direct_admin = prefect_list_times(prefect, deployments, None, 50)
         direct_user = prefect_list_times(prefect, deployments, "user", 50)
 
     print(f"\n| measure | {args.database} | target |")
     print("| --- | --- | --- |")
-    print(f"| synchronous execute of hello (median of {args.runs}) | {sync:.2f} s | |")
-    print(f"| `granary run hello --watch` (median of {args.runs}) | {cli:.2f} s | |")
-    print(f"| bare sandboxed `docker run` (median of {args.runs}) | {bare:.2f} s | |")
-    print(f"| execute / granary run | {sync / cli:.2f}x | at most 1.2x |")
-    print(f"| execute over bare docker run | +{sync - bare:.2f} s | at most +0.35 s |")
-    print(
-        f"| {args.executes} async executes from {args.clients} clients: 201 p50 / p95 "
-        f"| {_p50_p95(answers)} | p95 at most 100 ms |"
-    )
-    print(f"| ... reached a final state exactly once (Completed) | {once} of {args.executes} | all |")
-    print(f"| ... all final after | {async_wall:.1f} s ({args.executes / async_wall * 60:.0f} per minute) | |")
-    print(f"| {args.executes} async executes of `idle` (nobody runs it): 201 p50 / p95 | {_p50_p95(idle_answers)} | |")
-    print(f"| ... the server's own create_flow_run of `idle`, as many clients: p50 / p95 | {_p50_p95(direct)} | |")
-    print(f"| ... execute / the server's create, p95 | {_ratio(idle_answers, direct)} | |")
+    if not args.only:
+        print(f"| synchronous execute of hello (median of {args.runs}) | {sync:.2f} s | |")
+        print(f"| `granary run hello --watch` (median of {args.runs}) | {cli:.2f} s | |")
+        print(f"| bare sandboxed `docker run` (median of {args.runs}) | {bare:.2f} s | |")
+        print(f"| execute / granary run | {sync / cli:.2f}x | at most 1.2x |")
+        print(f"| execute over bare docker run | +{sync - bare:.2f} s | at most +0.35 s |")
+        print(
+            f"| {args.executes} async executes from {args.clients} clients: 201 p50 / p95 "
+            f"| {_p50_p95(answers)} | p95 at most 100 ms |"
+        )
+        print(f"| ... reached a final state exactly once (Completed) | {once} of {args.executes} | all |")
+        print(f"| ... all final after | {async_wall:.1f} s ({args.executes / async_wall * 60:.0f} per minute) | |")
+        print(
+            f"| {args.executes} async executes of `idle` (nobody runs it): 201 p50 / p95 | {_p50_p95(idle_answers)} | |"
+        )
+        print(f"| ... the server's own create_flow_run of `idle`, as many clients: p50 / p95 | {_p50_p95(direct)} | |")
+        print(f"| ... execute / the server's create, p95 | {_ratio(idle_answers, direct)} | |")
     print(
         f"| GET /jobs?limit=50 with {args.jobs:,} more jobs, admin: p50 / p95 | {_p50_p95(as_admin)} "
         "| p95 at most 200 ms |"
     )
     print(f"| ... the server's own /flow_runs/filter for that page: p50 / p95 | {_p50_p95(direct_admin)} | |")
-    print(
-        f"| ... as a user with {args.executes * 2 + args.runs + 1} jobs of their own: p50 / p95 "
-        f"| {_p50_p95(as_user)} | p95 at most 200 ms |"
-    )
+    user_jobs = 0 if args.only else args.executes * 2 + args.runs + 1
+    print(f"| ... as a user with {user_jobs} jobs of their own: p50 / p95 | {_p50_p95(as_user)} | p95 at most 200 ms |")
     print(f"| ... the server's own /flow_runs/filter for that page: p50 / p95 | {_p50_p95(direct_user)} | |")
     print(
         f"| GET /jobs / the server's filter, p95, admin / user | {_ratio(as_admin, direct_admin)} / "
