@@ -37,14 +37,15 @@ def pending_messages(client, flow_run_id) -> list[str]:
 
 
 def containers_for(docker_runtime, flow_run_id, running_only: bool = False) -> list:
+    """Its containers; sparse, because docker-py inspects each listed container and one removed meanwhile raised."""
     label = {"label": f"{LABEL_EXECUTION}={flow_run_id}"}
-    return docker_runtime.client.containers.list(all=not running_only, filters=label)
+    return docker_runtime.client.containers.list(all=not running_only, filters=label, sparse=True)
 
 
 def containers_started(docker_runtime, flow_run_id) -> list:
     """Its containers that started, whether they are still running or already exited."""
     filters = {"label": f"{LABEL_EXECUTION}={flow_run_id}", "status": ["running", "exited"]}
-    return docker_runtime.client.containers.list(all=True, filters=filters)
+    return docker_runtime.client.containers.list(all=True, filters=filters, sparse=True)
 
 
 def wait_for_container(docker_runtime, flow_run_id, timeout: float = 180) -> None:
