@@ -225,6 +225,7 @@ def main() -> None:
         api = f"http://127.0.0.1:{api_port}"
         wait_until(lambda: httpx.get(f"{api}/conformance").status_code == 200, "granary api")
 
+        idle_id = httpx.get(f"{prefect}/deployments/name/idle/idle", timeout=30).json()["id"]
         if not args.only:
             sync = statistics.median(sync_executes(api, user, args.runs))
             cli = statistics.median(cli_runs(environment, args.runs))
@@ -241,7 +242,6 @@ def main() -> None:
             once = sum(1 for states in finals.values() if states == ["COMPLETED"])
             print(f"measured: {args.executes} async executes in {async_wall:.1f} s", flush=True)
 
-            idle_id = httpx.get(f"{prefect}/deployments/name/idle/idle", timeout=30).json()["id"]
             direct = prefect_creates(prefect, idle_id, args.executes, args.clients)
             idle_answers, _ = async_executes(api, user, args.executes, args.clients, "idle")
             print("measured: async executes of idle, and the server's own creates", flush=True)
@@ -249,7 +249,6 @@ def main() -> None:
         fill_jobs(prefect, args.jobs)
         as_admin = list_times(api, admin, 50)
         as_user = list_times(api, user, 50)
-        idle_id = httpx.get(f"{prefect}/deployments/name/idle/idle", timeout=30).json()["id"]
         deployments = [idle_id, httpx.get(f"{prefect}/deployments/name/hello/hello", timeout=30).json()["id"]]
         direct_admin = prefect_list_times(prefect, deployments, None, 50)
         direct_user = prefect_list_times(prefect, deployments, "user", 50)
