@@ -56,7 +56,7 @@ from granary_flows.loading import Definition
 from granary_flows.restarts import CLAIM
 from granary_flows.runtimes.base import Runtime
 from granary_flows.store import ResultsStore
-from granary_flows.validation import INT64, too_large
+from granary_flows.validation import INT64, unstorable
 
 logger = logging.getLogger("granary.runner")
 WATCH_INTERVAL = 0.1  # how often in-flight runs are checked for cancellation, at most every CANCEL_CHECK seconds
@@ -302,14 +302,15 @@ class InProcessRunner:
 
 
 def _unrunnable(flow_run: Any, names: list[str]) -> str | None:
-    """Why a run's parameters cannot even reach its flow: arguments it does not take, or numbers nothing can hold."""
+    """Why a run's parameters cannot even reach its flow: arguments it does not take, or values Prefect's
+    database cannot hold."""
     parameters = flow_run.parameters or {}
     unknown = sorted(set(parameters) - set(names))
     if unknown:
         takes = ", ".join(names) or "no arguments"
         return f"unknown argument(s) {', '.join(map(repr, unknown))} (the task takes: {takes})"
-    huge = too_large(parameters, "$")
-    return "; ".join(huge) if huge else None
+    refused = unstorable(parameters, "$")
+    return "; ".join(refused) if refused else None
 
 
 def _defuse(client: SyncPrefectClient, flow_run: Any) -> None:

@@ -117,19 +117,33 @@ def violations(schema: dict[str, Any], arguments: dict[str, Any]) -> list[str]:
     except Unresolvable as err:
         return [f"$: the schema refers to {err.ref!r}, which is not in it"]
     found = sorted(errors, key=lambda e: (list(map(str, e.absolute_path)), e.message))
-    return [f"{error.json_path}: {error.message}" for error in found] + too_large(arguments, "$")
+    return [_printable(f"{error.json_path}: {error.message}") for error in found] + unstorable(arguments, "$")
 
 
-def too_large(value: Any, path: str) -> list[str]:
+def unstorable(value: Any, path: str) -> list[str]:
+    """What Prefect's database cannot hold, whatever the schema allows: integers past 64 bits (SQLite stores them
+    but the server's listings then fail) and the NUL character (PostgreSQL refuses it in JSON, and the server answers
+    503 to every retry)."""
     if isinstance(value, bool):
         return []
     if isinstance(value, int) and abs(value) > INT64:
         return [f"{path}: {value} is larger than a 64-bit integer"]
+    if isinstance(value, str) and "\x00" in value:
+        return [f"{path}: contains the NUL character (\\u0000), which Prefect's database cannot store"]
     if isinstance(value, dict):
-        return [found for key, item in value.items() for found in too_large(item, f"{path}.{key}")]
+        return [
+            found
+            for key, item in value.items()
+            for found in unstorable(key, f"{path} (a key)") + unstorable(item, f"{path}.{_printable(key)}")
+        ]
     if isinstance(value, list):
-        return [found for index, item in enumerate(value) for found in too_large(item, f"{path}[{index}]")]
+        return [found for index, item in enumerate(value) for found in unstorable(item, f"{path}[{index}]")]
     return []
+
+
+def _printable(text: str) -> str:
+    """`text` without NUL characters, which would make a message as unstorable as the argument it names."""
+    return text.replace("\x00", "\\u0000")
 
 
 def prepare_arguments(task: str, schema: dict[str, Any], arguments: dict[str, Any]) -> dict[str, Any]:

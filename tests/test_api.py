@@ -128,6 +128,15 @@ def test_invalid_inputs_are_refused_naming_every_violation_and_nothing_runs(api,
     assert len(client.read_flow_runs(limit=200, sort="ID_DESC", offset=0)) == before  # no run, so no container
 
 
+def test_a_nul_character_is_refused_before_anything_runs(api, admin, client):
+    # PostgreSQL cannot store it in a run's parameters: Prefect's server answers 503 to each retry of the creation.
+    before = len(client.read_flow_runs(limit=200, sort="ID_DESC", offset=0))
+    refused = post(api, "/processes/hello/execution", admin, {"inputs": {"name": "a\u0000b"}})
+    assert refused.status_code == 400, refused.text
+    assert "$.name: contains the NUL character" in refused.json()["detail"]
+    assert len(client.read_flow_runs(limit=200, sort="ID_DESC", offset=0)) == before
+
+
 def test_inputs_by_link_and_qualified_value_are_read_and_the_original_uri_kept(api, admin):
     body = {
         "inputs": {"redBand": {"value": 3, "mediaType": "application/json"}, "nirBand": 4,

@@ -45,6 +45,15 @@ def test_run_refuses_invalid_arguments_before_creating_anything(client, runner):
     assert len(client.read_flow_runs(limit=200, sort="ID_DESC", offset=0)) == len(before)
 
 
+def test_run_refuses_what_prefects_database_cannot_store_before_creating_anything(client, runner):
+    before = client.read_flow_runs(limit=200, sort="ID_DESC", offset=0)
+    result = cli.invoke(app, ["run", "hello", "--params", '{"name": "a\\u0000b", "times": 100000000000000000000}'])
+    assert result.exit_code == 1
+    assert "$.name: contains the NUL character (\\u0000), which Prefect's database cannot store" in result.output
+    assert "$.times: 100000000000000000000 is larger than a 64-bit integer" in result.output
+    assert len(client.read_flow_runs(limit=200, sort="ID_DESC", offset=0)) == len(before)
+
+
 def test_run_watch_streams_logs_and_prints_the_results(runner):
     result = cli.invoke(app, ["run", "hello", "-p", "name=Lin", "-p", "times=2", "--watch"])
     assert result.exit_code == 0, result.output
