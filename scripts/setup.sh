@@ -129,7 +129,7 @@ install_test_tools() {
     (cd tests/ui && npm ci --no-audit --no-fund >"$CACHE/npm.log" 2>&1) || { cat "$CACHE/npm.log" >&2; exit 1; }
   fi
   # The tests start their own PostgreSQL cluster for a Prefect server under load; only the programs are needed.
-  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { log "installing PostgreSQL (for the database test)"; apt_install postgresql; }
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { log "installing PostgreSQL (the tests' Prefect server runs on it)"; apt_install postgresql; }
 }
 
 build_seed_example() {

@@ -5,6 +5,7 @@ The environment is set before Prefect is imported, so every client in this proce
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import socket
@@ -67,14 +68,25 @@ from prefect.logging.handlers import APILogWorker  # noqa: E402
 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
+    """The session's Prefect server, on PostgreSQL: the database a shared server runs on.
+
+    On SQLite, Prefect's own server fails writes with "database is locked" and at times holds its write lock for its
+    full 60 s busy timeout while runs, creations and its own services (marking runs late) write at once; on a loaded
+    CI machine that stalled runs for minutes and outlasted every client's retries. The embedded SQLite default is
+    still what `scripts/quickstart.sh` and the tests that start servers of their own (test_auth, test_deployment,
+    test_worker) run on; GRANARY_TEST_DATABASE=sqlite runs this session on it too.
+    """
+    from postgres import local_postgres
+
     from granary_flows.server import local_server
 
-    # SQLite's lock is waited for up to a minute, not Prefect's 10 s: on a loaded CI machine, 8 runs writing at once
-    # held it past 10 s. SQLite in WAL mode still refuses some writes at once whatever the wait, so a test that
-    # creates many runs creates them while none runs (test_fuzz).
-    with local_server(port=PORT, log_file=SESSION_DIR / "prefect-server.log",
-                      extra_env={"PREFECT_SERVER_DATABASE_TIMEOUT": "60"}) as api_url:  # fmt: skip
-        yield api_url
+    with contextlib.ExitStack() as stack:
+        database = {}
+        if os.environ.get("GRANARY_TEST_DATABASE", "postgresql") != "sqlite":
+            url = stack.enter_context(local_postgres(_free_port()))
+            database["PREFECT_API_DATABASE_CONNECTION_URL"] = url
+        log_file = SESSION_DIR / "prefect-server.log"
+        yield stack.enter_context(local_server(port=PORT, log_file=log_file, extra_env=database))
 
 
 @pytest.fixture(scope="session")
