@@ -77,3 +77,20 @@ def test_after_a_registration_the_next_request_sees_it_though_an_older_read_ends
     until(lambda: not [t for t in threading.enumerate() if t.name == "granary-registry-refresh"])
     monkeypatch.setattr(api_context, "REGISTRY_TTL", 3600.0)
     assert set(ctx.entries()) == {"hello", "ndvi"}  # the older listing was not kept
+
+
+def test_requests_that_find_no_listing_in_hand_wait_for_one_read_of_the_registry(ctx, monkeypatch):
+    monkeypatch.setattr(api_context, "REGISTRY_TTL", 3600.0)  # no refreshes: only the cold reads are counted
+    registry = ctx.registry
+    gate = registry.hold_next_read()
+    answers: list[set[str]] = []
+    requests = [threading.Thread(target=lambda: answers.append(set(ctx.entries()))) for _ in range(5)]
+    for request in requests:
+        request.start()
+    assert registry.reading.wait(10)
+    time.sleep(0.2)  # the other four arrive while the first read is held
+    gate.set()
+    for request in requests:
+        request.join(10)
+    assert answers == [{"hello"}] * 5
+    assert registry.reads == 1

@@ -71,6 +71,7 @@ class Context:
         self._read_at = 0.0
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()
+        self._cold = threading.Lock()
         self._generation = 0  # a listing read before a registration through this API is not kept after it
 
     def entries(self, fresh: bool = False) -> dict[str, Entry]:
@@ -79,9 +80,14 @@ class Context:
         A listing older than REGISTRY_TTL is still answered while one thread reads the next one: under load, a
         registry read takes as long as any request to Prefect's server, and every request queued behind it.
         """
-        listing = self._entries
-        if fresh or listing is None:
+        if fresh:
             return self._read()
+        listing = self._entries
+        if listing is None:
+            with self._cold:  # at start-up and after a registration: one read for all who arrive meanwhile
+                listing = self._entries
+                if listing is None:
+                    return self._read()
         if time.monotonic() - self._read_at > REGISTRY_TTL and self._refreshing.acquire(blocking=False):
             threading.Thread(target=self._refresh, name="granary-registry-refresh", daemon=True).start()
         return dict(listing)
