@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote_plus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -67,6 +68,7 @@ def create_app(settings: ApiSettings | None = None, auth: AuthSettings | None = 
     _documentation(app)
     _errors(app)
     _login(app)
+    _refuse_nul(app)
     return app
 
 
@@ -116,6 +118,19 @@ def _errors(app: FastAPI) -> None:
         logging.getLogger("granary.api").exception("%s %s failed", request.method, request.url.path)
         failed = ApiError(500, "server-error", "the request failed", type(err).__name__)
         return answer(request, failed.document(), "error", status=500)
+
+
+def _refuse_nul(app: FastAPI) -> None:
+    """A NUL character in a path or query is refused here: Prefect's server on PostgreSQL answers 503 to a filter
+    holding one, and its client retries that for a minute before the request fails. (Arguments are checked with the
+    rest of their validation.)"""
+
+    @app.middleware("http")
+    async def nul_free(request: Request, call_next: Any) -> Any:
+        if "\x00" in request.scope["path"] or "\x00" in unquote_plus(request.url.query):
+            refused = ApiError(400, "invalid-parameter", "invalid request", "the path or query holds a NUL character")
+            return answer(request, refused.document(), "error", status=400)
+        return await call_next(request)
 
 
 def _client(request: Request) -> str | None:
