@@ -279,7 +279,7 @@ def oidc_token(identities: Any, subject: str, roles: list[str], **claims: Any) -
     now = int(time.time())
     payload = {
         "iss": identities.issuer, "aud": identities.audience, "sub": f"id-{subject}", "preferred_username": subject,
-        "iat": now, "exp": now + 600, "realm_access": {"roles": roles},
+        "iat": now, "exp": now + 3600, "realm_access": {"roles": roles},
     } | claims  # fmt: skip
     return jwt.encode(payload, identities.key, algorithm="RS256", headers={"kid": identities.kid})
 
