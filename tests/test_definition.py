@@ -46,6 +46,21 @@ def test_a_broken_file_names_each_field_at_fault_with_its_line(tmp_path):
     assert "timout (line 6): unknown field" in caught.value.problems
 
 
+def test_a_nul_character_anywhere_in_a_definition_is_named_with_its_line():
+    from granary_flows.loading import read_definition
+
+    text = (
+        'name: x\ndescription: "a\\0b"\nvalidator:\n  schema:\n    type: object\n    properties:\n'
+        '      n: {type: string, enum: [ok, "n\\0"]}\nruntime: {docker: {image: granary/hello:1}}\n'
+    )
+    with pytest.raises(DefinitionError) as refused:
+        read_definition(text, "request")
+    said = str(refused.value)
+    assert "description (line 2): holds a NUL character" in said
+    assert "validator.schema.properties.n.enum.1 (line 7): holds a NUL character" in said
+    assert "\x00" not in said
+
+
 def test_a_schema_that_is_not_a_valid_json_schema_is_refused_with_its_path(tmp_path):
     path = write(
         tmp_path,
