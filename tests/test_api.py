@@ -134,6 +134,10 @@ def test_a_nul_character_is_refused_before_anything_runs(api, admin, client):
     refused = post(api, "/processes/hello/execution", admin, {"inputs": {"name": "a\u0000b"}})
     assert refused.status_code == 400, refused.text
     assert "$.name: contains the NUL character" in refused.json()["detail"]
+    tasks = get(api, "/api/tasks", admin, limit=1000).json()["results"]
+    hello = next(task["id"] for task in tasks if task["name"] == "hello")
+    tagged = post(api, "/api/executions", admin, {"taskId": hello, "arguments": {"name": "x"}, "tags": ["a\u0000b"]})
+    assert tagged.status_code == 400 and "$.tags[0]: contains the NUL character" in tagged.json()["msg"], tagged.text
     assert len(client.read_flow_runs(limit=200, sort="ID_DESC", offset=0)) == before
 
 
@@ -451,6 +455,9 @@ def test_granarys_documented_requests_work_verbatim_down_to_its_webhook(s3_api, 
     assert used.status_code == 404  # single use
     listed = get(api, "/api/executions", admin, taskId=created.json()["id"], status="SUCCESSFUL").json()
     assert [e["id"] for e in listed["results"]] == [document["id"]]
+    started = time.monotonic()
+    assert get(api, "/api/executions", admin, taskId="no-such-task").json()["results"] == []
+    assert time.monotonic() - started < 5  # it once asked Prefect for a name no run has, which PostgreSQL refused
 
 
 # The webhook job of Granary's docs: it writes its result next to its outputs and posts Granary's success message.

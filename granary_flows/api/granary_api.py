@@ -24,7 +24,7 @@ from granary_flows.provenance import SUBMITTER_TAG, submitter_tag
 from granary_flows.registry import Entry
 from granary_flows.store import is_under
 from granary_flows.submission import refusals_said
-from granary_flows.validation import prepare_arguments
+from granary_flows.validation import prepare_arguments, unstorable
 from granary_flows.webhooks import same, webhook_id, webhook_secret
 
 router = APIRouter(prefix="/api", tags=["Granary"], responses=ANSWERS)
@@ -169,6 +169,9 @@ def _create_execution(body: Any, ctx: Context, who: Identity) -> Any:
         record(who, "execute", task.name, "refused", problems=err.violations)
         return JSONResponse({"msg": str(err), "errors": err.violations}, status_code=400)
     asked_tags = [str(t) for t in body.get("tags") or [] if t]
+    unstored = unstorable({"name": body.get("name"), "tags": asked_tags}, "$")
+    if unstored:
+        return JSONResponse({"msg": "; ".join(unstored), "errors": unstored}, status_code=400)
     if any(t.startswith(SUBMITTER_TAG) for t in asked_tags):
         return JSONResponse({"msg": f"tags starting with {SUBMITTER_TAG!r} are the API's own"}, status_code=400)
     tags = [API_TAG, submitter_tag(who.subject), *asked_tags]
@@ -194,13 +197,15 @@ def list_executions(
     ctx: Context = Depends(context),
     who: Identity = Depends(identity),
 ) -> Any:
-    entries = {str(e.deployment_id): e for e in ctx.entries().values()}
-    processes = [entries[taskId].name] if taskId in entries else ([] if taskId is None else ["\0none"])
     statuses = [FROM_STATUS[status.upper()]] if status and status.upper() in FROM_STATUS else []
     if status and not statuses:
         raise ApiError(
             400, "invalid-parameter", "invalid status", f"{status!r} is not CREATED, STARTED, SUCCESSFUL or FAILED"
         )
+    entries = {str(e.deployment_id): e for e in ctx.entries().values()}
+    if taskId is not None and taskId not in entries:
+        return {"page": page, "pageSize": limit, "results": []}  # no such task, so none of its executions
+    processes = [entries[taskId].name] if taskId is not None else []
     query = JobQuery(
         processes=processes, statuses=statuses, limit=limit, offset=page * limit,
         submitter=None if who.admin else who.subject,
