@@ -128,7 +128,7 @@ install_test_tools() {
     log "installing playwright-core (no browser download: it drives Debian's Chromium)"
     (cd tests/ui && npm ci --no-audit --no-fund >"$CACHE/npm.log" 2>&1) || { cat "$CACHE/npm.log" >&2; exit 1; }
   fi
-  # The tests start their own PostgreSQL cluster for a Prefect server under load; only the programs are needed.
+  # The tests start their own PostgreSQL cluster for the session's Prefect server; only the programs are needed.
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { log "installing PostgreSQL (the tests' Prefect server runs on it)"; apt_install postgresql; }
 }
 
