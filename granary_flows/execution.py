@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import json
 import shutil
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -256,8 +257,15 @@ class Execution:
         outcome = self.runtime.run(attempt, self._line_handler())
         self.cancel.check(f"execution {self.execution_id}")
         self._raise_for_failure(outcome)
+        started = time.perf_counter()
         collected = self.runtime.collect(attempt, self.store, self.policy)
         self.last_attempt = attempt
+        self.logger.info(
+            "outputs: %d file(s), %.1f MiB, collected in %.1f s",
+            len(collected.stored.uris),
+            sum(collected.stored.sizes.values()) / 2**20,
+            time.perf_counter() - started,
+        )
         for warning in collected.warnings:
             self.logger.warning(self.mask.text(warning))
         results = collect(

@@ -253,6 +253,8 @@ def test_docker_outputs_go_to_s3_in_parallel_multipart_uploads(client, aws, batc
     small = aws.s3.head_object(Bucket=BUCKET, Key=f"{prefix}/part-2.bin")
     assert big["ContentLength"] == 12 * 2**20 and big["ETag"].strip('"').endswith("-3")  # 3 parts of 5, 5, 2 MiB
     assert small["ContentLength"] == 2**20 and "-" not in small["ETag"]
+    [stored] = [line for line in logs_of(client, flow_run.id) if line.startswith("outputs: ")]
+    assert re.fullmatch(r"outputs: 2 file\(s\), 13\.0 MiB, collected in [0-9]+\.[0-9] s", stored), stored
 
 
 def test_cancelling_while_outputs_are_stored_ends_the_run_within_two_seconds(client, aws, batch_runner, docker_runtime):
