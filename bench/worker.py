@@ -1,7 +1,7 @@
 """granary's in-process worker against Prefect's own `serve()` and a bare `docker run`, in one run, per database.
 
     .venv/bin/python bench/worker.py [--runs 10] [--burst 100] [--memory 1000] [--databases sqlite,postgres]
-                                     [--depths 100,2000] [--batch 5]
+                                     [--depths 100,2000] [--batch 5] [--s3 3]
 
 For each database (a local Prefect server on SQLite, then one on PostgreSQL from Debian's programs), the same `hello`
 execution is run by `granary serve --subprocess` (Prefect's Runner: a Python process per flow run, polling every
@@ -16,13 +16,18 @@ First, before those: for each of `--depths`, that many executions due at the sam
 granary's runner 8 at a time, against as many sandboxed bare `docker run`s 8 at a time (throughput of each, the
 runner's and the Prefect server's CPU per execution, the runner's memory once 200 are done); and `--batch` executions
 of hello on moto's Batch against a bare boto3 SubmitJob + DescribeJobs loop at the same backoff (median wall time and
-Batch calls of each). An empty `--databases` runs only these.
+Batch calls of each); and `--s3` times a Docker task writing 1 GiB of outputs (9 files) to an S3 root on moto, the
+store step as its run logs it, against a raw s3fs `put` of the same files written by the same command in the same
+sandbox, at granary's part size and at s3fs's default (MiB/s of each, and moto's CPU meanwhile). An empty
+`--databases` runs only these.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -365,6 +370,97 @@ def batch_comparison(runs: int) -> dict[str, float]:
     }
 
 
+# 1 GiB of outputs: one file of half of it and eight of a sixteenth, so that both multipart and whole-object PUTs count
+OUTPUT_FILES = {"f0.bin": 512, **{f"f{i}.bin": 64 for i in range(1, 9)}}  # name -> MiB
+
+
+def s3_comparison(runs: int) -> dict[str, float]:
+    """Outputs a Docker task wrote (`OUTPUT_FILES`), stored to an S3 root on moto by granary's runner, against a raw
+    s3fs `put` of files of the same sizes, at granary's part size and at s3fs's default, alternating in one run.
+    granary's figure is the store step its run logs (`outputs: ... collected in S s`): listing the execution's folder,
+    clearing it and the upload. Returns the median MiB per second of each."""
+    import s3fs
+
+    from granary_flows.store import MULTIPART_CHUNK
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers import running_moto
+
+    port = free_port()
+    aws = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
+           "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    os.environ.update(aws)
+    writes = "; ".join(f"head -c {mib * 2**20} /dev/urandom > $OUTPUT_DIR/{name}" for name, mib in OUTPUT_FILES.items())
+    changes = {"runtime": {"docker": {"image": "granary/hello:1", "command": ["/bin/sh", "-c", writes]}},
+               "resources": {"cpus": 1, "memory": 256}, "outputs": {}}  # fmt: skip
+    engine = docker_client()
+
+    def written_by_container(folder: Path) -> Path:
+        """The same files, written by the same command in the same sandbox just before, as the runner's are."""
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        engine.containers.run(
+            "granary/hello:1", ["/bin/sh", "-c", writes], remove=True, environment={"OUTPUT_DIR": "/out"},
+            volumes={str(folder): {"bind": "/out", "mode": "rw"}}, network_mode="none", cap_drop=["ALL"],
+            read_only=True, mem_limit="256m", memswap_limit="256m", nano_cpus=int(1e9),
+        )  # fmt: skip
+        return folder
+
+    total = sum(OUTPUT_FILES.values())
+    rates: dict[str, list[float]] = {"granary": [], "same part size": [], "s3fs default": []}
+    moto_seconds: dict[str, list[float]] = {what: [] for what in rates}
+    with running_moto(port) as endpoint, prefect_server("sqlite") as api:
+        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
+        fs.mkdir("bench")
+        settings = aws | {"GRANARY_RESULTS_URI": "s3://bench/runs"}
+        runner = runner_process(api, "outputs-s3", False, changes=changes, environment=settings)
+
+        def raw_put(folder: str, **options: Any) -> float:
+            local = written_by_container(WORK / "s3-files")
+            started = time.perf_counter()
+            fs.put([str(local / name) for name in OUTPUT_FILES], [f"bench/{folder}/{name}" for name in OUTPUT_FILES],
+                   **options)  # fmt: skip
+            return time.perf_counter() - started
+
+        moto = int(subprocess.check_output(["pgrep", "-f", f"moto_server.py .* {port}$"]).split()[0])
+
+        def store_timed(what: str, measured: Any) -> None:
+            before = cpu_seconds(moto)
+            seconds = measured()
+            rates[what].append(total / seconds)
+            moto_seconds[what].append(cpu_seconds(moto) - before)
+
+        with runner as (_, deployment_id):
+            for i in range(runs):
+                store_timed(
+                    "granary", lambda: _store_seconds(api, finished(api, [create(api, deployment_id, {"name": "s3"})]))
+                )
+                store_timed("same part size", lambda: raw_put(f"same-{i}", chunksize=MULTIPART_CHUNK))
+                store_timed("s3fs default", lambda: raw_put(f"default-{i}"))
+    return {
+        "part_mib": MULTIPART_CHUNK / 2**20,
+        **{what: statistics.median(found) for what, found in rates.items()},
+        **{f"moto {what}": statistics.median(found) for what, found in moto_seconds.items()},
+    }
+
+
+def _store_seconds(api: str, runs: dict[str, Any]) -> float:
+    """The seconds the one run of `runs` logged for storing its outputs (its logs reach the server a moment after
+    its end)."""
+    [flow_run_id] = runs
+    deadline = time.monotonic() + 30
+    while True:
+        body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}}
+        messages = [log["message"] for log in httpx.post(f"{api}/logs/filter", json=body, timeout=60).json()]
+        for message in messages:
+            found = re.search(r"^outputs: .* collected in ([0-9.]+) s$", message)
+            if found:
+                return float(found.group(1))
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"run {flow_run_id} logged no store step: {messages}")
+        time.sleep(0.5)
+
+
 def _timed_with_calls(moto_log: Path, runs: int, job: Any) -> tuple[list[float], int]:
     """Seconds of each of `runs` calls of `job` (its own figure when it returns one), and the Batch API calls moto
     logged meanwhile."""
@@ -401,6 +497,7 @@ def main() -> None:
     parser.add_argument(
         "--batch", type=int, default=5, help="executions on moto's Batch, against a bare loop (0: skip)"
     )
+    parser.add_argument("--s3", type=int, default=3, help="1 GiB stores to S3 on moto, against s3fs (0: skip)")
     parser.add_argument("--depths", default="100,2000", help="executions due at once, on PostgreSQL (empty: skip)")
     args = parser.parse_args()
 
@@ -426,6 +523,18 @@ def main() -> None:
             f"{found['bare']:.2f} s ({found['bare_calls']:.1f} Batch calls); granary execution "
             f"{found['granary']:.2f} s ({found['granary_calls']:.1f} Batch calls): "
             f"{found['granary'] / found['bare']:.2f}x (target: at most 1.2x)\n",
+            flush=True,
+        )
+
+    if args.s3:
+        found = s3_comparison(args.s3)
+        print(
+            f"\nStoring {sum(OUTPUT_FILES.values()):,} MiB of a Docker task's outputs ({len(OUTPUT_FILES)} files) to S3 on "
+            f"moto, median of {args.s3}: granary {found['granary']:.0f} MiB/s; raw s3fs put at the same "
+            f"{found['part_mib']:.0f} MiB parts {found['same part size']:.0f} MiB/s "
+            f"({found['granary'] / found['same part size']:.2f}x, target: at least 1.0x); at s3fs's default part size "
+            f"{found['s3fs default']:.0f} MiB/s ({found['granary'] / found['s3fs default']:.2f}x). moto's CPU-s meanwhile: "
+            f"{found['moto granary']:.1f}, {found['moto same part size']:.1f} and {found['moto s3fs default']:.1f}\n",
             flush=True,
         )
 
