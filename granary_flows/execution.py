@@ -27,7 +27,7 @@ from granary_flows.errors import ErrorCategory, ExecutionFailed, StorageError
 from granary_flows.formats import seed
 from granary_flows.invocation import Invocation, invocation_for
 from granary_flows.masking import Masker, without_credentials
-from granary_flows.policy import Policy
+from granary_flows.policy import MIB, Policy
 from granary_flows.provenance import started_by
 from granary_flows.quicklook import Quicklook
 from granary_flows.results import CollectedResults, ResultAsset, collect
@@ -263,7 +263,7 @@ class Execution:
         self.logger.info(
             "outputs: %d file(s), %.1f MiB, collected in %.1f s",
             len(collected.stored.uris),
-            sum(collected.stored.sizes.values()) / 2**20,
+            sum(collected.stored.sizes.values()) / MIB,
             time.perf_counter() - started,
         )
         for warning in collected.warnings:
