@@ -54,17 +54,25 @@ from tests.postgres import local_postgres  # noqa: E402
 from tests.rest import request  # noqa: E402
 
 
-def bare_docker_run(engine: Any, out: Path) -> None:
-    """One sandboxed bare `docker run` of hello, writing to `out`."""
+def bare_docker_run(
+    engine: Any,
+    out: Path,
+    command: tuple[str, ...] = ("/bin/sh", "/app/hello.sh"),
+    environment: dict[str, str] | None = None,
+    memory_mib: int = 64,
+    cpus: float = 0.5,
+) -> None:
+    """One sandboxed bare `docker run` of the hello image, writing to `out` (hello itself by default)."""
     engine.containers.run(
         "granary/hello:1",
-        ["/bin/sh", "/app/hello.sh"],
+        list(command),
         remove=True,
-        environment={"NAME": "bench", "OUTPUT_DIR": "/out"},
+        environment={"NAME": "bench", "OUTPUT_DIR": "/out"} | (environment or {}),
         volumes={str(out): {"bind": "/out", "mode": "rw"}},
-        # the sandbox granary's runner puts every container in (runtimes/docker.py), with hello's resources
+        # the sandbox granary's runner puts every container in (runtimes/docker.py), with the task's resources
         network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
-        tmpfs={"/tmp": "rw,size=256m"}, pids_limit=512, mem_limit="64m", memswap_limit="64m", nano_cpus=int(0.5e9),
+        tmpfs={"/tmp": "rw,size=256m"}, pids_limit=512, mem_limit=f"{memory_mib}m", memswap_limit=f"{memory_mib}m",
+        nano_cpus=int(cpus * 1e9),
     )  # fmt: skip
 
 
@@ -399,11 +407,7 @@ def s3_comparison(runs: int) -> dict[str, float]:
         """The same files, written by the same command in the same sandbox just before, as the runner's are."""
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()
-        engine.containers.run(
-            "granary/hello:1", ["/bin/sh", "-c", writes], remove=True, environment={"OUTPUT_DIR": "/out"},
-            volumes={str(folder): {"bind": "/out", "mode": "rw"}}, network_mode="none", cap_drop=["ALL"],
-            read_only=True, mem_limit="256m", memswap_limit="256m", nano_cpus=int(1e9),
-        )  # fmt: skip
+        bare_docker_run(engine, folder, ("/bin/sh", "-c", writes), memory_mib=256, cpus=1)
         return folder
 
     total = sum(OUTPUT_FILES.values())
@@ -431,10 +435,13 @@ def s3_comparison(runs: int) -> dict[str, float]:
             moto_seconds[what].append(cpu_seconds(moto) - before)
 
         with runner as (_, deployment_id):
+
+            def granary_store() -> float:
+                [flow_run_id] = finished(api, [create(api, deployment_id, {"name": "s3"})])
+                return _store_seconds(api, flow_run_id)
+
             for i in range(runs):
-                store_timed(
-                    "granary", lambda: _store_seconds(api, finished(api, [create(api, deployment_id, {"name": "s3"})]))
-                )
+                store_timed("granary", granary_store)
                 store_timed("same part size", lambda: raw_put(f"same-{i}", chunksize=MULTIPART_CHUNK))
                 store_timed("s3fs default", lambda: raw_put(f"default-{i}"))
     return {
@@ -444,10 +451,8 @@ def s3_comparison(runs: int) -> dict[str, float]:
     }
 
 
-def _store_seconds(api: str, runs: dict[str, Any]) -> float:
-    """The seconds the one run of `runs` logged for storing its outputs (its logs reach the server a moment after
-    its end)."""
-    [flow_run_id] = runs
+def _store_seconds(api: str, flow_run_id: str) -> float:
+    """The seconds a run logged for storing its outputs (its logs reach the server a moment after its end)."""
     deadline = time.monotonic() + 30
     while True:
         body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}}
