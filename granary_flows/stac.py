@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import pystac
+from pystac.utils import datetime_to_str, str_to_datetime
 from shapely.geometry import mapping, shape
 from shapely.ops import unary_union
 from stac_pydantic import Collection as CollectionModel
@@ -88,6 +89,9 @@ def execution_item(document: dict[str, Any], sidecars: list[Sidecar]) -> pystac.
 def publish(store: ResultsStore, task: str, title: str | None, description: str | None, item: pystac.Item) -> str:
     """Write the Item beside the execution's outputs and add it to the task's Collection.
 
+    The Collection is edited as JSON, and only what this call adds is validated: it links every Item the task ever
+    produced, so parsing and validating it whole would cost each execution time in proportion to all the earlier ones.
+
     Returns:
         The Item's URI.
     """
@@ -101,13 +105,15 @@ def publish(store: ResultsStore, task: str, title: str | None, description: str 
     with _collection_locks[task], store.exclusive(layout.collection_document(task)):
         collection = _load_collection(store, task, title, description)
         target = layout.item_link_from_collection(item.id)
-        item_links = [link for link in collection.links if link.rel == "item"]
-        if not any(link.target == target for link in item_links):
-            collection.add_link(pystac.Link(rel="item", target=target, media_type=pystac.MediaType.GEOJSON))
-        _extend(collection.extent, item, first=not any(link.target != target for link in item_links))
-        collection_document = collection.to_dict(include_self_link=False, transform_hrefs=False)
-        CollectionModel.model_validate(collection_document)
-        store.write_json(layout.collection_document(task), collection_document)
+        linked = {link["href"] for link in collection["links"] if link["rel"] == "item"}
+        new_link = {"rel": "item", "href": target, "type": pystac.MediaType.GEOJSON.value}
+        if target not in linked:
+            collection["links"].append(new_link)
+        _extend(collection["extent"], item, first=not linked - {target})
+        # The Item links already there were validated when they were added.
+        other_links = [link for link in collection["links"] if link["rel"] != "item"]
+        CollectionModel.model_validate({**collection, "links": [*other_links, new_link]})
+        store.write_json(layout.collection_document(task), collection, indent=None)
     return item_uri
 
 
@@ -120,12 +126,12 @@ def unpublish(store: ResultsStore, task: str, execution_ids: set[str]) -> None:
         except FileNotFoundError:
             return
         document["links"] = [link for link in document.get("links", []) if link.get("href") not in targets]
-        store.write_json(layout.collection_document(task), document)
+        store.write_json(layout.collection_document(task), document, indent=None)
 
 
-def _load_collection(store: ResultsStore, task: str, title: str | None, description: str | None) -> pystac.Collection:
+def _load_collection(store: ResultsStore, task: str, title: str | None, description: str | None) -> dict[str, Any]:
     try:
-        return pystac.Collection.from_dict(store.read_json(layout.collection_document(task)), preserve_dict=False)
+        return store.read_json(layout.collection_document(task))
     except FileNotFoundError:
         return pystac.Collection(
             id=task,
@@ -136,24 +142,26 @@ def _load_collection(store: ResultsStore, task: str, title: str | None, descript
                 pystac.TemporalExtent([[None, None]]),  # type: ignore[arg-type]
             ),
             license="other",
-        )
+        ).to_dict(include_self_link=False, transform_hrefs=False)
 
 
-def _extend(extent: pystac.Extent, item: pystac.Item, first: bool) -> None:
+def _extend(extent: dict[str, Any], item: pystac.Item, first: bool) -> None:
     """Grow the collection's extent to cover the item; the first item replaces the initial whole-world box."""
     if item.bbox:
-        old = extent.spatial.bboxes[0]
+        [old] = extent["spatial"]["bbox"]
         grown = [
             min(old[0], item.bbox[0]),
             min(old[1], item.bbox[1]),
             max(old[2], item.bbox[2]),
             max(old[3], item.bbox[3]),
         ]
-        extent.spatial.bboxes = [list(item.bbox) if first else grown]
+        extent["spatial"]["bbox"] = [list(item.bbox) if first else grown]
     start = item.common_metadata.start_datetime or item.datetime
     end = item.common_metadata.end_datetime or item.datetime
-    low, high = extent.temporal.intervals[0]
-    extent.temporal.intervals = [[min(filter(None, (low, start))), max(filter(None, (high, end)))]]
+    low, high = (str_to_datetime(moment) if moment else None for moment in extent["temporal"]["interval"][0])
+    extent["temporal"]["interval"] = [
+        [datetime_to_str(min(filter(None, (low, start)))), datetime_to_str(max(filter(None, (high, end))))]
+    ]
 
 
 def _unique_key(name: str, taken: set[str]) -> str:

@@ -177,14 +177,18 @@ class ResultsStore:
             return None
         return str(self.fs.sign(uri, expiration=seconds))
 
-    def write_json(self, relative: str, document: Any) -> str:
+    def write_json(self, relative: str, document: Any, indent: int | None = 2) -> str:
         """Write `document` at `<root>/<relative>` and return its URI.
+
+        Args:
+            indent: as `json.dumps`'s. None for a document that grows without bound: the json module encodes with
+                its C encoder only then, many times faster.
 
         Raises:
             StorageError: naming the path.
         """
         path = f"{self._root_path}/{relative}"
-        data = json.dumps(document, indent=2, default=str).encode()
+        data = json.dumps(document, indent=indent, default=str).encode()
         try:
             self._make_folder(path.rsplit("/", 1)[0])
             if self.is_s3:  # a PUT replaces the object whole
