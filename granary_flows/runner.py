@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID, uuid4
 
+import certifi
 from prefect import Flow
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
@@ -106,6 +108,7 @@ class InProcessRunner:
         self._server_away = False
         self.heartbeat_seconds = get_current_settings().flows.heartbeat_frequency
         self._run_settings: dict[str, Any] = {}  # built when serving starts: it asks the server one thing
+        self._run_tls: ssl.SSLContext | None = None  # with them
 
     @property
     def claim_message(self) -> str:
@@ -115,6 +118,7 @@ class InProcessRunner:
         """Run until `stop` is set; then cancel in-flight runs, or with `drain` let them finish (until `hurry()`)."""
         _without_suspension_watch()
         self._run_settings = _settings_for_runs(csrf=_server_checks_csrf())  # the runs' own, not this loop's below
+        self._run_tls = _tls_context(self._run_settings["settings"])
         # This loop's own calls give up quickly while the server is away, so that it stays responsive to signals and
         # says it is waiting; the runs' threads keep Prefect's patient retries (their settings are not this context's).
         with (
@@ -247,7 +251,7 @@ class InProcessRunner:
         try:
             # One client for the run, which the flow and task engines and the artifacts find in the context instead of
             # building theirs (a client loads the CA bundle: a fifth of the runner's CPU in a profile).
-            with SettingsContext(**self._run_settings), SyncClientContext() as context:
+            with SettingsContext(**self._run_settings), _RunClientContext(self._run_tls) as context:
                 client = context.client
                 flow_run = client.read_flow_run(flow_run_id)
                 refused = _unrunnable(flow_run, definition.argument_names)
@@ -357,6 +361,29 @@ def _server_checks_csrf() -> bool:
     except Exception:  # the server is away: let each client find out, as Prefect's own do
         return True
     return True
+
+
+class _RunClientContext(SyncClientContext):
+    """A run's client context, whose client is built with the runner's one TLS context.
+
+    Prefect builds a TLS context for every client, loading a CA bundle even when it verifies nothing (about a tenth
+    of the runner's CPU at depth). The context's httpx settings still read None, so that the engines' and the
+    artifacts' `get_client()`, which ask for none, find this client instead of building their own.
+    """
+
+    def __init__(self, tls: ssl.SSLContext | None) -> None:
+        super().__init__(httpx_settings={"verify": tls} if tls else None)
+        self._httpx_settings = None
+
+
+def _tls_context(settings: Any) -> ssl.SSLContext:
+    """The TLS context Prefect's client would build from `settings`, built once for all runs."""
+    if settings.api.tls_insecure_skip_verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=settings.api.ssl_cert_file or certifi.where())
 
 
 def _settings_for_runs(csrf: bool) -> dict[str, Any]:
