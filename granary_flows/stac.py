@@ -148,7 +148,7 @@ def _load_collection(store: ResultsStore, task: str, title: str | None, descript
 def _extend(extent: dict[str, Any], item: pystac.Item, first: bool) -> None:
     """Grow the collection's extent to cover the item; the first item replaces the initial whole-world box."""
     if item.bbox:
-        [old] = extent["spatial"]["bbox"]
+        old = extent["spatial"]["bbox"][0]  # the first box covers all the others
         grown = [
             min(old[0], item.bbox[0]),
             min(old[1], item.bbox[1]),
