@@ -4,20 +4,18 @@
 
 For each size, a Collection that links that many Items is written to a local results folder, then `--publishes`
 more Items are added to it: by granary's `stac.publish`, and, on a copy, the way granary did it before (pystac parses
-the whole Collection, adds the link and the extent, and the whole of it is validated with stac-pydantic and written
-indented). Printed: CPU milliseconds per publish of each, their ratio, and granary's cost against its own at the
-smallest size.
+the whole Collection, adds the link and widens the time extent, and the whole of it is validated with stac-pydantic
+and written indented). Printed: CPU milliseconds per publish of each, their ratio, and granary's cost against its own
+at the smallest size.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pystac
 from stac_pydantic import Collection as CollectionModel
@@ -63,16 +61,13 @@ def granary_publish(store: ResultsStore, item: pystac.Item) -> None:
 
 
 def cpu_ms_per_publish(size: int, publish: Callable[[ResultsStore, pystac.Item], None], publishes: int) -> float:
-    folder = Path(tempfile.mkdtemp(prefix="granary-bench-stac-"))
-    try:
-        store = ResultsStore(str(folder))
+    with tempfile.TemporaryDirectory(prefix="granary-bench-stac-") as folder:
+        store = ResultsStore(folder)
         collection_of(store, size)
         started = time.process_time()
         for number in range(size, size + publishes):
             publish(store, an_item(number))
         return (time.process_time() - started) / publishes * 1000
-    finally:
-        shutil.rmtree(folder)
 
 
 def main() -> None:
@@ -81,7 +76,7 @@ def main() -> None:
     parser.add_argument("--publishes", type=int, default=20)
     arguments = parser.parse_args()
     sizes = [int(size) for size in arguments.sizes.split(",")]
-    granary_publish(ResultsStore(tempfile.mkdtemp(prefix="granary-bench-stac-")), an_item(0))  # imports, caches
+    cpu_ms_per_publish(1, granary_publish, 1)  # imports and caches, before anything is timed
     print(f"{'Items linked':>12} | {'granary ms':>10} | {'former ms':>9} | {'ratio':>6} | granary against itself")
     smallest = None
     for size in sizes:

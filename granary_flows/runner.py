@@ -108,7 +108,7 @@ class InProcessRunner:
         self._server_away = False
         self.heartbeat_seconds = get_current_settings().flows.heartbeat_frequency
         self._run_settings: dict[str, Any] = {}  # built when serving starts: it asks the server one thing
-        self._run_tls: ssl.SSLContext | None = None  # with them
+        self._run_tls: ssl.SSLContext | None = None  # built from those settings, once
 
     @property
     def claim_message(self) -> str:
@@ -391,8 +391,8 @@ def _settings_for_runs(csrf: bool) -> dict[str, Any]:
     """The settings runs execute with, built once (building Settings reads the whole environment, ~50 ms).
 
     Without the engine's own heartbeat thread, which holds a run's thread up to a second after the run ends (the
-    runner sends the heartbeats); and, for a plain-http server, without loading a CA bundle for every client the
-    engine creates (~20 ms each), since no TLS is used to verify anything.
+    runner sends the heartbeats); and, for a plain-http server, without certificate checks, since no TLS is used to
+    verify anything (`_tls_context` then loads no certifi bundle).
     """
     current = get_settings_context()
     updates: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_CLIENT_CSRF_SUPPORT_ENABLED: csrf}
