@@ -63,6 +63,7 @@ class Attempt(BaseModel):
     output_dir: Path | None = None  # Docker: the host folder mounted at the task's output path
     output_uri: str | None = None  # Batch: where the job writes its outputs itself
     input_dir: Path | None = None  # Docker: the staged inputs, mounted read-only
+    left_container: str | None = None  # Docker: this attempt's container that a dead runner left, found by prepare
     cancel: CancelToken = Field(default_factory=CancelToken)
     image_digest: str | None = None  # the image id a Docker attempt ran
 

@@ -104,17 +104,20 @@ class DockerRuntime(Runtime):
 
     def prepare(self, attempt: Attempt, store: ResultsStore) -> Attempt:
         output_dir = attempt.work_dir / f"attempt-{attempt.number}" / "outputs"
-        if not self._existing(attempt):  # a fresh start: nothing an earlier process left counts
+        existing = self._existing(attempt)
+        if existing is None:  # a fresh start: nothing an earlier process left counts
             shutil.rmtree(output_dir, ignore_errors=True)
         output_dir.mkdir(parents=True, exist_ok=True)
-        return attempt.model_copy(update={"output_dir": output_dir})
+        return attempt.model_copy(
+            update={"output_dir": output_dir, "left_container": existing.id if existing else None}
+        )
 
     def run(self, attempt: Attempt, on_line: Callable[[str], None]) -> AttemptOutcome:
         spec = attempt.task.runtime.docker
         if spec is None or attempt.output_dir is None:
             raise RuntimeUnavailable("DockerRuntime runs Docker tasks, prepared (DockerRuntime.prepare) first")
         say_since: int | None = None
-        container = self._existing(attempt)
+        container = self._left_behind(attempt)
         if container is not None:
             run_logger().info("re-attaching to container %s, started before this process", container.name)
             say_since = int(time.time())
@@ -200,6 +203,14 @@ class DockerRuntime(Runtime):
             if labels.get(LABEL_ATTEMPT) == str(attempt.number) and labels.get(LABEL_SERVER) == current_server():
                 with contextlib.suppress(NotFound):
                     return self.client.containers.get(container.id)
+        return None
+
+    def _left_behind(self, attempt: Attempt) -> Any:
+        """The container `prepare` found left for this attempt, unless it was removed since."""
+        if attempt.left_container is None:
+            return None
+        with contextlib.suppress(NotFound):
+            return self.client.containers.get(attempt.left_container)
         return None
 
     def _outputs_kept(self, container: Any) -> bool:
