@@ -30,7 +30,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.context import SettingsContext, SyncClientContext, get_settings_context
 from prefect.events import emit_event
@@ -198,12 +198,13 @@ class InProcessRunner:
             definition = self.catalog.definition_for(client, flow_run)
             if definition is None:
                 continue  # a run of a deployment this runner does not serve is left for the worker that does
-            if not self._claim(client, flow_run):
+            claimed = self._claim(client, flow_run)
+            if claimed is None:
                 continue
             with self._lock:
-                self.in_flight[flow_run.id] = flow_run
-                self.tokens[flow_run.id] = CancelToken()
-            pool.submit(self._execute, flow_run.id, definition)
+                self.in_flight[claimed.id] = claimed
+                self.tokens[claimed.id] = CancelToken()
+            pool.submit(self._execute, claimed, definition)
 
     def _due_runs(self, client: SyncPrefectClient, limit: int) -> list[Any]:  # FlowRun or the server's FlowRunResponse
         now = datetime.now(timezone.utc)
@@ -214,16 +215,21 @@ class InProcessRunner:
             return []
         return client.get_scheduled_flow_runs_for_deployments(served, scheduled_before=now, limit=limit)
 
-    def _claim(self, client: SyncPrefectClient, flow_run: Any) -> bool:
-        """Propose Pending, signed with this runner's id; the server lets one claimer through."""
+    def _claim(self, client: SyncPrefectClient, flow_run: Any) -> FlowRun | None:
+        """Propose Pending, signed with this runner's id; the server lets one claimer through. Returns the run as
+        claimed (Pending), which its execution starts from without reading it again, or None."""
         try:
             state = propose_state_sync(client, Pending(message=self.claim_message), flow_run_id=flow_run.id)
         except Abort:
             # Either another runner was first, or the server took our claim but its answer was lost and the client
             # sent it again: then the run is Pending under our name, and ours.
-            current = client.read_flow_run(flow_run.id).state
-            return current is not None and current.is_pending() and current.message == self.claim_message
-        return state.is_pending()
+            current = client.read_flow_run(flow_run.id)
+            ours = current.state is not None and current.state.is_pending()
+            return current if ours and current.state.message == self.claim_message else None
+        if not state.is_pending():
+            return None
+        claimed = {"state": state, "state_id": state.id, "state_type": state.type, "state_name": state.name}
+        return FlowRun.model_validate(flow_run, from_attributes=True).model_copy(update=claimed)
 
     def _send_run_heartbeats(self) -> None:
         """Prefect's flow-run heartbeats (which let the server notice a run whose process died), for every run in
@@ -246,14 +252,14 @@ class InProcessRunner:
                 self._flows[key] = flow_for(definition, self.store, self.runtimes, self.runner_id)
             return self._flows[key]
 
-    def _execute(self, flow_run_id: UUID, definition: Definition) -> None:
+    def _execute(self, flow_run: FlowRun, definition: Definition) -> None:
+        flow_run_id = flow_run.id
         token = self.tokens[flow_run_id]
         try:
             # One client for the run, which the flow and task engines and the artifacts find in the context instead of
             # building theirs (a client loads the CA bundle: a fifth of the runner's CPU in a profile).
             with SettingsContext(**self._run_settings), _RunClientContext(self._run_tls) as context:
                 client = context.client
-                flow_run = client.read_flow_run(flow_run_id)
                 refused = _unrunnable(flow_run, definition.argument_names)
                 if refused:  # the flow could not even be called: fail the run rather than leave it pending
                     _defuse(client, flow_run)
