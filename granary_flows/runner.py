@@ -50,7 +50,7 @@ from prefect.settings import (
 from prefect.states import Cancelled, Crashed, Failed, Pending
 from prefect.utilities.engine import propose_state_sync
 
-from granary_flows.allocator import fix_mmap_threshold
+from granary_flows.allocator import fix_malloc_thresholds
 from granary_flows.cancellation import CancelToken, running_with
 from granary_flows.catalog import Catalog
 from granary_flows.definition import RuntimeKind
@@ -118,7 +118,7 @@ class InProcessRunner:
     def serve(self, stop: threading.Event, drain: bool = False) -> None:
         """Run until `stop` is set; then cancel in-flight runs, or with `drain` let them finish (until `hurry()`)."""
         _without_suspension_watch()
-        fix_mmap_threshold()  # a process that runs thousands of executions: its memory must not creep
+        fix_malloc_thresholds()  # a process that runs thousands of executions: its memory must not creep
         self._run_settings = _settings_for_runs(csrf=_server_checks_csrf())  # the runs' own, not this loop's below
         self._run_tls = _tls_context(self._run_settings["settings"])
         # This loop's own calls give up quickly while the server is away, so that it stays responsive to signals and
