@@ -226,8 +226,9 @@ class InProcessRunner:
             # Either another runner was first, or the server took our claim but its answer was lost and the client
             # sent it again: then the run is Pending under our name, and ours.
             current = client.read_flow_run(flow_run.id)
-            ours = current.state is not None and current.state.is_pending()
-            return current if ours and current.state.message == self.claim_message else None
+            state = current.state
+            ours = state is not None and state.is_pending() and state.message == self.claim_message
+            return current if ours else None
         if not state.is_pending():
             return None
         claimed = {"state": state, "state_id": state.id, "state_type": state.type, "state_name": state.name}
