@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
+import threading
 from collections.abc import Callable
 from typing import Any, cast
 from uuid import UUID
@@ -14,6 +16,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.logging import get_run_logger
 
 from granary_flows.masking import Masker
 from granary_flows.results import ResultAsset
@@ -64,7 +67,8 @@ def record_quicklooks(
     task: str, execution_id: str, quicklooks: list[Any], presign: Callable[[str], str | None] = lambda _: None
 ) -> None:
     """The pictures of raster results on the run's page: presigned on S3, else served by `granary api`
-    (`GRANARY_API_URL`) through a signed link; without either, the run page links nothing a browser could open, and none is made."""
+    (`GRANARY_API_URL`) through a signed link; without either, the run page links nothing a browser could open, and
+    none is made."""
     import os
 
     api = os.environ.get("GRANARY_API_URL", "").rstrip("/")
@@ -114,19 +118,54 @@ def record_summary(summary: dict[str, Any], log_tail: list[str]) -> None:
 
 
 class ProgressArtifact:
-    """Drives a progress artifact from the container's `{"progress": N}` lines; its message is masked."""
+    """Drives a progress artifact from the container's `{"progress": N}` lines; its message is masked.
+
+    The artifact is written by a thread of its own, so that the container's log lines never wait on the Prefect API;
+    updates that arrive while one is being written are folded into the newest. `flush()` waits until the artifact
+    shows the last progress reported.
+    """
 
     def __init__(self, task: str, mask: Masker | None = None):
         self.task = task
         self.mask = mask or Masker()
         self.artifact_id: UUID | None = None
         self.progress = -1.0
+        self._unsent: tuple[float, str] | None = None
+        self._sender: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def update(self, percent: float, message: str | None) -> None:
         if percent == self.progress:
             return
         self.progress = percent
-        description = self.mask.text(message or f"{self.task}: {percent:g}%")
+        with self._lock:
+            self._unsent = (percent, self.mask.text(message or f"{self.task}: {percent:g}%"))
+            if self._sender is None:  # the run's context goes with it: the artifact belongs to this run
+                self._sender = threading.Thread(
+                    target=contextvars.copy_context().run, args=(self._send,), daemon=True, name="granary-progress"
+                )
+                self._sender.start()
+
+    def flush(self) -> None:
+        """Wait until the last progress reported is written."""
+        with self._lock:
+            sender = self._sender
+        if sender is not None:
+            sender.join()
+
+    def _send(self) -> None:
+        while True:
+            with self._lock:
+                unsent, self._unsent = self._unsent, None
+                if unsent is None:
+                    self._sender = None
+                    return
+            try:
+                self._write(*unsent)
+            except Exception as err:  # the run goes on; its page shows an older progress
+                get_run_logger().warning("the progress artifact was not updated: %s", err)
+
+    def _write(self, percent: float, description: str) -> None:
         if self.artifact_id is None:
             # create_progress_artifact returns a UUID when called from sync code, as here
             created = create_progress_artifact(

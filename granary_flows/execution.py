@@ -386,6 +386,7 @@ class Execution:
             "attempts": len(self.attempts),
             "duration": _seconds_since(self.started),
         }
+        self.progress.flush()
         artifacts.record_summary(self.mask.document(summary), [self.mask.text(line) for line in err.log_tail])
 
     def _report_success(self, arguments: dict[str, Any], attempted: Attempted) -> dict[str, Any]:
@@ -416,6 +417,7 @@ class Execution:
         results = self.mask.document(document.model_dump(mode="json"))
         self.store.write_json(layout.execution_document(name, self.execution_id), results)
         own = self.store.execution_uri(name, self.execution_id)
+        self.progress.flush()  # written meanwhile, off the container's log stream
         artifacts.record_results(name, document.results, document.stac_item, lambda uri: self.store.presign(uri, own))
         artifacts.record_quicklooks(
             name, self.execution_id, document.quicklooks, lambda uri: self.store.presign(uri, own)

@@ -1,7 +1,9 @@
 import json
+import time
 
 import pytest
 
+from granary_flows.artifacts import ProgressArtifact
 from granary_flows.contract import parse_plugin_results, parse_progress, variable_name
 from granary_flows.definition import TaskDefinition
 from granary_flows.invocation import invocation_for
@@ -46,3 +48,20 @@ def test_progress_and_plugin_result_lines_are_recognised_and_others_ignored():
     assert parse_progress("progress: 42") is None
     assert parse_plugin_results('{"plugin_results": {"area": 1}}') == {"area": 1}
     assert parse_plugin_results('{"other": 1}') is None
+
+
+def test_progress_reported_while_the_artifact_is_being_written_is_folded_into_the_newest_and_flush_waits_for_it():
+    # The real writes go to a Prefect server (test_execution); here a slow one makes the folding certain.
+    written: list[tuple[float, str]] = []
+
+    class SlowServer(ProgressArtifact):
+        def _write(self, percent: float, description: str) -> None:
+            time.sleep(0.2)
+            written.append((percent, description))
+
+    progress = SlowServer("hello")
+    for percent in range(1, 101):
+        progress.update(percent, f"step {percent}")
+    progress.flush()
+    assert written[-1] == (100, "step 100")
+    assert len(written) <= 2 and [p for p, _ in written] == sorted({p for p, _ in written})

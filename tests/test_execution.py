@@ -49,6 +49,17 @@ def test_hello_runs_end_to_end_with_results_artifacts_and_logs(client, runner, r
     ]
 
 
+def test_a_container_reporting_progress_hundreds_of_times_shows_every_line_and_its_last_progress(client, runner):
+    # The progress artifact is written off the log stream, folding the updates that arrive while one is being sent:
+    # the run must still end with every line in its logs and the artifact at the last progress reported.
+    flow_run = execute(client, "hello", name="Bo", times=500)
+    assert flow_run.state.is_completed(), flow_run.state.message
+    progress = next(a for a in artifacts_of(client, flow_run.id) if a.type == "progress")
+    assert progress.data == 100 and progress.description == "greeted 500 of 500"
+    greetings = [line for line in logs_of(client, flow_run.id) if line.startswith("Hello")]
+    assert greetings == [f"Hello, Bo! ({i}/500)" for i in range(1, 501)]
+
+
 def test_ndvi_computes_a_geotiff_and_its_footprint_from_a_real_scene(client, runner):
     flow_run = execute(client, "ndvi", redBand=3, nirBand=4, tiffLocation=SAMPLE_TIFF.as_uri())
     assert flow_run.state.is_completed(), flow_run.state.message
