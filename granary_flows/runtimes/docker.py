@@ -48,6 +48,7 @@ from granary_flows.runtimes.base import (
 from granary_flows.store import ResultsStore
 
 LOG_TAIL = 20
+UNIX_SOCKET_URL = "http+docker://localhost"  # the docker SDK's base URL for an engine on a unix socket
 PIDS_LIMIT = 512
 TMP_SIZE = "256m"
 
@@ -76,6 +77,10 @@ def docker_client(max_pool_size: int = 32, host_block: str | None = None) -> doc
         client.ping()
     except (DockerException, ValueError) as err:
         raise RuntimeUnavailable(f"no Docker engine answers at {where}: {err}") from err
+    if client.api.base_url == UNIX_SOCKET_URL:
+        # No proxy or .netrc entry applies to a local socket, and looking them up took a twentieth of the runner's
+        # CPU. A TCP engine keeps them: a proxy in the environment may be the way to it.
+        client.api.trust_env = False
     return client
 
 
