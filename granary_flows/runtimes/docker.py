@@ -122,7 +122,7 @@ class DockerRuntime(Runtime):
         if spec is None or attempt.output_dir is None:
             raise RuntimeUnavailable("DockerRuntime runs Docker tasks, prepared (DockerRuntime.prepare) first")
         say_since: int | None = None
-        container = self._left_behind(attempt)
+        container = self._found(attempt.left_container) if attempt.left_container else None
         if container is not None:
             run_logger().info("re-attaching to container %s, started before this process", container.name)
             say_since = int(time.time())
@@ -206,24 +206,22 @@ class DockerRuntime(Runtime):
         for container in self._labelled(f"{LABEL_EXECUTION}={attempt.execution_id}"):
             labels = container.attrs.get("Labels") or {}
             if labels.get(LABEL_ATTEMPT) == str(attempt.number) and labels.get(LABEL_SERVER) == current_server():
-                with contextlib.suppress(NotFound):
-                    return self.client.containers.get(container.id)
+                found = self._found(container.id)
+                if found is not None:  # else removed since the listing: another may match
+                    return found
         return None
 
-    def _left_behind(self, attempt: Attempt) -> Any:
-        """The container `prepare` found left for this attempt, unless it was removed since."""
-        if attempt.left_container is None:
+    def _found(self, container_id: str) -> Any:
+        """The container, inspected now; None once it was removed."""
+        try:
+            return self.client.containers.get(container_id)
+        except NotFound:
             return None
-        with contextlib.suppress(NotFound):
-            return self.client.containers.get(attempt.left_container)
-        return None
 
     def _outputs_kept(self, container: Any) -> bool:
         """Whether the output folder the container writes to is still on this host, to collect from."""
-        try:
-            mounts = self.client.containers.get(container.id).attrs.get("Mounts") or []
-        except NotFound:
-            return False
+        found = self._found(container.id)
+        mounts = (found.attrs.get("Mounts") or []) if found is not None else []
         return any(m.get("Destination") and Path(m.get("Source", "")).is_dir() and m.get("RW") for m in mounts)
 
     def image_digest(self, spec: Any) -> str:
