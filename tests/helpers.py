@@ -23,6 +23,8 @@ from prefect.client.schemas.objects import FlowRun
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOYMENTS = ROOT / "deployments"
 TEST_TASKS = ROOT / "tests" / "tasks"
+# Public specifications' schemas and examples, copied into the repository (tests/data/reference/README.md).
+REFERENCE = ROOT / "tests" / "data" / "reference"
 BUCKET = "granary-results"  # the Batch tests' results bucket, on moto
 QUEUE = "granary-queue"
 SAMPLE_TIFF = Path(os.environ.get("GRANARY_CACHE", Path.home() / ".cache" / "granary-flows")) / "sample" / "scene.tif"
@@ -288,7 +290,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-OGC_SCHEMAS = ROOT.parent / "shared" / "reference" / "ogcapi-processes-1.0" / "schemas"
+OGC_SCHEMAS = REFERENCE / "ogcapi-processes-1.0" / "schemas"
 
 
 def ogc_valid(document: Any, schema: str) -> list[str]:

@@ -1,5 +1,5 @@
 """moto's server, with Batch array jobs behaving as AWS Batch's do. moto 5.2.5 differs in two ways that a mapped
-pipeline step run as one array job meets (`../shared/notes/prefect-facts.md`):
+pipeline step run as one array job meets (measured against moto 5.2.5 on the local engine):
 
 - a child job gets `AWS_BATCH_JOB_ARRAY_INDEX`, its index in the array; moto sets only `AWS_BATCH_JOB_ID`
   (`<parent>:<index>`);

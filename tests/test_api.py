@@ -287,7 +287,7 @@ def test_a_subscriber_address_the_policy_refuses_is_refused_and_a_dead_one_loses
 
 
 def test_part_2_deploys_replaces_and_undeploys_processes_in_any_format(api, admin, client, docker_runtime):
-    from helpers import ROOT, runner_for
+    from helpers import REFERENCE, ROOT, runner_for
 
     from granary_flows.definition import RuntimeKind
     from granary_flows.store import ResultsStore
@@ -295,7 +295,7 @@ def test_part_2_deploys_replaces_and_undeploys_processes_in_any_format(api, admi
     task = (ROOT / "tests" / "tasks" / "sleeper.yaml").read_text().replace("name: sleeper", "name: deployed")
     created = http.post(f"{api.url}/processes", headers=admin | {"Content-Type": "application/yaml"}, content=task)
     assert created.status_code == 201 and created.headers["Location"].endswith("/processes/deployed")
-    plugin = (ROOT.parent / "shared" / "reference" / "process-api" / "plugins" / "pyecho.yml").read_text()
+    plugin = (REFERENCE / "process-api" / "plugins" / "pyecho.yml").read_text()
     assert http.post(f"{api.url}/processes", headers=admin, content=plugin).status_code == 201
     granary = {"name": "Deployed from Granary", "validator": {"schema": {"type": "object"}},
                "jobDefinition": "x:1", "jobQueue": "q"}  # fmt: skip

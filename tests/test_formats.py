@@ -8,7 +8,7 @@ import shutil
 
 import fsspec
 import pytest
-from helpers import ROOT, execute, logs_of, register_definitions, runner_for
+from helpers import REFERENCE, ROOT, execute, logs_of, register_definitions, runner_for
 from typer.testing import CliRunner
 
 from granary_flows.cli import app
@@ -17,7 +17,7 @@ from granary_flows.loading import load_definition, read_files
 from granary_flows.validation import prepare_arguments
 
 cli = CliRunner()
-PLUGINS = ROOT.parent / "shared" / "reference" / "process-api" / "plugins"
+PLUGINS = REFERENCE / "process-api" / "plugins"
 # Granary's docs (docs/introduction.md), verbatim: the task document, and the more realistic schema.
 GRANARY_TASK = {
     "name": "A descriptive task name",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, artifacts_of, execute, logs_of
+from helpers import REFERENCE, artifacts_of, execute, logs_of
 from jsonschema import Draft4Validator
 from typer.testing import CliRunner
 
@@ -16,9 +16,9 @@ from granary_flows.form import parameter_schema
 from granary_flows.formats.seed import JsonValue, expand_command, outputs_from, parse_manifest
 from granary_flows.loading import load_definition
 
-REFERENCE = ROOT.parent / "shared" / "reference" / "seed"
-EXAMPLES = sorted((REFERENCE / "examples").glob("*/seed.manifest.json"))
-SEED_SCHEMA = json.loads((REFERENCE / "schema" / "seed.manifest.schema.json").read_text())
+SEED = REFERENCE / "seed"
+EXAMPLES = sorted((SEED / "examples").glob("*/seed.manifest.json"))
+SEED_SCHEMA = json.loads((SEED / "schema" / "seed.manifest.schema.json").read_text())
 
 
 def lcg_sum(count: int, seed: int = 1) -> int:
@@ -67,7 +67,7 @@ BREAKAGES = {
 @pytest.mark.unit
 @pytest.mark.parametrize("field", BREAKAGES)
 def test_a_manifest_that_breaks_the_seed_schema_is_refused_naming_the_field(field):
-    manifest = json.loads((REFERENCE / "examples" / "complete" / "seed.manifest.json").read_text())
+    manifest = json.loads((SEED / "examples" / "complete" / "seed.manifest.json").read_text())
     assert not list(Draft4Validator(SEED_SCHEMA).iter_errors(manifest))
     broken = copy.deepcopy(manifest)
     BREAKAGES[field](broken)
@@ -79,7 +79,7 @@ def test_a_manifest_that_breaks_the_seed_schema_is_refused_naming_the_field(fiel
 
 @pytest.mark.unit
 def test_a_broken_manifest_in_a_task_file_is_named_with_its_line(tmp_path):
-    manifest = json.loads((REFERENCE / "examples" / "watermark" / "seed.manifest.json").read_text())
+    manifest = json.loads((SEED / "examples" / "watermark" / "seed.manifest.json").read_text())
     manifest["job"]["jobVersion"] = "1.0"
     manifest["job"]["interface"]["inputs"]["files"][0]["name"] = "OUTPUT_DIR"
     task = tmp_path / "watermark.yaml"
@@ -102,7 +102,7 @@ def test_a_broken_manifest_in_a_task_file_is_named_with_its_line(tmp_path):
 
 @pytest.mark.unit
 def test_input_names_that_collide_with_reserved_or_each_other_are_refused():
-    manifest = json.loads((REFERENCE / "examples" / "watermark" / "seed.manifest.json").read_text())
+    manifest = json.loads((SEED / "examples" / "watermark" / "seed.manifest.json").read_text())
     manifest["job"]["interface"]["inputs"]["files"][0]["name"] = "OUTPUT_DIR"
     with pytest.raises(DefinitionError, match="collides with the reserved variable OUTPUT_DIR"):
         parse_manifest(manifest, "m")
