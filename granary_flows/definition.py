@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from granary_flows.errors import ErrorCategory
-from granary_flows.formats.seed import SeedInterface
+from granary_flows.seed_manifest import SeedInterface
 from granary_flows.words import SpecWord
 
 # Letters, digits, `_` and `-`: a Prefect flow and deployment name, a results folder, a container and Batch job name.

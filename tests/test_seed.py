@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 from granary_flows.cli import app
 from granary_flows.errors import DefinitionError
 from granary_flows.form import parameter_schema
-from granary_flows.formats.seed import JsonValue, expand_command, outputs_from, parse_manifest
+from granary_flows.formats.seed import expand_command, outputs_from, parse_manifest
 from granary_flows.loading import load_definition
+from granary_flows.seed_manifest import JsonValue
 
 SEED = REFERENCE / "seed"
 EXAMPLES = sorted((SEED / "examples").glob("*/seed.manifest.json"))
