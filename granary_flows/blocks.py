@@ -1,36 +1,30 @@
-"""granary's Prefect blocks: the registered definition of each task, and the operator's policy.
+"""granary's Prefect blocks: the registered definition of each task, the operator's policy, and how the HTTP API
+identifies users.
 
-Both live in Prefect's database, so that every runner on every host sees the same: `prefect block register -m
-granary_flows.blocks` lists them in the UI's block catalog (`granary register` registers them itself).
+All three live in Prefect's database, so that every runner and API instance on every host sees the same: `prefect
+block register -m granary_flows.blocks` lists them in the UI's block catalog (`granary register` registers them
+itself). Each block holds the fields of a model defined once (`Entry` here, `policy.Policy`, `auth.AuthSettings`).
 """
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from typing import Any, ClassVar
+from uuid import UUID
 
 from prefect.blocks.core import Block
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from granary_flows.api.identity import AUTH_BLOCK_VARIABLE, AuthSettings, auth_from_environment
-from granary_flows.policy import Policy, policy_from_environment
+from granary_flows.auth import AUTH_BLOCK_TYPE, AuthSettings
+from granary_flows.definition import TaskDefinition
+from granary_flows.pipeline import PipelineDefinition
+from granary_flows.policy import POLICY_BLOCK_TYPE, Policy
 
-POLICY_BLOCK_VARIABLE = "GRANARY_POLICY_BLOCK"
+TASK_BLOCK_TYPE = "granary-task"
 
 
-class GranaryTask(Block):
-    """A task or pipeline registered with granary, beside its deployment: the definition every runner executes,
-    whatever host it is on, and the document it was registered from.
-
-    Example:
-        >>> GranaryTask.load("ndvi").definition["runtime"]  # doctest: +SKIP
-    """
-
-    _block_type_name: ClassVar[str] = "Granary task"
-    _block_type_slug: ClassVar[str] = "granary-task"
-    _description: ClassVar[str] = "A containerized algorithm (or pipeline) registered with granary-flows."
-    _logo_url: ClassVar[Any] = None
+class Entry(BaseModel):
+    """One registered task or pipeline, as the registry keeps it beside its deployment."""
 
     name: str = Field(description="The task's name: its flow and deployment name.")
     kind: str = Field(description="task or pipeline.")
@@ -45,7 +39,32 @@ class GranaryTask(Block):
     registered: datetime = Field(description="When it was registered.")
     registered_by: str | None = Field(default=None, description="Who registered it, through the HTTP API.")
     image_digest: str | None = Field(default=None, description="The image digest pinned at registration, if any.")
-    deployment_id: str | None = Field(default=None, description="Its deployment.")
+    deployment_id: UUID | None = Field(default=None, description="Its deployment.")
+
+    def model(self) -> TaskDefinition | PipelineDefinition:
+        """The definition as a checked model (a pipeline's steps not yet linked to their tasks)."""
+        if self.kind == "pipeline":
+            return PipelineDefinition.model_validate(self.definition | {"source": self.source})
+        return TaskDefinition.model_validate(self.definition | {"source": self.source})
+
+    @property
+    def access(self) -> list[str]:
+        """The roles that may run it (none: every authenticated user)."""
+        return [str(role) for role in self.definition.get("access") or []]
+
+
+class GranaryTask(Block, Entry):
+    """A task or pipeline registered with granary, beside its deployment: the definition every runner executes,
+    whatever host it is on, and the document it was registered from.
+
+    Example:
+        >>> GranaryTask.load("ndvi").definition["runtime"]  # doctest: +SKIP
+    """
+
+    _block_type_name: ClassVar[str] = "Granary task"
+    _block_type_slug: ClassVar[str] = TASK_BLOCK_TYPE
+    _description: ClassVar[str] = "A containerized algorithm (or pipeline) registered with granary-flows."
+    _logo_url: ClassVar[Any] = None
 
 
 class GranaryPolicy(Block, Policy):
@@ -53,35 +72,16 @@ class GranaryPolicy(Block, Policy):
     shared by every runner that names it in `GRANARY_POLICY_BLOCK`."""
 
     _block_type_name: ClassVar[str] = "Granary policy"
-    _block_type_slug: ClassVar[str] = "granary-policy"
+    _block_type_slug: ClassVar[str] = POLICY_BLOCK_TYPE
     _description: ClassVar[str] = "Where granary-flows may fetch inputs from, and how much it may copy."
     _logo_url: ClassVar[Any] = None
 
 
-def current_policy() -> Policy:
-    """The policy of this process: the `GranaryPolicy` block named by `GRANARY_POLICY_BLOCK`, else the environment."""
-    return _from_block_or_environment(POLICY_BLOCK_VARIABLE, GranaryPolicy, Policy, policy_from_environment)
-
-
-def _from_block_or_environment(variable: str, block_type: type[Block], model: type[Any], from_environment: Any) -> Any:
-    """The settings `model` from the block named in `variable`, or from the environment when none is named."""
-    name = os.environ.get(variable)
-    if not name:
-        return from_environment()
-    block = block_type.load(name)
-    return model.model_validate(block.model_dump(include=set(model.model_fields)))
-
-
 class GranaryAuth(Block, AuthSettings):
-    """How `granary api` identifies users (see `api.identity.AuthSettings` for each field), shared by every API
-    instance that names it in `GRANARY_AUTH_BLOCK`."""
+    """How `granary api` identifies users (see `auth.AuthSettings` for each field), shared by every API instance that
+    names it in `GRANARY_AUTH_BLOCK`."""
 
     _block_type_name: ClassVar[str] = "Granary API authentication"
-    _block_type_slug: ClassVar[str] = "granary-auth"
+    _block_type_slug: ClassVar[str] = AUTH_BLOCK_TYPE
     _description: ClassVar[str] = "OIDC issuer and audience, or a static tokens file, for granary-flows' HTTP API."
     _logo_url: ClassVar[Any] = None
-
-
-def current_auth() -> AuthSettings:
-    """How this API identifies users: the `GranaryAuth` block named by `GRANARY_AUTH_BLOCK`, else the environment."""
-    return _from_block_or_environment(AUTH_BLOCK_VARIABLE, GranaryAuth, AuthSettings, auth_from_environment)

@@ -23,7 +23,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from granary_flows.configured import from_block_or_environment
+
 MIB = 2**20
+POLICY_BLOCK_VARIABLE = "GRANARY_POLICY_BLOCK"
+POLICY_BLOCK_TYPE = "granary-policy"
 
 
 class Policy(BaseModel):
@@ -160,3 +164,8 @@ def policy_from_environment(environ: dict[str, str] | None = None) -> Policy:
         if env.get(variable):
             fields[field] = float(env[variable])
     return Policy.model_validate(fields)
+
+
+def current_policy() -> Policy:
+    """The policy of this process: the `GranaryPolicy` block named by `GRANARY_POLICY_BLOCK`, else the environment."""
+    return from_block_or_environment(POLICY_BLOCK_VARIABLE, POLICY_BLOCK_TYPE, Policy, policy_from_environment)

@@ -11,44 +11,16 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
-from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
-from pydantic import BaseModel
 
+from granary_flows.blocks import TASK_BLOCK_TYPE, Entry, GranaryTask
 from granary_flows.definition import TaskDefinition
 from granary_flows.deployment import create_deployment
 from granary_flows.errors import DefinitionError, UnknownTask
 from granary_flows.loading import Definition, LoadedDefinition, check_pipeline, registry_key
 from granary_flows.pipeline import PipelineDefinition
-
-BLOCK_TYPE = "granary-task"
-
-
-class Entry(BaseModel):
-    """One registered task or pipeline, as the registry keeps it."""
-
-    name: str
-    kind: str
-    version: str
-    title: str | None = None
-    runtime: str
-    source_format: str
-    source: str
-    work_pool: str | None = None
-    definition: dict[str, Any]
-    document: dict[str, Any]
-    registered: datetime
-    registered_by: str | None = None
-    image_digest: str | None = None
-    deployment_id: UUID | None = None
-
-    def model(self) -> Definition:
-        """The definition as a checked model (a pipeline's steps not yet linked to their tasks)."""
-        if self.kind == "pipeline":
-            return PipelineDefinition.model_validate(self.definition | {"source": self.source})
-        return TaskDefinition.model_validate(self.definition | {"source": self.source})
 
 
 class Registry:
@@ -114,8 +86,6 @@ class Registry:
             image_digest=image_digest,
             deployment_id=deployment_id,
         )
-        from granary_flows.blocks import GranaryTask
-
         GranaryTask(**entry.model_dump(mode="json")).save(registry_key(definition.name), overwrite=True)
         return entry
 
@@ -130,7 +100,7 @@ class Registry:
     def get(self, name: str) -> Entry | None:
         """The registered entry called `name`, or None."""
         try:
-            document = self.client.read_block_document_by_name(name=registry_key(name), block_type_slug=BLOCK_TYPE)
+            document = self.client.read_block_document_by_name(name=registry_key(name), block_type_slug=TASK_BLOCK_TYPE)
         except ObjectNotFound:
             return None
         return _entry(document.data)
@@ -138,7 +108,7 @@ class Registry:
     def entries(self) -> list[Entry]:
         """Every registered task and pipeline, by name."""
         try:
-            documents = self.client.read_block_documents_by_type(block_type_slug=BLOCK_TYPE, limit=None)
+            documents = self.client.read_block_documents_by_type(block_type_slug=TASK_BLOCK_TYPE, limit=None)
         except ObjectNotFound:
             return []
         except PrefectHTTPStatusError as err:  # the sync client's answer when nothing was ever registered
@@ -193,7 +163,7 @@ class Registry:
             self.client.delete_deployment(deployment.id)
         except ObjectNotFound:
             pass
-        document = self.client.read_block_document_by_name(name=registry_key(name), block_type_slug=BLOCK_TYPE)
+        document = self.client.read_block_document_by_name(name=registry_key(name), block_type_slug=TASK_BLOCK_TYPE)
         self.client.delete_block_document(document.id)
         return entry
 
@@ -205,7 +175,7 @@ def _with_image_policy(definition: TaskDefinition, source: str) -> TaskDefinitio
     Raises:
         DefinitionError: naming the image and the rule.
     """
-    from granary_flows.blocks import current_policy
+    from granary_flows.policy import current_policy
 
     policy = current_policy()
     spec = definition.runtime.docker

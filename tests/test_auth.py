@@ -488,7 +488,9 @@ def test_a_signed_picture_link_opens_that_picture_alone(api, people, runner, cli
 
 def test_a_block_named_in_the_environment_overrides_the_environments_own_settings(client, monkeypatch):
     """Workers and API instances on other hosts share one policy and one authentication through Prefect blocks."""
-    from granary_flows.blocks import GranaryAuth, GranaryPolicy, current_auth, current_policy
+    from granary_flows.auth import current_auth
+    from granary_flows.blocks import GranaryAuth, GranaryPolicy
+    from granary_flows.policy import current_policy
 
     GranaryPolicy(file_roots=["/srv/scenes"], max_input_mib=64).save("shared-policy", overwrite=True)
     GranaryAuth(mode="oidc", issuer="https://idp.example/realms/x", audience="granary").save(

@@ -19,8 +19,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from prefect.client.orchestration import get_client
 
 from granary_flows.api.context import ApiError, ApiSettings, Context, answer
-from granary_flows.api.identity import Authenticator, AuthSettings, Forbidden, record
-from granary_flows.blocks import current_auth
+from granary_flows.api.identity import Authenticator, Forbidden, record
+from granary_flows.auth import AuthSettings, current_auth
 from granary_flows.errors import GranaryError
 
 TOKEN_COOKIE = "granary_token"  # a browser's token (the HTML pages), set by /login

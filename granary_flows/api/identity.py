@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -25,65 +24,13 @@ from typing import Any
 import httpx
 import jwt
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
+from granary_flows.auth import AuthSettings
 from granary_flows.errors import GranaryError
 
 audit = logging.getLogger("granary.audit")
-AUTH_BLOCK_VARIABLE = "GRANARY_AUTH_BLOCK"
 ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512"]  # never "none"
-
-
-class AuthSettings(BaseModel):
-    """How `granary api` identifies requests. Every field is described once, here; each has a GRANARY_* variable."""
-
-    mode: str = Field(
-        default="",
-        description="tokens, oidc, both as 'tokens,oidc', or off (GRANARY_API_AUTH). Unset: refuse to start.",
-    )
-    tokens_file: str | None = Field(
-        default=None,
-        description="A YAML or JSON list of {token, subject, roles}; a token may be given as `sha256:<hex>` "
-        "(GRANARY_API_TOKENS_FILE).",
-    )
-    issuer: str | None = Field(default=None, description="The OIDC issuer tokens must name (GRANARY_OIDC_ISSUER).")
-    audience: str | None = Field(default=None, description="The audience tokens must name (GRANARY_OIDC_AUDIENCE).")
-    jwks_url: str | None = Field(default=None, description="Where the issuer's keys are (GRANARY_OIDC_JWKS_URL).")
-    jwks_file: str | None = Field(default=None, description="The issuer's keys, offline (GRANARY_OIDC_JWKS_FILE).")
-    roles_claim: str = Field(
-        default="realm_access.roles", description="The claim holding a user's roles (GRANARY_OIDC_ROLES_CLAIM)."
-    )
-    subject_claim: str = Field(
-        default="preferred_username",
-        description="The claim naming a user; `sub` when absent (GRANARY_OIDC_SUBJECT_CLAIM).",
-    )
-    admin_role: str = Field(
-        default="admin", description="The role that registers tasks and sees every job (GRANARY_ADMIN_ROLE)."
-    )
-
-    @property
-    def modes(self) -> set[str]:
-        return {part.strip() for part in self.mode.split(",") if part.strip()}
-
-    @property
-    def off(self) -> bool:
-        return self.modes == {"off"}
-
-
-def auth_from_environment(environ: dict[str, str] | None = None) -> AuthSettings:
-    env = os.environ if environ is None else environ
-    names = {
-        "mode": "GRANARY_API_AUTH",
-        "tokens_file": "GRANARY_API_TOKENS_FILE",
-        "issuer": "GRANARY_OIDC_ISSUER",
-        "audience": "GRANARY_OIDC_AUDIENCE",
-        "jwks_url": "GRANARY_OIDC_JWKS_URL",
-        "jwks_file": "GRANARY_OIDC_JWKS_FILE",
-        "roles_claim": "GRANARY_OIDC_ROLES_CLAIM",
-        "subject_claim": "GRANARY_OIDC_SUBJECT_CLAIM",
-        "admin_role": "GRANARY_ADMIN_ROLE",
-    }
-    return AuthSettings.model_validate({field: env[name] for field, name in names.items() if env.get(name)})
 
 
 class Identity(BaseModel):
