@@ -24,6 +24,17 @@ def variable_name(argument: str) -> str:
     return argument.upper().replace("-", "_")
 
 
+def as_text(value: Any) -> str:
+    """An argument's value as a container reads it in a variable, a parameter or a command: strings as they are,
+    everything else as JSON.
+
+    Example:
+        >>> as_text("a b"), as_text(3), as_text(True), as_text([1, 2])
+        ('a b', '3', 'true', '[1, 2]')
+    """
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def parse_progress(line: str) -> tuple[float, str | None] | None:
     """`(percent, message)` from a `{"progress": N, "message": "..."}` line, else None.
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from granary_flows.contract import ARGUMENTS_FILE, INPUT_METADATA_FILE, variable_name
+from granary_flows.contract import ARGUMENTS_FILE, INPUT_METADATA_FILE, as_text, variable_name
 from granary_flows.definition import DEFAULT_OUTPUT_DIR, ArgumentPassing, TaskDefinition
 from granary_flows.formats import seed
 
@@ -91,7 +91,7 @@ def invocation_for(
         environment["OUTPUT_URI"] = output_uri
         invocation.command = batch.command
     if ArgumentPassing.ENVIRONMENT in ways:
-        environment |= {variable_name(name): _as_text(value) for name, value in arguments.items()}
+        environment |= {variable_name(name): as_text(value) for name, value in arguments.items()}
         environment["GRANARY_ARGUMENTS"] = document
     if ArgumentPassing.FILE in ways:
         environment["GRANARY_ARGUMENTS_FILE"] = ARGUMENTS_FILE
@@ -99,7 +99,7 @@ def invocation_for(
     if ArgumentPassing.STDIN in ways:
         invocation.stdin = document
     if ArgumentPassing.PARAMETERS in ways:
-        invocation.parameters = {name: _as_text(value) for name, value in arguments.items()}
+        invocation.parameters = {name: as_text(value) for name, value in arguments.items()}
     if webhook:
         environment["GRANARY_WEBHOOK_URL"] = webhook
         if ArgumentPassing.PARAMETERS in ways:
@@ -116,11 +116,6 @@ def invocation_for(
     if ArgumentPassing.LAST_ARGUMENT in ways:
         invocation.command = [*(invocation.command or []), document]
     return invocation
-
-
-def _as_text(value: Any) -> str:
-    """Strings as they are, everything else as JSON (`3`, `true`, `[1, 2]`)."""
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _passed(asked: list[str], passable: list[str]) -> dict[str, str]:

@@ -22,7 +22,7 @@ from granary_flows.formats import granary, process_api
 from granary_flows.formats import seed as seed_format
 from granary_flows.locations import at, describe
 from granary_flows.pipeline import PipelineDefinition, is_pipeline_document, pipeline_problems
-from granary_flows.validation import schema_problems, violations
+from granary_flows.validation import schema_problems, unstorable_at, violations
 from granary_flows.words import SpecWord
 
 Definition = TaskDefinition | PipelineDefinition
@@ -112,9 +112,9 @@ def read_definition(text: str, source: str, folder: Path | None = None) -> Loade
     document, root = parse_text(text, source)
     if not isinstance(document, dict):
         raise DefinitionError(source, ["the document must be a mapping (a task definition)"])
-    nul = [at(location, NUL_MESSAGE, root) for location in _with_nul(document, ())]
-    if nul:
-        raise DefinitionError(source, nul)
+    unstorable = [at(location, problem, root) for location, problem in unstorable_at(document)]
+    if unstorable:
+        raise DefinitionError(source, unstorable)
     source_format, converted = _converted(document, source, root, folder)
     model: type[Definition] = PipelineDefinition if source_format is SourceFormat.PIPELINE else TaskDefinition
     within = ("seed", "manifest") if "seed" in document and source_format is SourceFormat.SEED else ()
@@ -130,25 +130,6 @@ def read_definition(text: str, source: str, folder: Path | None = None) -> Loade
     return LoadedDefinition(
         definition=definition, source_format=source_format, document=document, source=source, text=text
     )
-
-
-NUL_MESSAGE = "holds a NUL character (\\u0000), which Prefect's database cannot store"
-
-
-def _with_nul(value: Any, location: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    """Where a document holds a NUL character: PostgreSQL refuses it, and Prefect's server answers 503 to every
-    retry of the registration."""
-    if isinstance(value, str):
-        return [location] if "\x00" in value else []
-    if isinstance(value, dict):
-        return [
-            found
-            for key, item in value.items()
-            for found in _with_nul(str(key), location) + _with_nul(item, (*location, str(key).replace("\x00", "")))
-        ]
-    if isinstance(value, list):
-        return [found for index, item in enumerate(value) for found in _with_nul(item, (*location, index))]
-    return []
 
 
 def _converted(

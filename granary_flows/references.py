@@ -9,13 +9,13 @@ its type; a reference inside a longer string is written into it as text.
 from __future__ import annotations
 
 import ast
-import json
 import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from granary_flows.contract import as_text
 from granary_flows.errors import ReferenceProblem
 
 REFERENCE = re.compile(r"\$\{([^}]*)\}")
@@ -114,7 +114,7 @@ def resolve(value: Any, scope: dict[str, Any]) -> Any:
     whole = whole_reference(value)
     if whole is not None:
         return lookup(whole, scope)
-    return REFERENCE.sub(lambda match: _as_text(lookup(parse(match.group(1)), scope)), value)
+    return REFERENCE.sub(lambda match: as_text(lookup(parse(match.group(1)), scope)), value)
 
 
 def lookup(reference: Reference, scope: dict[str, Any]) -> Any:
@@ -143,10 +143,6 @@ def _follow(value: Any, path: tuple[str | int, ...], reference: Reference, where
     if not isinstance(value, dict) or part not in value or value[part] is None:
         raise ReferenceProblem(f"{reference}: {where} has no {part!r}")
     return _follow(value[part], rest, reference, f"{where}.{part}")
-
-
-def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 # `when:` conditions: comparisons, `in`, `and`/`or`/`not` over references and literals, read with Python's parser

@@ -18,7 +18,7 @@ from shapely.geometry import shape
 from granary_flows.definition import TaskDefinition
 from granary_flows.formats.seed import parameter_name
 from granary_flows.sidecars import times_of
-from granary_flows.staging import StagedInput
+from granary_flows.staging import StagedInput, declares_uri
 
 
 def input_metadata(
@@ -89,9 +89,9 @@ def recipe_context(
     properties = pipeline_schema.get("properties", {})
     for name, value in arguments.items():
         spec = properties.get(name, {})
-        if _is_uri(spec) and isinstance(value, str):
+        if declares_uri(spec) and isinstance(value, str):
             recipe[name] = [file_details(value)]
-        elif isinstance(spec, dict) and _is_uri(spec.get("items")) and isinstance(value, list):
+        elif isinstance(spec, dict) and declares_uri(spec.get("items")) and isinstance(value, list):
             recipe[name] = [file_details(v) for v in value if isinstance(v, str)]
         else:
             recipe[name] = value
@@ -109,7 +109,3 @@ def recipe_context(
                 files.append(file_details(asset["href"], asset.get("size"), asset.get("type"), sidecar))
         recipe[f"steps.{step}"] = files
     return recipe
-
-
-def _is_uri(spec: Any) -> bool:
-    return isinstance(spec, dict) and spec.get("format") == "uri"

@@ -45,14 +45,6 @@ class StagedInput(BaseModel):
     sidecar: dict[str, Any] | None = None  # the GeoJSON Feature at `<uri>.metadata.json`, when there is one
 
 
-class Staged(BaseModel):
-    """What staging did: the arguments as the container sees them, and the files behind them."""
-
-    arguments: dict[str, Any]
-    input_dir: Path | None = None
-    inputs: list[StagedInput] = []
-
-
 def uri_arguments(schema: dict[str, Any], arguments: dict[str, Any]) -> dict[str, str | list[str]]:
     """The top-level arguments declared `format: uri` (or arrays of them) whose values the runtime can fetch."""
     return {
@@ -61,9 +53,9 @@ def uri_arguments(schema: dict[str, Any], arguments: dict[str, Any]) -> dict[str
 
 
 def _stageable(spec: Any, value: Any) -> bool:
-    if _is_uri(spec):
+    if declares_uri(spec):
         return isinstance(value, str) and _fetchable(value)
-    if isinstance(spec, dict) and spec.get("type") == "array" and _is_uri(spec.get("items")):
+    if isinstance(spec, dict) and spec.get("type") == "array" and declares_uri(spec.get("items")):
         return isinstance(value, list) and bool(value) and all(isinstance(v, str) and _fetchable(v) for v in value)
     return False
 
@@ -337,7 +329,8 @@ def _file_name(uri: str, argument: str) -> str:
     return name if name not in (".", "..") else argument
 
 
-def _is_uri(spec: Any) -> bool:
+def declares_uri(spec: Any) -> bool:
+    """Whether a property's schema declares a file to fetch (`format: uri`)."""
     return isinstance(spec, dict) and spec.get("format") == "uri"
 
 

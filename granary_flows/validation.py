@@ -121,24 +121,42 @@ def violations(schema: dict[str, Any], arguments: dict[str, Any]) -> list[str]:
 
 
 def unstorable(value: Any, path: str) -> list[str]:
-    """What Prefect's database cannot hold, whatever the schema allows: integers past 64 bits (SQLite stores them
-    but the server's listings then fail) and the NUL character (PostgreSQL refuses it in JSON, and the server answers
-    503 to every retry)."""
+    """What Prefect's database cannot hold, whatever the schema allows, each as `<JSON path>: <what>`.
+
+    Example:
+        >>> unstorable({"a": [1, "x\\x00"]}, "$")
+        ["$.a[1]: contains the NUL character (\\\\u0000), which Prefect's database cannot store"]
+    """
+    said = []
+    for location, problem in unstorable_at(value):
+        where = path + "".join(f"[{part}]" if isinstance(part, int) else f".{_printable(part)}" for part in location)
+        said.append(f"{where}: {problem}")
+    return said
+
+
+def unstorable_at(value: Any, location: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], str]]:
+    """Where a document holds what Prefect's database cannot: integers past 64 bits (SQLite stores them but the
+    server's listings then fail) and the NUL character (PostgreSQL refuses it in JSON, and the server answers 503 to
+    every retry). Each place is the keys and indexes that lead to it, with what is wrong there."""
     if isinstance(value, bool):
         return []
     if isinstance(value, int) and abs(value) > INT64:
-        return [f"{path}: {value} is larger than a 64-bit integer"]
+        return [(location, f"{value} is larger than a 64-bit integer")]
     if isinstance(value, str) and "\x00" in value:
-        return [f"{path}: contains the NUL character (\\u0000), which Prefect's database cannot store"]
+        return [(location, NUL_PROBLEM)]
     if isinstance(value, dict):
-        return [
-            found
-            for key, item in value.items()
-            for found in unstorable(key, f"{path} (a key)") + unstorable(item, f"{path}.{_printable(key)}")
-        ]
+        found = []
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                found.append(((*location, key.replace("\x00", "")), f"a key {NUL_PROBLEM}"))
+            found += unstorable_at(item, (*location, key))
+        return found
     if isinstance(value, list):
-        return [found for index, item in enumerate(value) for found in unstorable(item, f"{path}[{index}]")]
+        return [found for index, item in enumerate(value) for found in unstorable_at(item, (*location, index))]
     return []
+
+
+NUL_PROBLEM = "contains the NUL character (\\u0000), which Prefect's database cannot store"
 
 
 def _printable(text: str) -> str:

@@ -56,8 +56,8 @@ def test_a_nul_character_anywhere_in_a_definition_is_named_with_its_line():
     with pytest.raises(DefinitionError) as refused:
         read_definition(text, "request")
     said = str(refused.value)
-    assert "description (line 2): holds a NUL character" in said
-    assert "validator.schema.properties.n.enum.1 (line 7): holds a NUL character" in said
+    assert "description (line 2): contains the NUL character" in said
+    assert "validator.schema.properties.n.enum.1 (line 7): contains the NUL character" in said
     assert "\x00" not in said
 
 

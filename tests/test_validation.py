@@ -39,7 +39,7 @@ def test_what_prefects_database_cannot_store_is_named_even_when_the_schema_allow
     found = violations(anything, {"note": "a\x00b", "deep": [{"k\x00": 2**70}], "ok": "fine"})
     assert found == [
         "$.note: contains the NUL character (\\u0000), which Prefect's database cannot store",
-        "$.deep[0] (a key): contains the NUL character (\\u0000), which Prefect's database cannot store",
+        "$.deep[0].k: a key contains the NUL character (\\u0000), which Prefect's database cannot store",
         "$.deep[0].k\\u0000: 1180591620717411303424 is larger than a 64-bit integer",
     ]
     assert not any("\x00" in line for line in violations({"maxLength": 1}, "a\x00"))  # messages stay storable
