@@ -389,7 +389,9 @@ def s3_comparison(runs: int) -> dict[str, float]:
     clearing it and the upload. Returns the median MiB per second of each."""
     import s3fs
 
-    from granary_flows.store import MULTIPART_CHUNK
+    from granary_flows.store import multipart_chunk
+
+    part = multipart_chunk()
 
     sys.path.insert(0, str(ROOT / "tests"))
     from helpers import running_moto
@@ -442,10 +444,10 @@ def s3_comparison(runs: int) -> dict[str, float]:
 
             for i in range(runs):
                 store_timed("granary", granary_store)
-                store_timed("same part size", lambda: raw_put(f"same-{i}", chunksize=MULTIPART_CHUNK))
+                store_timed("same part size", lambda: raw_put(f"same-{i}", chunksize=part))
                 store_timed("s3fs default", lambda: raw_put(f"default-{i}"))
     return {
-        "part_mib": MULTIPART_CHUNK / 2**20,
+        "part_mib": part / 2**20,
         **{what: statistics.median(found) for what, found in rates.items()},
         **{f"moto {what}": statistics.median(found) for what, found in moto_seconds.items()},
     }

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 from granary_flows import layout, stac
-from granary_flows.pipeline_run import FAILED, SUCCESSFUL, PipelineDocument
+from granary_flows.documents import PipelineDocument, StepStatus
 from granary_flows.store import ResultsStore
 
 
@@ -31,7 +31,7 @@ def interim_results(store: ResultsStore, older_than: timedelta, now: datetime | 
     ended = {
         run.execution_id
         for run in runs
-        if run.status in (SUCCESSFUL, FAILED) and run.finished is not None and run.finished < cutoff
+        if run.status in (StepStatus.SUCCESSFUL, StepStatus.FAILED) and run.finished is not None and run.finished < cutoff
     }
     kept: set[tuple[str, str]] = set()
     interim: dict[tuple[str, str], str] = {}

@@ -28,8 +28,18 @@ tasks_app = typer.Typer(help="What is registered: list, show and remove tasks an
 app.add_typer(tasks_app, name="tasks")
 console = Console()
 err_console = Console(stderr=True)
-DEPLOYMENTS = Path(os.environ.get("GRANARY_DEPLOYMENTS", "deployments"))
-DeploymentsOption = typer.Option(DEPLOYMENTS, "--deployments", "-d", help="Folder or file of task definitions.")
+DeploymentsOption = typer.Option(
+    "deployments",
+    "--deployments",
+    "-d",
+    envvar="GRANARY_DEPLOYMENTS",
+    help="Folder or file of task definitions.",
+)
+
+
+def deployments_folder() -> Path:
+    """Where task files are by default: `$GRANARY_DEPLOYMENTS`, else `deployments/` here."""
+    return Path(os.environ.get("GRANARY_DEPLOYMENTS") or "deployments")
 
 
 def fail(message: str) -> typer.Exit:
@@ -51,7 +61,7 @@ def check(
 ) -> None:
     """Check task and pipeline definitions, in any format: fields, schemas (against their own draft), schedules, and
     each pipeline's steps (tasks, references, arguments against the step task's schema)."""
-    loaded, errors = read_files(paths or [DEPLOYMENTS])
+    loaded, errors = read_files(paths or [deployments_folder()])
     for entry in loaded:
         definition = entry.definition
         console.print(
@@ -492,7 +502,7 @@ def results(execution_id: str = typer.Argument(..., help="The execution (flow ru
             document = results_document(client, execution_id)
     except GranaryError as err:
         raise fail(str(err)) from err
-    print(json.dumps(document, indent=2))
+    print(document.model_dump_json(indent=2))
 
 
 @app.command("import-seed")
@@ -521,7 +531,7 @@ def import_seed(
         manifest = seed.parse_manifest(document, image)
     except GranaryError as err:
         raise fail(str(err)) from err
-    target = output or DEPLOYMENTS / f"{manifest.job.name.lower()}.yaml"
+    target = output or deployments_folder() / f"{manifest.job.name.lower()}.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)
     header = (
         f"# Seed job {manifest.job.name} {manifest.job.jobVersion}, imported from {image} by granary import-seed.\n"
@@ -531,38 +541,41 @@ def import_seed(
     console.print(f"[green]wrote[/] {target} [dim]({manifest.job.name} {manifest.job.jobVersion})[/]", highlight=False)
 
 
-def _print_results(document: dict[str, Any]) -> None:
-    if "pipeline" in document:
+def _print_results(document: Any) -> None:
+    """An execution's results (`documents.ExecutionDocument`), or a pipeline run's steps, as a table."""
+    from granary_flows.documents import PipelineDocument
+
+    if isinstance(document, PipelineDocument):
         return _print_pipeline(document)
-    table = Table(title=f"results of {document['task']} {document['execution_id']}", title_justify="left")
+    table = Table(title=f"results of {document.task} {document.execution_id}", title_justify="left")
     for column in ("title", "type", "size", "href"):
         table.add_column(column, overflow="fold")
-    for asset in document["results"]:
-        table.add_row(asset.get("title") or "", asset.get("type") or "", str(asset.get("size") or ""), asset["href"])
+    for asset in document.results:
+        table.add_row(asset.title or "", asset.type or "", str(asset.size or ""), asset.href)
     console.print(table)
-    if document.get("value") is not None:
-        console.print(f"value: {json.dumps(document['value'])}", highlight=False, markup=False)
+    if document.value is not None:
+        console.print(f"value: {json.dumps(document.value)}", highlight=False, markup=False)
 
 
-def _print_pipeline(document: dict[str, Any]) -> None:
-    table = Table(title=f"steps of {document['pipeline']} {document['execution_id']}", title_justify="left")
+def _print_pipeline(document: Any) -> None:
+    table = Table(title=f"steps of {document.pipeline} {document.execution_id}", title_justify="left")
     for column in ("step", "task", "status", "executions", "reused", "results"):
         table.add_column(column, overflow="fold")
-    for name, step in document["steps"].items():
-        results = step.get("results") or []
+    for name, step in document.steps.items():
+        results = step.results or []
         per_item = results if results and isinstance(results[0], list) else [results]
         hrefs = [asset["href"] for assets in per_item for asset in assets or [] if "data" in asset.get("roles", [])]
         table.add_row(
             name,
-            step["task"],
-            step["status"] + (f" ({step['reason']})" if step.get("reason") else ""),
-            str(len(step["executions"])),
-            str(sum(step.get("reused", []))),
+            step.task,
+            f"{step.status}" + (f" ({step.reason})" if step.reason else ""),
+            str(len(step.executions)),
+            str(sum(step.reused)),
             "\n".join(hrefs),
         )
     console.print(table)
-    if document.get("resumes"):
-        console.print(f"resumes execution {document['resumes']}", highlight=False)
+    if document.resumes:
+        console.print(f"resumes execution {document.resumes}", highlight=False)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,14 @@ from prefect.runtime import task_run as current_task_run
 from pydantic import BaseModel
 
 from granary_flows import artifacts, layout, quicklook, stac
-from granary_flows.blocks import current_policy
 from granary_flows.cancellation import CancelToken
 from granary_flows.definition import TaskDefinition
+from granary_flows.documents import ExecutionDocument, ExecutionStatus
 from granary_flows.errors import ErrorCategory, ExecutionFailed, StorageError
 from granary_flows.formats import seed
 from granary_flows.invocation import Invocation, invocation_for
 from granary_flows.masking import Masker, without_credentials
-from granary_flows.policy import MIB, Policy
+from granary_flows.policy import MIB, Policy, current_policy
 from granary_flows.provenance import started_by
 from granary_flows.quicklook import Quicklook
 from granary_flows.results import CollectedResults, ResultAsset, collect
@@ -38,41 +38,6 @@ from granary_flows.staging import StagedInput, container_arguments, stage_inputs
 from granary_flows.store import ResultsStore
 from granary_flows.validation import prepare_arguments
 from granary_flows.webhooks import webhook_url
-from granary_flows.words import SpecWord
-
-
-class ExecutionStatus(SpecWord):
-    """The results document's `status` words (OGC's, for what ended)."""
-
-    SUCCESSFUL = "successful"
-    FAILED = "failed"
-
-
-class ExecutionDocument(BaseModel):
-    """The results document of one execution: the flow run's return value and `granary-execution.json`."""
-
-    execution_id: str
-    task: str
-    version: str
-    status: ExecutionStatus
-    arguments: dict[str, Any]
-    results: list[ResultAsset]
-    value: Any = None
-    source: str | None = None
-    results_uri: str
-    image: str | None = None
-    image_digest: str | None = None
-    submitter: str | None = None
-    exit_code: int | None = None
-    attempts: int = 0
-    duration: float = 0.0
-    reason: str | None = None
-    outputs: dict[str, Any] = {}
-    warnings: list[str] = []
-    stac_item: str | None = None
-    quicklooks: list[Quicklook] = []
-    started: datetime
-    finished: datetime
 
 
 class Attempted(BaseModel):

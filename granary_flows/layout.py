@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 from pathlib import Path
 
 EXECUTION_DOCUMENT = "granary-execution.json"  # the results document, beside the outputs
@@ -38,10 +39,6 @@ def default_results_root() -> str:
 def unsent_folder(task: str, execution_id: str) -> Path:
     """Where an execution's outputs are kept when the results store refuses them, so that nothing is lost."""
     return home() / "unsent" / task / execution_id
-
-
-def task_folder(task: str) -> str:
-    return task
 
 
 def execution_folder(task: str, execution_id: str) -> str:
@@ -96,3 +93,26 @@ def work_root() -> Path:
     """The work folders of this Prefect server's runs: two servers' runners on one host never touch each other's."""
     server = hashlib.sha256(os.environ.get("PREFECT_API_URL", "").encode()).hexdigest()[:12]
     return home() / "work" / server
+
+
+def output_path_in(href: str, own: str | None) -> str | None:
+    """The one decision of what an execution may call its own output: the path inside its folder `own` (a URI) that
+    `href` names, as that folder's URI and a path under it, or as a path relative to it (the only form accepted when
+    `own` is None); None for anything else (a host path, another execution's or another bucket's object, a `..` out
+    of the folder, a scheme of its own).
+
+    Example:
+        >>> own = "s3://b/runs/ndvi/1"
+        >>> output_path_in(f"{own}/maps/a.tif", own), output_path_in("./maps/a.tif", own)
+        ('maps/a.tif', 'maps/a.tif')
+        >>> output_path_in(f"{own}/../2/x", own), output_path_in("s3://b/runs/ndvi/2/x", own), output_path_in("/etc/passwd", own)
+        (None, None, None)
+    """
+    folder = own.rstrip("/") + "/" if own else None
+    path = href[len(folder) :] if folder and href.startswith(folder) else href
+    if not path or path.startswith("/") or ":" in path.split("/")[0] or "\\" in path:
+        return None
+    if ".." in path.split("/"):
+        return None
+    normal = posixpath.normpath(path)
+    return normal if normal not in (".", "") else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -38,8 +37,6 @@ class Masker:
             return [self.document(item) for item in value]
         return value
 
-    def json(self, value: Any) -> str:
-        return self.text(json.dumps(value))
 
 
 def without_credentials(uri: str) -> str:

@@ -25,64 +25,26 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as current_flow_run
 from prefect.states import Completed, State
-from pydantic import BaseModel
 
 from granary_flows import layout
 from granary_flows.artifacts import artifact_key
-from granary_flows.blocks import current_policy
 from granary_flows.cancellation import CancelToken
 from granary_flows.definition import RuntimeKind, TaskDefinition
+from granary_flows.documents import ExecutionDocument, PipelineDocument, StepStatus, StepSummary
 from granary_flows.errors import ArgumentsInvalid, GranaryError, PipelineFailed, ReferenceProblem
 from granary_flows.execution import Execution
 from granary_flows.pipeline import PipelineDefinition, Step
-from granary_flows.policy import Policy
+from granary_flows.policy import Policy, current_policy
 from granary_flows.references import Mapped, holds, resolve, whole_reference
 from granary_flows.runtimes.base import Attempt, Runtime
 from granary_flows.scale import recipe_context
 from granary_flows.store import ResultsStore
 from granary_flows.validation import prepare_arguments
-from granary_flows.words import SpecWord
 
 RESUMES_TAG = "resumes:"
 
 
-class StepStatus(SpecWord):
-    """How a step of a pipeline run ended (and how the run did: successful or failed, or running meanwhile)."""
-
-    SUCCESSFUL = "successful"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    NOT_RUN = "not run"
-    RUNNING = "running"
-
-
 SUCCESSFUL, FAILED, SKIPPED, NOT_RUN = StepStatus.SUCCESSFUL, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.NOT_RUN
-
-
-class StepSummary(BaseModel):
-    """How one step of a pipeline run ended, and the executions (one per item when mapped) it consists of."""
-
-    task: str
-    status: StepStatus = NOT_RUN
-    reason: str | None = None
-    keep: bool = False  # its outputs are final results, which `granary cleanup` leaves alone
-    executions: list[str] = []
-    reused: list[bool] = []
-    results: Any = None
-
-
-class PipelineDocument(BaseModel):
-    """A pipeline run's document, `<root>/<pipeline>/<execution-id>/granary-pipeline.json`, and its return value."""
-
-    execution_id: str
-    pipeline: str
-    version: str
-    status: StepStatus
-    arguments: dict[str, Any]
-    resumes: str | None = None
-    steps: dict[str, StepSummary] = {}
-    started: datetime
-    finished: datetime | None = None
 
 
 def resumed_execution(tags: list[str]) -> str | None:
@@ -112,12 +74,12 @@ class StepRecords:
                 record = self.store.read_json(self._path(run, key))
             except FileNotFoundError:
                 continue
-            document = record["document"]
-            if not self.store.exists(layout.execution_document(document["task"], document["execution_id"])):
+            document = ExecutionDocument.model_validate(record["document"])
+            if not self.store.exists(layout.execution_document(document.task, document.execution_id)):
                 continue  # cleaned up since: run it again
             if run != self.execution_id:  # a resume of this run finds it here
                 self.store.write_json(self._path(self.execution_id, key), record)
-            return dict(document)
+            return dict(record["document"])
         return None
 
     def save(self, key: str, step: str, document: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import mimetypes
-import posixpath
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from granary_flows.contract import RESULTS_FILE, SIDECAR_SUFFIX, parse_plugin_results
 from granary_flows.definition import DEFAULT_OUTPUT_DIR, OutputFile
 from granary_flows.errors import ErrorCategory, ExecutionFailed
+from granary_flows.layout import output_path_in
 from granary_flows.store import StoredOutputs
 
 ANNOTATES = "granary:annotates"  # on a side-car result that annotates an input rather than an output
@@ -143,12 +143,10 @@ def own_output(href: str, stored: dict[str, str], output_path: str = DEFAULT_OUT
     by_uri = {uri: relative for relative, uri in stored.items()}
     if href in by_uri:
         return by_uri[href]
-    path = href
-    if path.startswith(output_path.rstrip("/") + "/"):
-        path = path[len(output_path.rstrip("/")) + 1 :]
-    normal = posixpath.normpath(path) if path else ""
-    if "://" not in href and ":" not in href.split("/")[0] and not normal.startswith(("/", "..")) and normal in stored:
-        return normal
+    folder = output_path.rstrip("/") + "/"
+    relative = output_path_in(href.removeprefix(folder) if href.startswith(folder) else href, None)
+    if relative is not None and relative in stored:
+        return relative
     raise ExecutionFailed(
         f"result href {href[:300]!r} does not name a file this execution wrote; results can only be its own outputs",
         ErrorCategory.JOB,

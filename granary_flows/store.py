@@ -26,11 +26,19 @@ if TYPE_CHECKING:
     from granary_flows.outputs import WrittenFile
 
 RESULTS_BLOCK_VARIABLE = "GRANARY_RESULTS_BLOCK"
-# Files from 2 chunks up are uploaded to S3 in parts, several at once; S3's smallest part is 5 MiB.
-MULTIPART_CHUNK = int(float(os.environ.get("GRANARY_MULTIPART_CHUNK_MIB", "16")) * 2**20)
 # What a file system raises when a store is unreachable or refuses: s3fs lets botocore's own errors through.
 STORE_ERRORS = (OSError, ValueError, BotoCoreError)
-PRESIGN_SECONDS = int(os.environ.get("GRANARY_PRESIGN_SECONDS", "3600"))
+
+
+def multipart_chunk() -> int:
+    """Bytes per part of an upload to S3 (`GRANARY_MULTIPART_CHUNK_MIB`, 16): files from 2 parts up are uploaded in
+    parts, several at once; S3's smallest part is 5 MiB."""
+    return int(float(os.environ.get("GRANARY_MULTIPART_CHUNK_MIB", "16")) * 2**20)
+
+
+def presign_seconds() -> int:
+    """How long a presigned link works (`GRANARY_PRESIGN_SECONDS`, an hour)."""
+    return int(os.environ.get("GRANARY_PRESIGN_SECONDS", "3600"))
 
 
 class StoredOutputs(BaseModel):
@@ -121,7 +129,7 @@ class ResultsStore:
             StorageError: when any upload fails, so that outputs are never lost silently.
         """
         target = f"{self._root_path}/{layout.execution_folder(task, execution_id)}"
-        options = {"chunksize": MULTIPART_CHUNK} if self.is_s3 else {}
+        options = {"chunksize": multipart_chunk()} if self.is_s3 else {}
         self.clear_outputs(task, execution_id)
         try:
             self._make_folder(target)
@@ -170,12 +178,12 @@ class ResultsStore:
         self.fs.invalidate_cache(uri)
         return bytes(self.fs.cat_file(uri))
 
-    def presign(self, uri: str, within: str, seconds: int = PRESIGN_SECONDS) -> str | None:
+    def presign(self, uri: str, within: str, seconds: int | None = None) -> str | None:
         """A https link to an `s3://` file that works without credentials until it expires; None for other stores,
         and for anything that is not under `within` (an execution's own prefix): no link to anybody else's object."""
-        if not (self.is_s3 and uri.startswith("s3://")) or not is_under(uri, within):
+        if not (self.is_s3 and uri.startswith("s3://")) or layout.output_path_in(uri, within) is None:
             return None
-        return str(self.fs.sign(uri, expiration=seconds))
+        return str(self.fs.sign(uri, expiration=seconds or presign_seconds()))
 
     def write_json(self, relative: str, document: Any, indent: int | None = 2) -> str:
         """Write `document` at `<root>/<relative>` and return its URI.
@@ -286,20 +294,3 @@ def _from_s3_bucket_block(name: str) -> tuple[str, dict[str, Any]]:
     root = f"s3://{bucket.bucket_name}/{bucket.bucket_folder}".rstrip("/")
     options = s3_storage_options(bucket.credentials) if isinstance(bucket.credentials, AwsCredentials) else {}
     return root, options
-
-
-def is_under(uri: str, prefix: str) -> bool:
-    """Whether `uri` names something inside `prefix` (no `..` escapes it).
-
-    Example:
-        >>> is_under("s3://b/runs/ndvi/1/a.tif", "s3://b/runs/ndvi/1"), is_under("s3://b/runs/ndvi/1/../2/x", "s3://b/runs/ndvi/1")
-        (True, False)
-    """
-    import posixpath
-
-    scheme, _, path = uri.partition("://")
-    base_scheme, _, base = prefix.rstrip("/").partition("://")
-    if scheme != base_scheme or not path:
-        return False
-    normal = posixpath.normpath(path)
-    return normal.startswith(base.rstrip("/") + "/") and ".." not in path.split("/")

@@ -17,7 +17,7 @@ from prefect.client.schemas.sorting import LogSort
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.states import Scheduled
 
-from granary_flows import layout
+from granary_flows.documents import ResultsDocument, parse_results, read_results
 from granary_flows.errors import GranaryError, UnknownTask
 from granary_flows.loading import Definition
 from granary_flows.store import ResultsStore
@@ -189,7 +189,7 @@ def watch(
         time.sleep(interval)
 
 
-def results_document(client: SyncPrefectClient, execution_id: str, store: ResultsStore | None = None) -> dict[str, Any]:
+def results_document(client: SyncPrefectClient, execution_id: str, store: ResultsStore | None = None) -> ResultsDocument:
     """The results document of an execution, read from the results store.
 
     Raises:
@@ -204,13 +204,12 @@ def results_document(client: SyncPrefectClient, execution_id: str, store: Result
             f"execution {execution_id} of {task} is {state}: it has no results" + (f" ({message})" if message else "")
         )
     store = store or ResultsStore()
-    for path in (layout.execution_document(task, execution_id), layout.pipeline_document(task, execution_id)):
-        try:
-            return store.read_json(path)
-        except FileNotFoundError:
-            pass
+    try:
+        return read_results(store, task, execution_id)
+    except FileNotFoundError:
+        pass
     try:  # the runner may use another results root; the document is also the run's persisted return value
-        return dict(flow_run.state.result())
+        return parse_results(flow_run.state.result())
     except Exception as err:
         raise GranaryError(
             f"execution {execution_id} of {task} has no results document under {store.root}, and its persisted "

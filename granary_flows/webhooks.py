@@ -19,6 +19,7 @@ import os
 import secrets
 import threading
 import uuid
+from urllib.parse import quote
 
 SECRET_BLOCK = "granary-webhook-secret"
 _cached: dict[str, str] = {}
@@ -74,10 +75,20 @@ def same(expected: str, given: str) -> bool:
     return hmac.compare_digest(expected.encode(), given.encode())
 
 
+def output_url(api: str, execution_id: str, relative: str) -> str:
+    """Where `granary api` serves one file of an execution's outputs (to whoever may see the execution).
+
+    Example:
+        >>> output_url("http://127.0.0.1:5050/", "0b6f", "maps/a b.tif")
+        'http://127.0.0.1:5050/jobs/0b6f/outputs/maps/a%20b.tif'
+    """
+    return f"{api.rstrip('/')}/jobs/{execution_id}/outputs/{quote(relative)}"
+
+
 def output_link(api: str, execution_id: str, relative: str) -> str:
     """A link to one file of an execution's outputs that the API serves without a token (signed when the key is
     known; without it, only to a signed-in browser)."""
-    link = f"{api.rstrip('/')}/jobs/{execution_id}/outputs/{relative}"
+    link = output_url(api, execution_id, relative)
     key = webhook_secret()
     return f"{link}?signature={output_signature(execution_id, relative, key)}" if key else link
 

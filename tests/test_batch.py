@@ -243,9 +243,8 @@ def test_ndvi_runs_as_a_batch_job_reading_its_scene_from_s3(client, aws, batch_r
 
 
 def test_docker_outputs_go_to_s3_in_parallel_multipart_uploads(client, aws, batch_runner, monkeypatch):
-    import granary_flows.store
 
-    monkeypatch.setattr(granary_flows.store, "MULTIPART_CHUNK", 5 * 2**20)  # S3's smallest part
+    monkeypatch.setenv("GRANARY_MULTIPART_CHUNK_MIB", "5")  # S3's smallest part
     flow_run = execute(client, "s3-writer", sizes=[12, 1])
     assert flow_run.state.is_completed(), flow_run.state.message
     prefix = f"runs/s3-writer/{flow_run.id}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import UUID
@@ -20,9 +19,9 @@ import httpx
 from pydantic import BaseModel
 
 from granary_flows.api.execute import Subscriber
-from granary_flows.blocks import current_policy
 from granary_flows.errors import GranaryError
 from granary_flows.outbound import OutboundRefused, pinned_request
+from granary_flows.policy import current_policy
 
 logger = logging.getLogger("granary.api.callbacks")
 SUBSCRIPTIONS = ".granary/subscribers"
@@ -129,12 +128,8 @@ class Callbacks:
 
         try:
             definition = self.context.definition(subscription.process_id)
-            document = self.context.results_document(flow_run, subscription.process_id) or {}
-            own = self.context.store.execution_uri(subscription.process_id, str(flow_run.id))
-            links = Links(
-                lambda href: self.context.store.presign(href, own),
-                lambda href: f"{subscription.base}/jobs/{flow_run.id}/outputs/{href.removeprefix(own + '/')}",
-            )
+            document = self.context.results_document(flow_run, subscription.process_id)
+            links = Links(self.context.store, subscription.base, subscription.process_id, str(flow_run.id))
             return outputs_document(definition, document, {}, links, self.context.store.read_bytes)
         except (GranaryError, OSError, ValueError):
             return None
@@ -160,10 +155,3 @@ class Callbacks:
             except httpx.HTTPError as err:
                 logger.info("subscriber %s did not answer (attempt %d): %s", uri, attempt + 1, err)
         logger.warning("subscriber %s given up on after %d attempts", uri, len(BACKOFF) + 1)
-
-
-def wait_idle(callbacks: Callbacks, timeout: float) -> None:
-    """For tests and shutdown: wait until no subscription is pending."""
-    deadline = time.monotonic() + timeout
-    while callbacks.pending and time.monotonic() < deadline:
-        time.sleep(0.1)

@@ -16,14 +16,15 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ObjectNotFound
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from granary_flows import layout
 from granary_flows.api.identity import Authenticator, Identity, Unauthenticated, may_see
+from granary_flows.blocks import Entry
+from granary_flows.documents import ResultsDocument, parse_results, read_results
 from granary_flows.errors import GranaryError, UnknownTask
 from granary_flows.loading import Definition
 from granary_flows.provenance import api_submitter
-from granary_flows.registry import Entry, Registry
+from granary_flows.registry import Registry
 from granary_flows.store import ResultsStore
 
 EXCEPTIONS = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0"
@@ -37,8 +38,9 @@ class ApiSettings(BaseModel):
 
     title: str = "granary-flows"
     description: str = "Containerized geospatial algorithms, run on Docker or AWS Batch through Prefect"
-    public_url: str | None = os.environ.get("GRANARY_API_URL")  # how clients reach it, when behind a proxy
-    sync_timeout: float = float(os.environ.get("GRANARY_API_SYNC_TIMEOUT", "300"))
+    # How clients reach it (GRANARY_API_URL), when behind a proxy; and how long a synchronous execute waits.
+    public_url: str | None = Field(default_factory=lambda: os.environ.get("GRANARY_API_URL"))
+    sync_timeout: float = Field(default_factory=lambda: float(os.environ.get("GRANARY_API_SYNC_TIMEOUT", "300")))
     results: str | None = None
 
 
@@ -166,27 +168,28 @@ class Context:
             raise absent
         return flow_run, process
 
-    def results_document(self, flow_run: FlowRun, process_id: str, required: bool = True) -> dict[str, Any] | None:
-        """A job's results document (`results.json`, or a pipeline's), from the results root or else its state.
+    def results_document(self, flow_run: FlowRun, process_id: str) -> ResultsDocument:
+        """A job's results document (an execution's or a pipeline run's).
 
         Raises:
-            ApiError: 500 when `required` and neither can be read.
+            ApiError: 500 when it can be read neither from the results root nor from the run's state.
         """
-        for path in (
-            layout.execution_document(process_id, str(flow_run.id)),
-            layout.pipeline_document(process_id, str(flow_run.id)),
-        ):
-            try:
-                return dict(self.store.read_json(path))
-            except (FileNotFoundError, OSError, ValueError):
-                continue
-        try:
-            return dict(flow_run.state.result())  # the runner's results root may not be this API's
-        except Exception as err:
-            if not required:
-                return None
+        found = self.find_results(flow_run, process_id)
+        if found is None:
             raise ApiError(500, "server-error", "the results cannot be read",
-                           "set GRANARY_RESULTS_URI (or GRANARY_RESULTS_BLOCK) to the runner's results root") from err  # fmt: skip
+                           "set GRANARY_RESULTS_URI (or GRANARY_RESULTS_BLOCK) to the runner's results root")  # fmt: skip
+        return found
+
+    def find_results(self, flow_run: FlowRun, process_id: str) -> ResultsDocument | None:
+        """A job's results document from the results root or else its run's persisted result; None without one."""
+        try:
+            return read_results(self.store, process_id, str(flow_run.id))
+        except (FileNotFoundError, OSError, ValueError):
+            pass
+        try:
+            return parse_results(flow_run.state.result())  # the runner's results root may not be this API's
+        except Exception:
+            return None
 
     def base_url(self, request: Request) -> str:
         return (self.settings.public_url or str(request.base_url)).rstrip("/")

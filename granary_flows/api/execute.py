@@ -11,7 +11,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from granary_flows.definition import TaskDefinition
+from granary_flows.documents import PipelineDocument, ResultsDocument
+from granary_flows.layout import output_path_in
 from granary_flows.loading import Definition
+from granary_flows.store import ResultsStore
+from granary_flows.webhooks import output_url
 
 TEXT_TYPES = ("text/", "application/json", "application/geo+json", "application/xml")
 MAX_INLINE = 8 * 2**20  # a file returned by value; larger ones only by reference
@@ -110,19 +114,32 @@ def _value(given: Any, spec: dict[str, Any], name: str) -> Any:
 
 
 class Links:
-    """How a result file is given by reference: a presigned https link on S3, else a link this API serves."""
+    """How a result file of one execution is given by reference: a presigned https link on S3, else a link this API
+    serves; an href outside the execution's folder (written under another results root) is said as it is.
 
-    def __init__(self, presign: Callable[[str], str | None], served: Callable[[str], str]):
-        self.presign = presign
-        self.served = served
+    Args:
+        store: the API's results store.
+        base: the API's own address.
+        process_id, execution_id: the execution.
+    """
+
+    def __init__(self, store: ResultsStore, base: str, process_id: str, execution_id: str):
+        self.store = store
+        self.base = base
+        self.execution_id = execution_id
+        self.own = store.execution_uri(process_id, execution_id)
 
     def __call__(self, href: str) -> str:
-        return self.presign(href) or self.served(href)
+        presigned = self.store.presign(href, self.own)
+        if presigned:
+            return presigned
+        relative = output_path_in(href, self.own) if href.startswith(self.own + "/") else None
+        return output_url(self.base, self.execution_id, relative) if relative is not None else href
 
 
 def outputs_document(
     definition: Definition,
-    document: dict[str, Any],
+    document: ResultsDocument,
     wanted: dict[str, OutputRequest],
     links: Links,
     read: Callable[[str], bytes],
@@ -150,20 +167,21 @@ class _Output(BaseModel):
     many: bool = False
 
 
-def _outputs(definition: Definition, document: dict[str, Any]) -> dict[str, _Output]:
-    if not isinstance(definition, TaskDefinition):
-        return {"steps": _Output(value=document.get("steps"))}
-    assets = [a for a in document.get("results", []) if "metadata" not in a.get("roles", [])]
+def _outputs(definition: Definition, document: ResultsDocument) -> dict[str, _Output]:
+    if isinstance(document, PipelineDocument) or not isinstance(definition, TaskDefinition):
+        steps = document.model_dump(mode="json").get("steps")
+        return {"steps": _Output(value=steps)}
+    assets = [a.model_dump(mode="json") for a in document.results if "metadata" not in a.roles]
     outputs: dict[str, _Output] = {}
     for output in definition.outputs.files:
         outputs[output.name] = _Output(files=[a for a in assets if a.get("title") == output.name], many=output.multiple)
-    value = document.get("value")
+    value = document.value
     declared_values = definition.outputs.values
     for each in declared_values:
         if isinstance(value, dict) and each.name in value:
             outputs[each.name] = _Output(value=value[each.name])
-        elif each.name in (document.get("outputs") or {}):
-            outputs[each.name] = _Output(value=document["outputs"][each.name])
+        elif each.name in document.outputs:
+            outputs[each.name] = _Output(value=document.outputs[each.name])
         else:
             outputs[each.name] = _Output(value=value if len(declared_values) == 1 else None)
     if not outputs:

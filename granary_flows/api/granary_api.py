@@ -17,12 +17,13 @@ from granary_flows.api.context import MAX_OFFSET, ApiError, Context
 from granary_flows.api.identity import Forbidden, Identity, may_execute, record
 from granary_flows.api.jobs import JobQuery, JobStatus, read_jobs
 from granary_flows.api.ogc import ANSWERS, API_TAG, context, identity
+from granary_flows.blocks import Entry
 from granary_flows.contract import RESULTS_FILE
+from granary_flows.documents import ExecutionDocument
 from granary_flows.errors import ArgumentsInvalid, DefinitionError, GranaryError
+from granary_flows.layout import output_path_in
 from granary_flows.loading import read_definition
 from granary_flows.provenance import SUBMITTER_TAG, submitter_tag
-from granary_flows.registry import Entry
-from granary_flows.store import is_under
 from granary_flows.submission import refusals_said
 from granary_flows.validation import prepare_arguments, unstorable
 from granary_flows.webhooks import same, webhook_id, webhook_secret
@@ -88,7 +89,7 @@ def list_tasks(
     tasks = [
         e
         for e in ctx.entries().values()
-        if e.kind == "task" and may_execute(who, list(e.definition.get("access") or []))
+        if e.kind == "task" and may_execute(who, e.access)
     ]
     chosen = tasks[page * limit : (page + 1) * limit]
     return {"page": page, "pageSize": limit, "results": [task_document(e) for e in chosen]}
@@ -102,7 +103,7 @@ def get_task(task_id: str, ctx: Context = Depends(context), who: Identity = Depe
 def _task(ctx: Context, task_id: str, who: Identity) -> Entry:
     for entry in ctx.entries(fresh=True).values():
         if str(entry.deployment_id) == task_id:
-            access = list(entry.definition.get("access") or [])
+            access = entry.access
             if not may_execute(who, access):
                 raise Forbidden(f"running {entry.name!r} needs one of the roles {', '.join(access)}")
             return entry
@@ -115,15 +116,14 @@ def execution_document(ctx: Context, flow_run: FlowRun, task: Entry) -> dict[str
     status = STATUS.get(kind, "CREATED")
     results: list[dict[str, Any]] = []
     if status == "SUCCESSFUL":
-        try:
-            document = ctx.store.read_json(layout.execution_document(task.name, str(flow_run.id)))
+        document = ctx.find_results(flow_run, task.name)
+        if isinstance(document, ExecutionDocument):
             own = ctx.store.execution_uri(task.name, str(flow_run.id))
             results = [
-                asset | {"href": ctx.store.presign(asset["href"], own) or asset["href"]}
-                for asset in document.get("results", [])
+                asset.model_dump(mode="json", exclude_none=True)
+                | {"href": ctx.store.presign(asset.href, own) or asset.href}
+                for asset in document.results
             ]
-        except (FileNotFoundError, OSError, ValueError):
-            results = []
     key = webhook_secret()
     reason = flow_run.state.message if flow_run.state and status == "FAILED" else None
     return {
@@ -276,7 +276,6 @@ def _webhook_problem(body: Any, own: str) -> str | None:
         href = asset.get("href") if isinstance(asset, dict) else None
         if not isinstance(href, str):
             return "every result needs an href"
-        relative = href.removeprefix(own + "/") if is_under(href, own) else href
-        if ":" in relative.split("/")[0] or relative.startswith("/") or ".." in relative.split("/") or not relative:
+        if output_path_in(href, own) is None:
             return f"result href {href!r} is not under the execution's own outputs ({own})"
     return None

@@ -119,27 +119,29 @@ def _quicklooks(document: dict[str, Any], request: Request) -> list[dict[str, An
     if document.get("status") != "successful":
         return []
     context = request.app.state.context
-    from granary_flows import layout
+    from granary_flows.documents import ExecutionDocument, read_results
+    from granary_flows.layout import output_path_in
     from granary_flows.webhooks import output_link
 
     try:
-        execution = context.store.read_json(layout.execution_document(document["processID"], document["jobID"]))
+        execution = read_results(context.store, document["processID"], document["jobID"])
     except (FileNotFoundError, OSError, ValueError):
+        return []
+    if not isinstance(execution, ExecutionDocument):
         return []
     base = context.base_url(request)
     own = context.store.execution_uri(document["processID"], document["jobID"])
     looks = []
-    for look in execution.get("quicklooks", []):
-        src = context.store.presign(look["href"], own) or output_link(
-            base, document["jobID"], look["href"].removeprefix(own + "/")
-        )
-        west, south, east, north = look.get("bbox") or (None, None, None, None)
+    for look in execution.quicklooks:
+        relative = output_path_in(look.href, own) or ""
+        src = context.store.presign(look.href, own) or output_link(base, document["jobID"], relative)
+        west, south, east, north = look.bbox or (None, None, None, None)
         footprint = (
             f"west {west:.5f}, south {south:.5f}, east {east:.5f}, north {north:.5f} (WGS 84)"
             if west is not None
             else ""
         )
-        looks.append({"title": look.get("title", ""), "src": src, "footprint": footprint})
+        looks.append({"title": look.title, "src": src, "footprint": footprint})
     return looks
 
 

@@ -33,12 +33,14 @@ from granary_flows.api.jobs import (
     status_of,
 )
 from granary_flows.api.processes import process_description, process_summary
+from granary_flows.documents import ExecutionDocument
 from granary_flows.errors import ArgumentsInvalid, DefinitionError, GranaryError
+from granary_flows.layout import output_path_in
 from granary_flows.loading import Definition, read_definition
 from granary_flows.provenance import started_by, submitter_tag
-from granary_flows.store import is_under
 from granary_flows.submission import refusals_said
 from granary_flows.validation import prepare_arguments
+from granary_flows.webhooks import output_url
 
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/core",
@@ -120,7 +122,7 @@ def processes(
     who: Identity = Depends(identity),
 ) -> Any:
     base = ctx.base_url(request)
-    visible = [e for e in ctx.entries().values() if may_execute(who, list(e.definition.get("access") or []))]
+    visible = [e for e in ctx.entries().values() if may_execute(who, e.access)]
     page = visible[offset : offset + limit]
     links = [{"href": f"{base}/processes?limit={limit}&offset={offset}", "rel": "self", "type": "application/json"},
              {"href": f"{base}/processes?limit={limit}&offset={offset}&f=html", "rel": "alternate",
@@ -313,15 +315,7 @@ def _results(
         raise ApiError(500, "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/job-failed", "the job failed",
                        _failure(ctx, flow_run, process_id), headers)  # fmt: skip
     document = ctx.results_document(flow_run, process_id)
-    base = ctx.base_url(request)
-    own = ctx.store.execution_uri(process_id, str(flow_run.id))
-
-    def served(href: str) -> str:
-        if not is_under(href, own):  # written under another results root than this API's: said as it is
-            return href
-        return f"{base}/jobs/{flow_run.id}/outputs/{href.removeprefix(own + '/')}"
-
-    links = Links(lambda href: ctx.store.presign(href, own) if is_under(href, ctx.store.root) else None, served)
+    links = Links(ctx.store, ctx.base_url(request), process_id, str(flow_run.id))
     try:
         outputs = outputs_document(definition, document, wanted, links, ctx.store.read_bytes)
     except RequestProblem as err:
@@ -370,10 +364,10 @@ def output_file(
         flow_run, process_id = ctx.job_by_signed_link(job_id)
     else:
         flow_run, process_id = ctx.job(job_id, identity(request, ctx))
-    own = ctx.store.execution_uri(process_id, str(flow_run.id))
-    uri = f"{own}/{path}"
-    if not is_under(uri, own) or path.startswith("/") or ".." in path.split("/"):
+    relative = output_path_in(path, None)
+    if relative is None:
         raise ApiError(404, "not-found", "no such result", path)
+    uri = f"{ctx.store.execution_uri(process_id, str(flow_run.id))}/{relative}"
     try:
         content = ctx.store.read_bytes(uri)
     except (OSError, ValueError) as err:
@@ -403,23 +397,25 @@ def logs(request: Request, job_id: str, ctx: Context = Depends(context), who: Id
 def metadata(request: Request, job_id: str, ctx: Context = Depends(context), who: Identity = Depends(identity)) -> Any:
     flow_run, process_id = ctx.job(job_id, who)
     entry = ctx.entry(process_id)
-    document = ctx.results_document(flow_run, process_id, required=False) or {}
+    document = ctx.find_results(flow_run, process_id)
+    execution = document if isinstance(document, ExecutionDocument) else None
+    docker = entry.definition.get("runtime", {}).get("docker") or {}
     provenance = {
         "jobID": job_id,
         "processID": process_id,
-        "processVersion": flow_run.flow_version or document.get("version") or entry.version,
+        "processVersion": flow_run.flow_version or (document.version if document else None) or entry.version,
         "submitter": started_by(flow_run),
-        "image": document.get("image") or entry.definition.get("runtime", {}).get("docker", {}).get("image"),
-        "imageDigest": document.get("image_digest"),
-        "command": (entry.definition.get("runtime", {}).get("docker") or {}).get("command"),
-        "arguments": document.get("arguments") or flow_run.parameters,
-        "attempts": document.get("attempts"),
-        "exitCode": document.get("exit_code"),
+        "image": (execution.image if execution else None) or docker.get("image"),
+        "imageDigest": execution.image_digest if execution else None,
+        "command": docker.get("command"),
+        "arguments": (document.arguments if document else None) or flow_run.parameters,
+        "attempts": execution.attempts if execution else None,
+        "exitCode": execution.exit_code if execution else None,
         "created": flow_run.created.isoformat() if flow_run.created else None,
         "started": flow_run.start_time.isoformat() if flow_run.start_time else None,
         "finished": flow_run.end_time.isoformat() if flow_run.end_time else None,
         "status": status_of(flow_run).value,
-        "stacItem": document.get("stac_item"),
+        "stacItem": execution.stac_item if execution else None,
     }
     return answer(request, provenance, "metadata")
 
@@ -494,8 +490,8 @@ def _stac_link(ctx: Context, flow_run: Any, process_id: str, base: str) -> dict[
     if status_of(flow_run) is not JobStatus.SUCCESSFUL:
         return {}
     item = ctx.store.uri(layout.item_document(process_id, str(flow_run.id)))
-    href = ctx.store.presign(item, ctx.store.execution_uri(process_id, str(flow_run.id))) or (
-        f"{base}/jobs/{flow_run.id}/outputs/{layout.ITEM_FILE}"
+    href = ctx.store.presign(item, ctx.store.execution_uri(process_id, str(flow_run.id))) or output_url(
+        base, str(flow_run.id), layout.ITEM_FILE
     )
     return {"stacItem": href}
 

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from granary_flows import aws, layout
 from granary_flows.contract import MAX_LINE
@@ -71,12 +71,12 @@ class Polling(BaseModel):
     """How often a job's status and logs are read: from `minimum` seconds, growing by `factor` while nothing
     changes, up to `maximum`. At most 60 / `minimum` status calls a minute per job."""
 
-    minimum: float = float(os.environ.get("GRANARY_BATCH_POLL_MIN", "1"))
-    maximum: float = float(os.environ.get("GRANARY_BATCH_POLL_MAX", "20"))
+    minimum: float = Field(default_factory=lambda: float(os.environ.get("GRANARY_BATCH_POLL_MIN", "1")))
+    maximum: float = Field(default_factory=lambda: float(os.environ.get("GRANARY_BATCH_POLL_MAX", "20")))
     factor: float = 1.5
     log_page: int = 10_000  # events per GetLogEvents call (CloudWatch's own maximum)
     # CloudWatch may show a job's last lines a moment after the job ends: waited for only where they matter.
-    settle: float = float(os.environ.get("GRANARY_BATCH_LOG_SETTLE", "1"))
+    settle: float = Field(default_factory=lambda: float(os.environ.get("GRANARY_BATCH_LOG_SETTLE", "1")))
 
 
 class JobRecord(BaseModel):
