@@ -204,3 +204,88 @@ def test_looking_for_orphans_is_not_upset_by_containers_removed_meanwhile(docker
         churning.set()
         for thread in threads:
             thread.join(timeout=30)
+
+
+class EngineProxy:
+    """A TCP front for the local engine's socket whose open connections can be broken, as a restarting engine or a
+    dropped network would."""
+
+    def __init__(self, socket_path: str = "/var/run/docker.sock"):
+        import socket
+
+        self.socket_path = socket_path
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.open: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                front, _ = self.server.accept()
+            except OSError:
+                return
+            back = socket.socket(socket.AF_UNIX)
+            back.connect(self.socket_path)
+            self.open += [front, back]
+            for source, target in ((front, back), (back, front)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, target) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                try:
+                    end.close()
+                except OSError:
+                    pass
+
+    def break_open_connections(self) -> None:
+        import socket
+
+        for end in self.open:
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.open = []
+
+    def close(self) -> None:
+        self.server.close()
+        self.break_open_connections()
+
+
+def test_a_broken_engine_connection_is_said_as_such_not_as_a_timeout(tmp_path):
+    """A task without a timeout whose wait loses the engine's connection: the attempt ends with the engine named, and
+    its container is gone (it used to raise a TypeError formatting the missing timeout)."""
+    import docker
+
+    from granary_flows.runtimes.docker import DockerRuntime
+
+    proxy = EngineProxy()
+    runtime = DockerRuntime(docker.DockerClient(base_url=f"tcp://127.0.0.1:{proxy.port}"))
+    task = TaskDefinition.model_validate(
+        {
+            "name": "waiter",
+            "validator": {"schema": {"type": "object"}},
+            "resources": {"memory": 32},
+            "runtime": {"docker": {"image": "granary/hello:1", "command": ["/bin/sh", "-c", "echo up; sleep 60"]}},
+        }
+    )
+    seen: list[str] = []
+    threading.Timer(1.5, proxy.break_open_connections).start()
+    try:
+        outcome = runtime.run(bare_attempt(task, "broken-engine-test", tmp_path, runtime), seen.append)
+    finally:
+        proxy.close()
+    assert outcome.exit_code is None and "connection to the Docker engine broke" in (outcome.killed_reason or "")
+    assert "timed out" not in outcome.killed_reason
+    assert seen == ["up"]
+    assert docker.from_env().containers.list(all=True, filters={"label": "granary.execution-id=broken-engine-test"}) == []

@@ -21,6 +21,7 @@ from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from requests.exceptions import ChunkedEncodingError
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
@@ -339,12 +340,16 @@ class DockerRuntime(Runtime):
     def _wait(self, container: Any, timeout: float | None, attempt: Attempt) -> tuple[int | None, str | None]:
         # Cancellation removes the container, which ends the wait at once.
         forget = attempt.cancel.on_cancel(lambda: self._remove(container))
+        began = time.monotonic()
         try:
             status = container.wait(timeout=timeout) if timeout else container.wait()
             return status.get("StatusCode"), None
-        except (ReadTimeout, RequestsConnectionError):
+        except (ReadTimeout, RequestsConnectionError, ChunkedEncodingError) as err:
             self._kill(container)
-            return None, f"killed: timed out after {timeout:g} s"
+            # The SDK says a read timeout as either; a connection that broke before the task's time is not one.
+            if timeout and time.monotonic() - began >= timeout - 1:
+                return None, f"killed: timed out after {timeout:g} s"
+            return None, f"the connection to the Docker engine broke while the container ran ({type(err).__name__})"
         except NotFound:
             return None, "killed: the container was removed (cancelled)"
         finally:
@@ -389,7 +394,7 @@ class DockerRuntime(Runtime):
                     pending.clear()
                     skipping = False
                     start = newline + 1
-        except (NotFound, APIError, RequestsConnectionError):
+        except (NotFound, APIError, RequestsConnectionError, ChunkedEncodingError):
             pass
         if pending and not skipping:
             emit(pending)
