@@ -22,6 +22,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import certifi
+import httpx
 from prefect import Flow
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
@@ -176,10 +177,14 @@ class InProcessRunner:
             stop.wait(5)
 
     def _attempt(self, call: Any, *arguments: Any) -> None:
-        """Call the server; while it is away, say so once and keep the runner going."""
+        """Call the server; while it is away, say so once and keep the runner going. Anything else that fails is a
+        fault of the runner's own, logged with its traceback each time, and the loop goes on."""
         try:
             call(*arguments)
         except Exception as err:
+            if not server_away(err):
+                logger.exception("the runner's %s failed", getattr(call, "__name__", "call"))
+                return
             if not self._server_away:
                 logger.warning("the Prefect server did not answer (%s); waiting for it", err)
             self._server_away = True
@@ -312,6 +317,19 @@ class InProcessRunner:
             token.cancel(why)
         # In the run's own logs, where a user looking at the cancelled run reads why it ended.
         flow_run_logger(flow_run_id=flow_run_id).info("%s; stopped %d container(s) or job(s)", why, stopped)
+
+
+def server_away(err: BaseException) -> bool:
+    """Whether an error is a Prefect server that is away, restarting or overloaded (which the runner waits out), as
+    opposed to a fault of the runner's own or a request the server refuses.
+
+    Example:
+        >>> server_away(httpx.ConnectError("refused")), server_away(TypeError("a bug"))
+        (True, False)
+    """
+    if isinstance(err, httpx.HTTPStatusError):
+        return err.response.status_code >= 500 or err.response.status_code in (408, 429)
+    return isinstance(err, (httpx.TransportError, OSError))
 
 
 def _unrunnable(flow_run: Any, names: list[str]) -> str | None:
