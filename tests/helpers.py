@@ -220,15 +220,17 @@ def stop_process(process: subprocess.Popen | None) -> None:
 
 
 @contextmanager
-def runner_for(served: dict[Any, Any], store: Any, runtimes: dict[Any, Any], limit: int = 4) -> Iterator[Any]:
-    """An in-process runner (as `granary serve` runs) for these deployments, in a thread, stopped on exit."""
+def runner_for(served: Any, store: Any, runtimes: dict[Any, Any], limit: int = 4) -> Iterator[Any]:
+    """An in-process runner (as `granary serve` runs) for these deployments (deployment id -> definition, or a
+    `Catalog`), in a thread, stopped on exit."""
     from prefect.logging.handlers import APILogWorker
 
-    from granary_flows.catalog import FixedCatalog
+    from granary_flows.catalog import Catalog, FixedCatalog
     from granary_flows.restarts import new_runner_id
     from granary_flows.runner import InProcessRunner
 
-    runner = InProcessRunner(FixedCatalog(served), store, runtimes, new_runner_id(), limit=limit, poll_interval=0.2)
+    catalog = served if isinstance(served, Catalog) else FixedCatalog(served)
+    runner = InProcessRunner(catalog, store, runtimes, new_runner_id(), limit=limit, poll_interval=0.2)
     stop = threading.Event()
     thread = threading.Thread(target=runner.serve, args=(stop,), daemon=True)
     thread.start()

@@ -31,11 +31,14 @@ def post(api, path: str, headers: dict[str, str], body: Any, **extra: Any) -> ht
     return http.post(f"{api.url}{path}", headers=headers | extra.pop("extra_headers", {}), json=body)
 
 
-def wait_job(api, headers, job_id: str, timeout: float = 90) -> dict[str, Any]:
+def wait_job(
+    api, headers, job_id: str, timeout: float = 90, until: tuple[str, ...] = ("successful", "failed", "dismissed")
+) -> dict[str, Any]:
+    """The job's status once it is one of `until` (by default, once it ended)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = get(api, f"/jobs/{job_id}", headers).json()
-        if status["status"] not in ("accepted", "running"):
+        if status["status"] in until:
             return status
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} did not end: {status}")
@@ -112,7 +115,7 @@ def test_an_asynchronous_execute_is_accepted_with_its_location_and_its_job_reach
 
 
 def test_invalid_inputs_are_refused_naming_every_violation_and_nothing_runs(api, admin, client):
-    before = len(client.read_flow_runs(limit=200, sort="ID_DESC", offset=0))
+    before = client.count_flow_runs()
     refused = post(api, "/processes/ndvi/execution", admin,
                    {"inputs": {"redBand": 0, "tiffLocation": "not a uri", "color": "red"}})  # fmt: skip
     assert refused.status_code == 400 and not ogc_valid(refused.json(), "exception.yaml")
@@ -125,12 +128,12 @@ def test_invalid_inputs_are_refused_naming_every_violation_and_nothing_runs(api,
         link_for_a_number.status_code == 400
         and "a link is accepted only for an input that is a file" in link_for_a_number.text
     )
-    assert len(client.read_flow_runs(limit=200, sort="ID_DESC", offset=0)) == before  # no run, so no container
+    assert client.count_flow_runs() == before  # no run, so no container
 
 
 def test_a_nul_character_is_refused_before_anything_runs(api, admin, client):
     # PostgreSQL cannot store it in a run's parameters: Prefect's server answers 503 to each retry of the creation.
-    before = len(client.read_flow_runs(limit=200, sort="ID_DESC", offset=0))
+    before = client.count_flow_runs()
     refused = post(api, "/processes/hello/execution", admin, {"inputs": {"name": "a\u0000b"}})
     assert refused.status_code == 400, refused.text
     assert "$.name: contains the NUL character" in refused.json()["detail"]
@@ -138,7 +141,7 @@ def test_a_nul_character_is_refused_before_anything_runs(api, admin, client):
     hello = next(task["id"] for task in tasks if task["name"] == "hello")
     tagged = post(api, "/api/executions", admin, {"taskId": hello, "arguments": {"name": "x"}, "tags": ["a\u0000b"]})
     assert tagged.status_code == 400 and "$.tags[0]: contains the NUL character" in tagged.json()["msg"], tagged.text
-    assert len(client.read_flow_runs(limit=200, sort="ID_DESC", offset=0)) == before
+    assert client.count_flow_runs() == before
 
 
 def test_a_nul_character_in_a_query_or_path_is_refused_at_once(api, admin):
@@ -304,14 +307,19 @@ def test_part_2_deploys_replaces_and_undeploys_processes_in_any_format(api, admi
     assert broken.status_code == 400 and "memroy" in broken.json()["detail"]
     assert get(api, "/processes/deployed", admin).json()["version"] == "1.0.0"
 
-    from granary_flows.registry import Registry
+    from granary_flows.catalog import RegistryCatalog
 
-    entry = Registry(client).get("deployed")
-    served = {entry.deployment_id: Registry(client).definition("deployed")}
-    with runner_for(served, ResultsStore(), {RuntimeKind.DOCKER: docker_runtime}):
-        running = post(api, "/processes/deployed/execution", admin, {"inputs": {"duration": 2}},
+    class OnlyDeployed(RegistryCatalog):
+        """The registry, as `granary serve` reads it (each run executes what is registered when it starts), for the
+        task this test deployed alone: the session's runner serves the others."""
+
+        def deployment_ids(self, client):
+            return [i for i in super().deployment_ids(client) if self._names[i] == "deployed"]
+
+    with runner_for(OnlyDeployed(refresh=0), ResultsStore(), {RuntimeKind.DOCKER: docker_runtime}):
+        running = post(api, "/processes/deployed/execution", admin, {"inputs": {"duration": 3}},
                        extra_headers={"Prefer": "respond-async"}).json()["jobID"]  # fmt: skip
-        time.sleep(0.5)
+        wait_job(api, admin, running, until=("running", "successful", "failed"))
         replaced = http.put(f"{api.url}/processes/deployed", headers=admin,
                              content=task.replace("version: 1.0.0", "").replace("name: deployed", "name: deployed\nversion: 2.0.0"))  # fmt: skip
         assert replaced.status_code == 200, replaced.text

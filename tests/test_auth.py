@@ -299,8 +299,15 @@ def test_every_registration_execution_dismissal_and_refusal_leaves_one_audit_lin
     assert http.delete(f"{api.url}/jobs/{job}", headers=people["alice"]).status_code == 200
     http.post(f"{api.url}/processes", headers=people["alice"] | {"Content-Type": "application/yaml"},
               content=scratch_task("9.9.9"))  # fmt: skip
-    time.sleep(0.5)
-    lines = [json.loads(line) for line in "".join(api.process.output).splitlines() if line.startswith('{"time"')]
+
+    def audit_lines() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in "".join(api.process.output).splitlines() if line.startswith('{"time"')]
+
+    deadline = time.monotonic() + 30  # the API's output is read by a thread of its own
+    while not any(line.get("target") == "/processes" and line.get("who") == "alice" for line in audit_lines()):
+        assert time.monotonic() < deadline, "the last refusal was never audited"
+        time.sleep(0.1)
+    lines = audit_lines()
     said = "".join(api.process.output)
     for secret in (
         "leaked-token-must-not-appear",

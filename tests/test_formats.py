@@ -68,6 +68,7 @@ GRANARY_GEOSPATIAL_SCHEMA = {
 }  # fmt: skip
 
 
+@pytest.mark.unit
 def test_granary_documents_as_its_docs_show_them_are_tasks_named_by_a_slug_of_their_name(tmp_path):
     (tmp_path / "foo.json").write_text(json.dumps(GRANARY_TASK))
     water = GRANARY_TASK | {"name": "Calculate water", "validator": {"schema": GRANARY_GEOSPATIAL_SCHEMA}}
@@ -84,6 +85,7 @@ def test_granary_documents_as_its_docs_show_them_are_tasks_named_by_a_slug_of_th
     )
 
 
+@pytest.mark.unit
 def test_two_documents_whose_names_slug_alike_are_refused_naming_both(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps(GRANARY_TASK))
     (tmp_path / "b.json").write_text(json.dumps(GRANARY_TASK | {"name": "A  descriptive task-name!"}))
@@ -93,6 +95,7 @@ def test_two_documents_whose_names_slug_alike_are_refused_naming_both(tmp_path):
     assert str(tmp_path / "b.json") in str(error) and str(tmp_path / "a.json") in str(error)
 
 
+@pytest.mark.unit
 def test_a_required_argument_is_required_whatever_default_its_schema_gives():
     with pytest.raises(ArgumentsInvalid) as refused:
         prepare_arguments("granary", GRANARY_GEOSPATIAL_SCHEMA, {})
@@ -120,6 +123,7 @@ def test_a_granary_document_runs_unmodified_on_batch(client, aws, batch_runner, 
     assert "foo is 4" in logs_of(client, flow_run.id)
 
 
+@pytest.mark.unit
 def test_every_reference_process_api_plugin_is_a_task(tmp_path):
     loaded, errors = read_files([PLUGINS])
     assert not errors, errors
@@ -140,6 +144,7 @@ def test_every_reference_process_api_plugin_is_a_task(tmp_path):
     assert pyecho.jobControlOptions == ["sync-execute", "dismiss"]
 
 
+@pytest.mark.unit
 def test_a_broken_plugin_is_named_by_field_and_line(tmp_path):
     broken = (PLUGINS / "pyecho.yml").read_text().replace("type: local", "type: kubernetes")
     (tmp_path / "pyecho.yml").write_text(broken)

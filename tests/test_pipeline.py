@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from helpers import SAMPLE_TIFF, TEST_TASKS, api_post, containers_of, execute, start, wait_final
 from prefect.states import Cancelling
 from typer.testing import CliRunner
@@ -208,6 +209,7 @@ def test_the_ndvi_tiles_example_computes_ndvi_per_tile_and_a_mosaic_of_the_whole
     assert [asset["title"] for asset in mosaic["results"]] == ["mosaic"]
 
 
+@pytest.mark.unit
 def test_check_refuses_unknown_tasks_bad_references_cycles_and_arguments_the_task_cannot_take(tmp_path):
     for task in ("step.yaml", "gate.yaml"):
         (tmp_path / task).write_text((TEST_TASKS / task).read_text())

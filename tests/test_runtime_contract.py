@@ -8,7 +8,7 @@ from typing import Any
 
 import fsspec
 import pytest
-from helpers import QUEUE, execute, start, wait_final
+from helpers import QUEUE, execute, logs_of, start, wait_final
 
 TASKS = {"docker": "docker-probe", "batch": "batch-probe"}
 
@@ -53,10 +53,15 @@ def test_a_last_plugin_results_line_is_the_value(client, runtime):
 
 
 def test_an_exit_code_is_named_by_the_tasks_errors_and_a_data_error_is_not_retried(client, runtime):
+    """The probe retries `job` and `system` errors: its exit code 3 is a `data` error, any other a `job` error."""
     flow_run = execute(client, TASKS[runtime], exit=3)
     assert flow_run.state.is_failed()
     assert "exit code 3 (bad-data, a data error): the input cannot be read" in flow_run.state.message
-    assert "attempt 2" not in " ".join(str(flow_run.state.message))
+    said = logs_of(client, flow_run.id)
+    assert any("attempt=1" in line for line in said) and not any("attempt=2" in line for line in said), said
+    retried = execute(client, TASKS[runtime], exit=4)
+    assert retried.state.is_failed() and "exit code 4" in retried.state.message
+    assert any("attempt=2" in line for line in logs_of(client, retried.id))
 
 
 def test_cancelling_stops_what_runs_and_ends_cancelled(client, runtime, docker_runtime):
