@@ -15,7 +15,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,7 +26,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as current_flow_run
 from prefect.states import Completed, State
 
-from granary_flows import layout
+from granary_flows import layout, prefect_internals
 from granary_flows.artifacts import artifact_key
 from granary_flows.cancellation import CancelToken
 from granary_flows.definition import RuntimeKind, TaskDefinition
@@ -220,9 +220,9 @@ class _Scheduler:
     def _collect_one(self, scope: dict[str, Any]) -> None:
         """Wait until some execution ends; a step whose executions have all ended is finished."""
         waiting = [future for futures in self.running.values() for future in futures]
-        wait([future.wrapped_future for future in waiting], return_when=FIRST_COMPLETED)  # type: ignore[attr-defined]
+        prefect_internals.first_done(waiting)
         for name, futures in list(self.running.items()):
-            if not all(future.wrapped_future.done() for future in futures):  # type: ignore[attr-defined]
+            if not all(prefect_internals.is_done(future) for future in futures):
                 continue
             del self.running[name]
             step = next(s for s in self.pipeline.steps if s.name == name)

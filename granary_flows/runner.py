@@ -33,7 +33,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect.context import SettingsContext, SyncClientContext, get_settings_context
+from prefect.context import SettingsContext, get_settings_context
 from prefect.events import emit_event
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
@@ -51,6 +51,7 @@ from prefect.settings import (
 from prefect.states import Cancelled, Crashed, Failed, Pending
 from prefect.utilities.engine import propose_state_sync
 
+from granary_flows import prefect_internals
 from granary_flows.allocator import fix_malloc_thresholds
 from granary_flows.cancellation import CancelToken, running_with
 from granary_flows.catalog import Catalog
@@ -118,7 +119,8 @@ class InProcessRunner:
 
     def serve(self, stop: threading.Event, drain: bool = False) -> None:
         """Run until `stop` is set; then cancel in-flight runs, or with `drain` let them finish (until `hurry()`)."""
-        _without_suspension_watch()
+        prefect_internals.check()
+        prefect_internals.skip_suspension_watch()
         fix_malloc_thresholds()  # a process that runs thousands of executions: its memory must not creep
         self._run_settings = _settings_for_runs(csrf=_server_checks_csrf())  # the runs' own, not this loop's below
         self._run_tls = _tls_context(self._run_settings["settings"])
@@ -266,14 +268,17 @@ class InProcessRunner:
         try:
             # One client for the run, which the flow and task engines and the artifacts find in the context instead of
             # building theirs (a client loads the CA bundle: a fifth of the runner's CPU in a profile).
-            with SettingsContext(**self._run_settings), _RunClientContext(self._run_tls) as context:
+            with (
+                SettingsContext(**self._run_settings),
+                prefect_internals.run_client_context(self._run_tls) as context,
+            ):
                 client = context.client
                 refused = _unrunnable(flow_run, definition.argument_names)
                 if refused:  # the flow could not even be called: fail the run rather than leave it pending
                     _defuse(client, flow_run)
                     client.set_flow_run_state(flow_run_id, Failed(message=refused), force=True)
                     return
-                with running_with(token):
+                with running_with(token), prefect_internals.granary_run():
                     state = run_flow(self._flow(definition), flow_run=flow_run, return_type="state")
                 if token.cancelled and not state.is_completed():  # a run that ended before the cancel stays as it ended
                     client.set_flow_run_state(
@@ -362,20 +367,6 @@ def _defuse(client: SyncPrefectClient, flow_run: Any) -> None:
         client.update_flow_run(flow_run.id, parameters=parameters)
 
 
-def _without_suspension_watch() -> None:
-    """Prefect 3.8 watches every flow run of a deployment for a suspension with a thread, an event loop and an event
-    subscription of its own, which each run waits to connect and then to close: a twelfth of the runner's CPU and a
-    tenth of a run's time in a profile of `bench/worker.py`. A granary run cannot be suspended (its work is a
-    container, which a suspension would not stop), so its runner does not watch for one; cancellation is watched."""
-    import prefect.flow_engine
-
-    @contextlib.contextmanager
-    def not_watched(flow_run_id: Any, suspension_request: Any, *_: Any, **__: Any) -> Any:
-        yield
-
-    prefect.flow_engine.observe_flow_run_suspension = not_watched  # type: ignore[assignment]
-
-
 def _server_checks_csrf() -> bool:
     """Whether the server asks clients for CSRF tokens. Each new client asks the server once and learns that it does
     not (an extra round trip and a failed request for every run, a fifth of a request's CPU in a profile): asked
@@ -388,20 +379,6 @@ def _server_checks_csrf() -> bool:
     except Exception:  # the server is away: let each client find out, as Prefect's own do
         return True
     return True
-
-
-class _RunClientContext(SyncClientContext):
-    """A run's client context, whose client is built with the runner's one TLS context.
-
-    Prefect builds a TLS context for every client, loading a CA bundle even when it verifies nothing (a fifth to a
-    third of the runner's CPU per execution, measured before and after). The context's httpx settings still read
-    None, so that the engines' and the artifacts' `get_client()`, which ask for none, find this client instead of
-    building their own.
-    """
-
-    def __init__(self, tls: ssl.SSLContext | None) -> None:
-        super().__init__(httpx_settings={"verify": tls} if tls else None)
-        self._httpx_settings = None
 
 
 def _tls_context(settings: Any) -> ssl.SSLContext:
@@ -425,5 +402,7 @@ def _settings_for_runs(csrf: bool) -> dict[str, Any]:
     updates: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_CLIENT_CSRF_SUPPORT_ENABLED: csrf}
     if (current.settings.api.url or "").startswith("http://"):
         updates[PREFECT_API_TLS_INSECURE_SKIP_VERIFY] = True
+    with temporary_settings(updates=updates) as settings:
+        pass
     # A context per run, from these: one context object entered by several threads would mix up their tokens.
-    return {"profile": current.profile, "settings": current.settings.copy_with_update(updates=updates)}
+    return {"profile": current.profile, "settings": settings}
