@@ -215,9 +215,14 @@ def main() -> None:
             local_server(port=free_port(), extra_env=server_env, log_file=WORK / "server.log")
         )
         api_port = free_port()
-        environment = {"PREFECT_API_URL": prefect, "GRANARY_RESULTS_URI": str(WORK / "results"),
-                       "GRANARY_HOME": str(WORK / "home"), "GRANARY_API_AUTH": "tokens",
-                       "GRANARY_API_TOKENS_FILE": str(tokens), "GRANARY_API_URL": f"http://127.0.0.1:{api_port}"}  # fmt: skip
+        environment = {
+            "PREFECT_API_URL": prefect,
+            "GRANARY_RESULTS_URI": str(WORK / "results"),
+            "GRANARY_HOME": str(WORK / "home"),
+            "GRANARY_API_AUTH": "tokens",
+            "GRANARY_API_TOKENS_FILE": str(tokens),
+            "GRANARY_API_URL": f"http://127.0.0.1:{api_port}",
+        }
         subprocess.run([sys.executable, "-m", "granary_flows.cli", "register", str(idle)], env=os.environ | environment,
                        cwd=ROOT, check=True, capture_output=True)  # fmt: skip
         stack.enter_context(started(["serve", "--limit", "8"], environment, "waiting for runs"))

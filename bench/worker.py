@@ -349,8 +349,12 @@ def batch_comparison(runs: int) -> dict[str, float]:
         batch = boto3.client("batch")
 
         def bare_job(i: int) -> None:
-            job = batch.submit_job(jobName=f"bare-{i}", jobQueue=create_resources.QUEUE, jobDefinition="granary-hello",
-                                   containerOverrides={"environment": [{"name": "NAME", "value": "bench"}]})  # fmt: skip
+            job = batch.submit_job(
+                jobName=f"bare-{i}",
+                jobQueue=create_resources.QUEUE,
+                jobDefinition="granary-hello",
+                containerOverrides={"environment": [{"name": "NAME", "value": "bench"}]},
+            )
             wait = BATCH_POLL
             while batch.describe_jobs(jobs=[job["jobId"]])["jobs"][0]["status"] not in ("SUCCEEDED", "FAILED"):
                 time.sleep(wait)
@@ -520,8 +524,11 @@ def main() -> None:
                   f"| {row['granary'] / row['bare']:.2f}x | {row['runner_cpu']:.3f} | {row['server_cpu']:.3f} "
                   f"| {row['memory_from']:.0f}-{row['memory_to']:.0f} MiB |")  # fmt: skip
         if len(series) > 1:
-            print(f"granary at {series[-1]['depth']:,} / at {series[0]['depth']:,}: "
-                  f"{series[-1]['granary'] / series[0]['granary']:.2f}x (target: at least 0.9x)\n", flush=True)  # fmt: skip
+            print(
+                f"granary at {series[-1]['depth']:,} / at {series[0]['depth']:,}: "
+                f"{series[-1]['granary'] / series[0]['granary']:.2f}x (target: at least 0.9x)\n",
+                flush=True,
+            )
 
     if args.batch:
         found = batch_comparison(args.batch)

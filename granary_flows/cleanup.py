@@ -28,10 +28,9 @@ def interim_results(store: ResultsStore, older_than: timedelta, now: datetime | 
     """What may go: interim step outputs and step records of pipeline runs that ended before `now - older_than`."""
     cutoff = (now or datetime.now(timezone.utc)) - older_than
     runs = _pipeline_runs(store)
+    over = (StepStatus.SUCCESSFUL, StepStatus.FAILED)
     ended = {
-        run.execution_id
-        for run in runs
-        if run.status in (StepStatus.SUCCESSFUL, StepStatus.FAILED) and run.finished is not None and run.finished < cutoff
+        run.execution_id for run in runs if run.status in over and run.finished is not None and run.finished < cutoff
     }
     kept: set[tuple[str, str]] = set()
     interim: dict[tuple[str, str], str] = {}

@@ -65,7 +65,7 @@ def flow_for(
             cancel=current_token(),
         ).run()
 
-    task_runner = None
+    task_runner: ThreadPoolTaskRunner[Any] | None = None
     if isinstance(definition, PipelineDefinition):
         task_runner = ThreadPoolTaskRunner(max_workers=definition.concurrency)
     return _as_flow(definition, execute, lambda: list(store_and_runtimes()[1].values()), task_runner)

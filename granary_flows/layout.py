@@ -105,8 +105,8 @@ def output_path_in(href: str, own: str | None) -> str | None:
         >>> own = "s3://b/runs/ndvi/1"
         >>> output_path_in(f"{own}/maps/a.tif", own), output_path_in("./maps/a.tif", own)
         ('maps/a.tif', 'maps/a.tif')
-        >>> output_path_in(f"{own}/../2/x", own), output_path_in("s3://b/runs/ndvi/2/x", own), output_path_in("/etc/passwd", own)
-        (None, None, None)
+        >>> [output_path_in(href, own) for href in (f"{own}/../2/x", "s3://b/runs/ndvi/2/x", "/etc/passwd")]
+        [None, None, None]
     """
     folder = own.rstrip("/") + "/" if own else None
     path = href[len(folder) :] if folder and href.startswith(folder) else href

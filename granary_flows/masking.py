@@ -38,7 +38,6 @@ class Masker:
         return value
 
 
-
 def without_credentials(uri: str) -> str:
     """A URI as it may be logged: `user:password@` taken out.
 

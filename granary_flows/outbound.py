@@ -31,7 +31,9 @@ def pinned_request(client: httpx.Client, method: str, uri: str, policy: Policy, 
         raise OutboundRefused(f"{without_credentials(uri)} is not an http(s) address")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        addresses = sorted({info[4][0] for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)})
+        addresses = sorted(
+            {str(info[4][0]) for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)}
+        )
     except OSError as err:
         raise OutboundRefused(f"{parts.hostname} does not resolve ({err})") from err
     refused = [a for a in addresses if not policy.address_allowed(parts.hostname, a, port)]

@@ -304,7 +304,7 @@ class _Scheduler:
         self.logger.info("step %s skipped: %s", step.name, reason)
         self._finish(step, SKIPPED, reason)
 
-    def _finish(self, step: Step, status: str, reason: str | None) -> None:
+    def _finish(self, step: Step, status: StepStatus, reason: str | None) -> None:
         summary = self.document.steps[step.name]
         summary.status, summary.reason = status, reason
         self.finished.add(step.name)

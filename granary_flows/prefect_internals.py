@@ -4,11 +4,12 @@ Each use is guarded: `check()` (called when a runner starts) says which of them 
 helper here falls back to Prefect's public path, with a warning, when its name is gone. What each one buys was
 measured (docs: architecture, benchmarks); losing one costs speed, never correctness.
 
-| name | what granary does with it | without it |
-| --- | --- | --- |
-| `prefect.flow_engine.observe_flow_run_suspension` | skipped for granary's own runs (not for other flows) | each run watches for a suspension, with a thread and an event subscription |
-| `prefect.context.SyncClientContext._httpx_settings` | a run's client context carries the runner's one TLS context | each run's client loads a CA bundle |
-| `prefect.futures.PrefectConcurrentFuture.wrapped_future` | a pipeline waits for whichever step ends first | it waits with `prefect.futures.as_completed` and reads states |
+- `prefect.flow_engine.observe_flow_run_suspension`: skipped for granary's own runs (not for other flows in the
+  process). Without it, each run watches for a suspension, with a thread and an event subscription of its own.
+- `prefect.context.SyncClientContext._httpx_settings`: a run's client context carries the runner's one TLS context.
+  Without it, each run's client loads a CA bundle.
+- `prefect.futures.PrefectConcurrentFuture.wrapped_future`: a pipeline waits for whichever step ends first. Without it,
+  it waits with `prefect.futures.as_completed` and reads the futures' states.
 """
 
 from __future__ import annotations

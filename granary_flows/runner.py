@@ -18,12 +18,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 from uuid import UUID, uuid4
 
 import certifi
 import httpx
-from prefect import Flow
+from prefect import Flow, State
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
@@ -233,8 +233,8 @@ class InProcessRunner:
             # Either another runner was first, or the server took our claim but its answer was lost and the client
             # sent it again: then the run is Pending under our name, and ours.
             current = client.read_flow_run(flow_run.id)
-            state = current.state
-            ours = state is not None and state.is_pending() and state.message == self.claim_message
+            found = current.state
+            ours = found is not None and found.is_pending() and found.message == self.claim_message
             return current if ours else None
         if not state.is_pending():
             return None
@@ -279,7 +279,7 @@ class InProcessRunner:
                     client.set_flow_run_state(flow_run_id, Failed(message=refused), force=True)
                     return
                 with running_with(token), prefect_internals.granary_run():
-                    state = run_flow(self._flow(definition), flow_run=flow_run, return_type="state")
+                    state = cast(State[Any], run_flow(self._flow(definition), flow_run=flow_run, return_type="state"))
                 if token.cancelled and not state.is_completed():  # a run that ended before the cancel stays as it ended
                     client.set_flow_run_state(
                         flow_run_id, Cancelled(message=f"{token.reason}; its containers were stopped"), force=True

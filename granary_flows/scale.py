@@ -65,7 +65,7 @@ def file_details(
         "meta_data": {},
     }
     if sidecar:
-        properties = sidecar.get("properties") if isinstance(sidecar.get("properties"), dict) else {}
+        properties = sidecar["properties"] if isinstance(sidecar.get("properties"), dict) else {}
         start, end = times_of(properties)
         details["data_started"] = start.isoformat() if start else None
         details["data_ended"] = end.isoformat() if end else None

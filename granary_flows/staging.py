@@ -13,7 +13,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
@@ -31,6 +31,12 @@ CHUNK = 1024 * 1024
 MAX_REDIRECTS = 5
 SIDECAR_CAP = 4 * 1024 * 1024  # an input's side-car is metadata, not data
 TIMEOUT = httpx.Timeout(connect=10, read=30, write=30, pool=10)
+
+
+class Readable(Protocol):
+    """What an input is copied from: a file, an S3 object's body, an HTTP response's bytes."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class StagedInput(BaseModel):
@@ -182,7 +188,7 @@ class _Fetcher:
             return None
         return document if isinstance(document, dict) else None
 
-    def _copy(self, source: BinaryIO, sink: BinaryIO, size: int | None, cap: int) -> int:
+    def _copy(self, source: Readable, sink: BinaryIO, size: int | None, cap: int) -> int:
         if size is not None:
             self._check_size(size, cap)
         copied = 0
@@ -203,7 +209,7 @@ class _Fetcher:
             )
 
     @contextmanager
-    def _open(self, uri: str) -> Iterator[tuple[BinaryIO, int | None]]:
+    def _open(self, uri: str) -> Iterator[tuple[Readable, int | None]]:
         if self.scheme == "file":
             with self._open_file(uri) as opened:
                 yield opened
@@ -217,7 +223,7 @@ class _Fetcher:
             raise self.refuse(f"the scheme {self.scheme!r} is not one of {', '.join(STAGED_SCHEMES)}")
 
     @contextmanager
-    def _open_file(self, uri: str) -> Iterator[tuple[BinaryIO, int | None]]:
+    def _open_file(self, uri: str) -> Iterator[tuple[Readable, int | None]]:
         parts = urlsplit(uri)
         if parts.netloc not in ("", "localhost"):
             raise self.refuse("a file:// URI names a file on this machine (file:///path)")
@@ -249,7 +255,7 @@ class _Fetcher:
             yield handle, info.st_size
 
     @contextmanager
-    def _open_http(self, uri: str) -> Iterator[tuple[BinaryIO, int | None]]:
+    def _open_http(self, uri: str) -> Iterator[tuple[Readable, int | None]]:
         with httpx.Client(timeout=TIMEOUT, follow_redirects=False, trust_env=False) as client:
             current = uri
             for _ in range(MAX_REDIRECTS + 1):
@@ -281,7 +287,7 @@ class _Fetcher:
             raise self.refuse(f"{err}{suffix}") from err
 
     @contextmanager
-    def _open_s3(self, uri: str) -> Iterator[tuple[BinaryIO, int | None]]:
+    def _open_s3(self, uri: str) -> Iterator[tuple[Readable, int | None]]:
         import fsspec
 
         bucket = urlsplit(uri).netloc

@@ -189,7 +189,9 @@ def watch(
         time.sleep(interval)
 
 
-def results_document(client: SyncPrefectClient, execution_id: str, store: ResultsStore | None = None) -> ResultsDocument:
+def results_document(
+    client: SyncPrefectClient, execution_id: str, store: ResultsStore | None = None
+) -> ResultsDocument:
     """The results document of an execution, read from the results store.
 
     Raises:

@@ -78,7 +78,7 @@ def _pattern_properties(
 
 def _refuse_retrieval(uri: str) -> Resource[Any]:
     # jsonschema would otherwise fetch a `$ref` it cannot resolve locally (its deprecated remote loading).
-    raise NoSuchResource(ref=uri)
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # referencing's attrs class takes `ref`
 
 
 NOTHING_REMOTE = Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
@@ -87,7 +87,7 @@ NOTHING_REMOTE = Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
 @lru_cache(maxsize=64)
 def _validator_class(draft_uri: str) -> Any:
     base = validators.validator_for({"$schema": draft_uri}, default=validators.validator_for({"$schema": DRAFT_07}))
-    checkers = {"pattern": _pattern}
+    checkers: dict[str, Any] = {"pattern": _pattern}
     if "patternProperties" in base.VALIDATORS:
         checkers["patternProperties"] = _pattern_properties
     return validators.extend(base, checkers)
@@ -247,9 +247,9 @@ def schema_problems(schema: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]
 
 def _resolver(schema: dict[str, Any]) -> Any:
     """Resolves references as validation would: within the schema (by its `$id`, if any), never fetching."""
-    declared = schema.get("$schema") if isinstance(schema.get("$schema"), str) else DRAFT_07
+    declared = schema["$schema"] if isinstance(schema.get("$schema"), str) else DRAFT_07
     resource = specification_with(declared, default=DRAFT7).create_resource(schema)
-    base = schema.get("$id") if isinstance(schema.get("$id"), str) else ""
+    base = schema["$id"] if isinstance(schema.get("$id"), str) else ""
     return NOTHING_REMOTE.with_resource(uri=base, resource=resource).resolver(base_uri=base)
 
 

@@ -21,6 +21,8 @@ import threading
 import uuid
 from urllib.parse import quote
 
+from pydantic import SecretStr
+
 SECRET_BLOCK = "granary-webhook-secret"
 _cached: dict[str, str] = {}
 _lock = threading.Lock()
@@ -41,7 +43,7 @@ def webhook_secret(create: bool = False) -> str | None:
             if not create:
                 return None
             key = secrets.token_hex(32)
-            Secret(value=key).save(SECRET_BLOCK, overwrite=False)
+            Secret(value=SecretStr(key)).save(SECRET_BLOCK, overwrite=False)
         _cached["key"] = key
         return key
 

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -99,6 +99,7 @@ def test_a_synchronous_execute_answers_with_the_results_document_or_raw(api, adm
     )
 
 
+@pytest.mark.quick
 def test_an_asynchronous_execute_is_accepted_with_its_location_and_its_job_reaches_its_results(api, admin):
     answered = post(api, "/processes/hello/execution", admin, {"inputs": {"name": "later", "sleep": 1}},
                     extra_headers={"Prefer": "respond-async"})  # fmt: skip
@@ -241,7 +242,7 @@ def test_logs_metadata_and_the_stac_item_of_a_job(api, admin):
 
 
 class _Subscriber(BaseHTTPRequestHandler):
-    received: list[tuple[str, Any]] = []
+    received: ClassVar[list[tuple[str, Any]]] = []
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length", 0))
@@ -281,8 +282,12 @@ def test_subscribers_are_told_of_progress_success_and_failure(api, admin, subscr
 
 
 def test_a_subscriber_address_the_policy_refuses_is_refused_and_a_dead_one_loses_nothing(api, admin):
-    refused = post(api, "/processes/hello/execution", admin,
-                   {"inputs": {"name": "x"}, "subscriber": {"successUri": "http://169.254.169.254/latest/"}})  # fmt: skip
+    refused = post(
+        api,
+        "/processes/hello/execution",
+        admin,
+        {"inputs": {"name": "x"}, "subscriber": {"successUri": "http://169.254.169.254/latest/"}},
+    )
     assert refused.status_code == 400 and "is not a public address" in refused.json()["detail"]
     dead = {"successUri": f"http://127.0.0.1:{api.subscriber_port}/nobody-listens"}
     answered = post(api, "/processes/hello/execution", admin, {"inputs": {"name": "dead"}, "subscriber": dead})
@@ -320,8 +325,11 @@ def test_part_2_deploys_replaces_and_undeploys_processes_in_any_format(api, admi
         running = post(api, "/processes/deployed/execution", admin, {"inputs": {"duration": 3}},
                        extra_headers={"Prefer": "respond-async"}).json()["jobID"]  # fmt: skip
         wait_job(api, admin, running, until=("running", "successful", "failed"))
-        replaced = http.put(f"{api.url}/processes/deployed", headers=admin,
-                             content=task.replace("version: 1.0.0", "").replace("name: deployed", "name: deployed\nversion: 2.0.0"))  # fmt: skip
+        replaced = http.put(
+            f"{api.url}/processes/deployed",
+            headers=admin,
+            content=task.replace("version: 1.0.0", "").replace("name: deployed", "name: deployed\nversion: 2.0.0"),
+        )
         assert replaced.status_code == 200, replaced.text
         final = wait_job(api, admin, running)
     assert final["status"] == "successful"
@@ -332,6 +340,7 @@ def test_part_2_deploys_replaces_and_undeploys_processes_in_any_format(api, admi
     assert client.read_flow_run(running).state.is_completed()  # its runs stay
 
 
+@pytest.mark.quick
 def test_owslib_reads_processes_and_executes_synchronously_and_asynchronously(api, admin):
     from owslib.ogcapi.processes import Processes
 
@@ -443,8 +452,12 @@ def test_granarys_documented_requests_work_verbatim_down_to_its_webhook(s3_api, 
     with runner_for(served, batch_runner.store, batch_runner.runtimes):
         refused = post(api, "/api/executions", admin, {"name": "bad", "taskId": created.json()["id"], "arguments": {}})
         assert refused.status_code == 400 and "'foo' is a required property" in refused.text
-        execution = post(api, "/api/executions", admin,
-                         {"name": "top tier task execution", "taskId": created.json()["id"], "arguments": {"foo": 4}})  # fmt: skip
+        execution = post(
+            api,
+            "/api/executions",
+            admin,
+            {"name": "top tier task execution", "taskId": created.json()["id"], "arguments": {"foo": 4}},
+        )
         assert execution.status_code == 200, execution.text
         document = execution.json()
         assert document["status"] == "CREATED" and document["webhookId"] and document["arguments"] == {"foo": 4}

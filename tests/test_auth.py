@@ -213,9 +213,15 @@ def hs256(claims: dict[str, Any], secret: bytes, kid: str) -> str:
 
 
 def test_a_valid_oidc_token_gives_the_roles_of_its_claim_and_its_user_name(api, people, restricted):
-    listed = {p["id"] for p in http.get(f"{api.url}/processes", headers=people["alice"], params={"limit": 1000}).json()["processes"]}  # fmt: skip
+    listed = {
+        p["id"]
+        for p in http.get(f"{api.url}/processes", headers=people["alice"], params={"limit": 1000}).json()["processes"]
+    }
     assert RESTRICTED in listed and "hello" in listed
-    by_bob = {p["id"] for p in http.get(f"{api.url}/processes", headers=people["bob"], params={"limit": 1000}).json()["processes"]}  # fmt: skip
+    by_bob = {
+        p["id"]
+        for p in http.get(f"{api.url}/processes", headers=people["bob"], params={"limit": 1000}).json()["processes"]
+    }
     assert RESTRICTED not in by_bob and "hello" in by_bob  # the list shows what one may run
     keycloak_admin = bearer(oidc_token(api, "carol", ["admin"]))
     assert http.get(f"{api.url}/jobs/{restricted.ended}", headers=keycloak_admin).status_code == 200
@@ -364,11 +370,15 @@ def test_a_pinned_image_runs_as_registered_and_a_moved_tag_is_refused(tmp_path, 
         assert entry.image_digest == hello_id
         served = {entry.deployment_id: registry.definition("pinned")}
         with runner_for(served, ResultsStore(), {RuntimeKind.DOCKER: docker_runtime}):
-            first = wait_final(client, client.create_flow_run_from_deployment(entry.deployment_id, parameters={"name": "a"}).id)  # fmt: skip
+            first = wait_final(
+                client, client.create_flow_run_from_deployment(entry.deployment_id, parameters={"name": "a"}).id
+            )
             assert first.state.is_completed()
             engine.images.get("granary/ndvi:1").tag("granary/pinned", "1")  # the owner moves the tag
             since = time.time()
-            moved = wait_final(client, client.create_flow_run_from_deployment(entry.deployment_id, parameters={"name": "b"}).id)  # fmt: skip
+            moved = wait_final(
+                client, client.create_flow_run_from_deployment(entry.deployment_id, parameters={"name": "b"}).id
+            )
         assert moved.state.is_failed()
         assert "changed since the task was registered" in moved.state.message and hello_id in moved.state.message
         assert containers_of(docker_runtime, moved.id, since) == []  # nothing of the moved image ever ran
@@ -420,7 +430,9 @@ def test_prefect_server_with_its_own_credentials_is_no_side_door(tmp_path, docke
 
     credentials = "granary:" + base64.b64encode(b"server-secret").decode()
     home = {"PREFECT_HOME": str(tmp_path / "prefect"), "GRANARY_HOME": str(tmp_path / "home")}
-    with local_server(log_file=tmp_path / "server.log", extra_env=home | {"PREFECT_SERVER_API_AUTH_STRING": credentials}) as url:  # fmt: skip
+    with local_server(
+        log_file=tmp_path / "server.log", extra_env=home | {"PREFECT_SERVER_API_AUTH_STRING": credentials}
+    ) as url:
         assert httpx.post(f"{url}/deployments/filter", json={}).status_code == 401
         assert httpx.post(f"{url}/flow_runs/filter", json={}, auth=("granary", "guess")).status_code == 401
         client_env = home | {"PREFECT_API_URL": url, "PREFECT_API_AUTH_STRING": credentials}

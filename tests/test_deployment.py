@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from helpers import ROOT, api_post, stop_process, wait_final
 from prefect.client.schemas.sorting import DeploymentSort
 from typer.testing import CliRunner
@@ -167,6 +168,7 @@ def test_cancelling_a_run_under_granary_worker_subprocess_stops_its_container(
         stop_process(worker)
 
 
+@pytest.mark.quick
 def test_a_task_files_schedule_creates_runs_that_complete_under_granary_serve(tmp_path):
     """The scheduler itself (not a test) creates the runs: Prefect's scheduler service on a server of this test's own,
     looking every second, against a schedule every 3 seconds."""

@@ -1,5 +1,6 @@
 """The sandbox and the contract as a container sees them, on the real Docker engine."""
 
+import contextlib
 import json
 import threading
 import time
@@ -242,19 +243,15 @@ class EngineProxy:
             pass
         finally:
             for end in (source, target):
-                try:
+                with contextlib.suppress(OSError):
                     end.close()
-                except OSError:
-                    pass
 
     def break_open_connections(self) -> None:
         import socket
 
         for end in self.open:
-            try:
+            with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self.open = []
 
     def close(self) -> None:
@@ -288,4 +285,5 @@ def test_a_broken_engine_connection_is_said_as_such_not_as_a_timeout(tmp_path):
     assert outcome.exit_code is None and "connection to the Docker engine broke" in (outcome.killed_reason or "")
     assert "timed out" not in outcome.killed_reason
     assert seen == ["up"]
-    assert docker.from_env().containers.list(all=True, filters={"label": "granary.execution-id=broken-engine-test"}) == []
+    left = docker.from_env().containers.list(all=True, filters={"label": "granary.execution-id=broken-engine-test"})
+    assert left == []

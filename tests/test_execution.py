@@ -21,6 +21,7 @@ def local_path(href: str) -> Path:
     return Path(urlparse(href).path)
 
 
+@pytest.mark.quick
 def test_hello_runs_end_to_end_with_results_artifacts_and_logs(client, runner, results_root):
     flow_run = execute(client, "hello", name="Ada", times=3)
     assert flow_run.state.is_completed(), flow_run.state.message
@@ -60,6 +61,7 @@ def test_a_container_reporting_progress_hundreds_of_times_shows_every_line_and_i
     assert greetings == [f"Hello, Bo! ({i}/500)" for i in range(1, 501)]
 
 
+@pytest.mark.quick
 def test_ndvi_computes_a_geotiff_and_its_footprint_from_a_real_scene(client, runner):
     flow_run = execute(client, "ndvi", redBand=3, nirBand=4, tiffLocation=SAMPLE_TIFF.as_uri())
     assert flow_run.state.is_completed(), flow_run.state.message

@@ -9,6 +9,7 @@ import ssl
 
 import pytest
 
+
 @pytest.mark.unit
 def test_the_suspension_watch_is_skipped_for_granarys_runs_only(monkeypatch):
     import prefect.flow_engine
@@ -44,9 +45,9 @@ def test_without_the_suspension_watch_name_nothing_is_patched_and_it_is_said(mon
         prefect_internals.skip_suspension_watch()
         assert prefect_internals.SUSPENSION_WATCH in prefect_internals.check()
     assert not hasattr(prefect.flow_engine, "observe_flow_run_suspension")
-    assert [r.getMessage() for r in caplog.records] == [
-        f"this Prefect has no {prefect_internals.SUSPENSION_WATCH}: granary takes Prefect's public path instead (slower)"
-    ]
+    [said] = [r.getMessage() for r in caplog.records]
+    name = prefect_internals.SUSPENSION_WATCH
+    assert said == f"this Prefect has no {name}: granary takes Prefect's public path instead (slower)"
 
 
 def test_a_runs_client_context_carries_the_runners_tls_context_and_reads_as_prefects_default(prefect_server):

@@ -50,7 +50,8 @@ def test_links_are_presigned_only_for_the_executions_own_objects():
     assert output_path_in(f"{own}/../e2/ndvi.tif", own) is None
     assert output_path_in("s3://private-bucket/secret.txt", own) is None
     assert output_path_in("s3://results/runs/ndvi/e10/x", own) is None
-    store = ResultsStore("s3://results/runs", {"key": "k", "secret": "s", "client_kwargs": {"region_name": "us-east-1"}})
+    credentials = {"key": "k", "secret": "s", "client_kwargs": {"region_name": "us-east-1"}}
+    store = ResultsStore("s3://results/runs", credentials)
     assert "Signature=" in (store.presign(f"{own}/ndvi.tif", own) or "")
     for other in (f"{own}/../e2/ndvi.tif", "s3://private-bucket/secret.txt", "s3://results/runs/ndvi/e10/x"):
         assert store.presign(other, own) is None, other

@@ -176,8 +176,12 @@ class Context:
         """
         found = self.find_results(flow_run, process_id)
         if found is None:
-            raise ApiError(500, "server-error", "the results cannot be read",
-                           "set GRANARY_RESULTS_URI (or GRANARY_RESULTS_BLOCK) to the runner's results root")  # fmt: skip
+            raise ApiError(
+                500,
+                "server-error",
+                "the results cannot be read",
+                "set GRANARY_RESULTS_URI (or GRANARY_RESULTS_BLOCK) to the runner's results root",
+            )
         return found
 
     def find_results(self, flow_run: FlowRun, process_id: str) -> ResultsDocument | None:
@@ -186,6 +190,8 @@ class Context:
             return read_results(self.store, process_id, str(flow_run.id))
         except (FileNotFoundError, OSError, ValueError):
             pass
+        if flow_run.state is None:
+            return None
         try:
             return parse_results(flow_run.state.result())  # the runner's results root may not be this API's
         except Exception:

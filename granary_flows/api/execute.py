@@ -87,10 +87,10 @@ def arguments_from(inputs: dict[str, Any], schema: dict[str, Any]) -> dict[str, 
     arguments: dict[str, Any] = {}
     problems: list[str] = []
     for name, given in inputs.items():
-        spec = properties.get(name) if isinstance(properties.get(name), dict) else {}
+        spec = properties[name] if isinstance(properties.get(name), dict) else {}
         try:
             if isinstance(given, list):
-                items = spec.get("items") if isinstance(spec.get("items"), dict) else {}
+                items = spec["items"] if isinstance(spec.get("items"), dict) else {}
                 arguments[name] = [_value(each, items, name) for each in given]
             else:
                 arguments[name] = _value(given, spec, name)

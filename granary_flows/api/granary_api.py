@@ -86,11 +86,7 @@ def list_tasks(
     page: int = Query(0, ge=0, le=MAX_OFFSET // 1000), limit: int = Query(30, ge=1, le=1000),
     ctx: Context = Depends(context), who: Identity = Depends(identity),
 ) -> Any:  # fmt: skip
-    tasks = [
-        e
-        for e in ctx.entries().values()
-        if e.kind == "task" and may_execute(who, e.access)
-    ]
+    tasks = [e for e in ctx.entries().values() if e.kind == "task" and may_execute(who, e.access)]
     chosen = tasks[page * limit : (page + 1) * limit]
     return {"page": page, "pageSize": limit, "results": [task_document(e) for e in chosen]}
 
@@ -180,7 +176,7 @@ def _create_execution(body: Any, ctx: Context, who: Identity) -> Any:
             UUID(str(task.deployment_id)),
             parameters=body["arguments"],
             tags=tags,
-            **({"name": str(body["name"])} if body.get("name") else {}),
+            name=str(body["name"]) if body.get("name") else None,
         )
     record(who, "execute", task.name, "accepted", job=str(flow_run.id))
     return execution_document(ctx, flow_run, task)

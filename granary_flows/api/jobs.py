@@ -145,14 +145,15 @@ def flow_run_filter(query: JobQuery) -> FlowRunFilter:
         fields["state"] = FlowRunFilterState(type=FlowRunFilterStateType(any_=kinds))
     if query.created_after or query.created_before:
         # A job's creation is its expected start: the moment it was created, for a run started by hand or the API.
-        fields["expected_start_time"] = FlowRunFilterExpectedStartTime(
-            after_=query.created_after, before_=query.created_before
+        fields["expected_start_time"] = FlowRunFilterExpectedStartTime.model_validate(
+            {"after_": query.created_after, "before_": query.created_before}
         )
     if query.min_duration is not None:  # it lasted at least so long, so it started at least that long ago
-        fields["start_time"] = FlowRunFilterStartTime(before_=now - timedelta(seconds=query.min_duration))
+        started_before = now - timedelta(seconds=query.min_duration)
+        fields["start_time"] = FlowRunFilterStartTime.model_validate({"before_": started_before})
     if query.submitter is not None:
         fields["tags"] = FlowRunFilterTags(all_=[submitter_tag(query.submitter)])
-    return FlowRunFilter(**fields)
+    return FlowRunFilter.model_validate(fields)
 
 
 def read_jobs(

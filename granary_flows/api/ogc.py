@@ -241,7 +241,8 @@ def jobs(
     except ValueError as err:
         raise ApiError(400, "invalid-parameter", "invalid query", str(err)) from err
     if type and "process" not in _split(type):
-        found, next_offset = [], None
+        found: list[Any] = []
+        next_offset = None
     else:
         query = JobQuery(
             processes=_split(processID), statuses=statuses, created_after=after, created_before=before,
@@ -506,7 +507,7 @@ def _progress_of(ctx: Context, runs: list[Any]) -> dict[str, int]:
         ),
         limit=len(runs) * 2,
     )
-    return {str(a.flow_run_id): int(float(a.data or 0)) for a in artifacts if a.flow_run_id}
+    return {str(a.flow_run_id): int(float(str(a.data or 0))) for a in artifacts if a.flow_run_id}
 
 
 def _split(values: list[str] | None) -> list[str]:

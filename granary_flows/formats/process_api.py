@@ -35,7 +35,6 @@ DATA_TYPES = {
     "url": {"type": "string", "format": "uri"},
     "value": {},  # any JSON value
 }
-UNBOUNDED = "unbounded"
 
 
 class _Plugin(BaseModel):
@@ -196,9 +195,9 @@ def _schema(entry: Input) -> dict[str, Any]:
         if media_types:
             single["contentMediaType"] = media_types[0]
     described = {key: value for key, value in (("title", entry.title), ("description", entry.description)) if value}
-    if entry.maxOccurs == UNBOUNDED or entry.maxOccurs > 1:
+    if isinstance(entry.maxOccurs, str) or entry.maxOccurs > 1:
         many: dict[str, Any] = {"type": "array", "items": single, "minItems": max(entry.minOccurs, 1)}
-        if entry.maxOccurs != UNBOUNDED:
+        if not isinstance(entry.maxOccurs, str):
             many["maxItems"] = entry.maxOccurs
         return many | described
     return single | described

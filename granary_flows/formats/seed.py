@@ -25,6 +25,7 @@ MANIFEST_LABEL = "com.ngageoint.seed.manifest"
 OUTPUTS_FILE = "seed.outputs.json"
 RESERVED = re.compile(r"^(OUTPUT_DIR|OUTPUT_URI|ALLOCATED_.*|GRANARY_.*)$")
 
+
 def is_manifest(document: dict[str, Any]) -> bool:
     return "seedVersion" in document and "job" in document
 

@@ -21,9 +21,8 @@ from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-from requests.exceptions import ChunkedEncodingError
+from requests.exceptions import ChunkedEncodingError, ReadTimeout
 from requests.exceptions import ConnectionError as RequestsConnectionError
-from requests.exceptions import ReadTimeout
 
 from granary_flows.contract import ARGUMENTS_FILE, INPUT_DIR, INPUT_METADATA_FILE, MAX_LINE
 from granary_flows.definition import RuntimeKind
