@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up everything granary-flows needs on a fresh Debian machine, as root, and is cheap to re-run:
 # a Docker engine (installed and started if none answers), the example images (built locally, since no registry
-# is reachable, and cached), a sample GeoTIFF, and the package in ./.venv. `--test` adds what the tests need.
+# is reachable, and cached), a sample GeoTIFF, and the package in ./.venv (the versions of constraints.txt).
+# `--test` adds what the tests, the linters and the docs need; `--newest` then puts the newest tested set
+# (constraints-newest.txt) in ./.venv-newest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${GRANARY_CACHE:-$HOME/.cache/granary-flows}"
@@ -111,13 +113,17 @@ build_ndvi() {
   fi
 }
 
-# Every install resolves the versions in constraints.txt, which were tested together (bash scripts/lock.sh refreshes it).
-install_package() {
-  if [ ! -x .venv/bin/granary ] || [ pyproject.toml -nt .venv/.installed ] || [ constraints.txt -nt .venv/.installed ]; then
-    log "installing granary-flows into .venv"
-    python3 -m venv .venv
-    .venv/bin/pip install -q -c constraints.txt -e ".[test]" >"$CACHE/pip.log" 2>&1 || { cat "$CACHE/pip.log" >&2; exit 1; }
-    touch .venv/.installed
+# Every install resolves the versions of a constraints file, which were tested together (bash scripts/lock.sh).
+install_package() {  # install_package VENV CONSTRAINTS EXTRAS (a venv with more extras is kept as it is)
+  local venv=$1 constraints=$2 extras=$3 stamp="$1/.installed" have
+  have=$(cat "$stamp" 2>/dev/null || echo none)
+  if [ -z "$extras" ] && [ "$have" != none ]; then extras=$have; fi
+  if [ ! -x "$venv/bin/granary" ] || [ "$have" != "$extras" ] \
+    || [ pyproject.toml -nt "$stamp" ] || [ "$constraints" -nt "$stamp" ]; then
+    log "installing granary-flows$extras into $venv ($constraints)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q -c "$constraints" -e ".$extras" >"$CACHE/pip.log" 2>&1 || { cat "$CACHE/pip.log" >&2; exit 1; }
+    echo "$extras" >"$stamp"
   fi
 }
 
@@ -136,11 +142,20 @@ build_seed_example() {
   .venv/bin/python examples/seed-random/build.py
 }
 
+TEST=false NEWEST=false
+for option in "$@"; do
+  case "$option" in
+    --test) TEST=true ;;
+    --newest) NEWEST=true ;;
+    *) echo "unknown option $option (--test, --newest)" >&2; exit 2 ;;
+  esac
+done
 start_docker
 build_hello
 build_ndvi
 build_conventions
-install_package
+if $TEST; then install_package .venv constraints.txt "[test,dev]"; else install_package .venv constraints.txt ""; fi
 build_seed_example
-[ "${1:-}" = "--test" ] && install_test_tools
+if $TEST; then install_test_tools; fi
+if $NEWEST; then install_package .venv-newest constraints-newest.txt "[test,dev]"; fi
 log "ready"
