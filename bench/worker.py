@@ -448,8 +448,8 @@ def s3_comparison(runs: int) -> dict[str, float]:
 
             for i in range(runs):
                 store_timed("granary", granary_store)
-                store_timed("same part size", lambda: raw_put(f"same-{i}", chunksize=part))
-                store_timed("s3fs default", lambda: raw_put(f"default-{i}"))
+                store_timed("same part size", lambda i=i: raw_put(f"same-{i}", chunksize=part))
+                store_timed("s3fs default", lambda i=i: raw_put(f"default-{i}"))
     return {
         "part_mib": part / 2**20,
         **{what: statistics.median(found) for what, found in rates.items()},
@@ -543,11 +543,12 @@ def main() -> None:
     if args.s3:
         found = s3_comparison(args.s3)
         print(
-            f"\nStoring {sum(OUTPUT_FILES.values()):,} MiB of a Docker task's outputs ({len(OUTPUT_FILES)} files) to S3 on "
-            f"moto, median of {args.s3}: granary {found['granary']:.0f} MiB/s; raw s3fs put at the same "
+            f"\nStoring {sum(OUTPUT_FILES.values()):,} MiB of a Docker task's outputs ({len(OUTPUT_FILES)} files) "
+            f"to S3 on moto, median of {args.s3}: granary {found['granary']:.0f} MiB/s; raw s3fs put at the same "
             f"{found['part_mib']:.0f} MiB parts {found['same part size']:.0f} MiB/s "
-            f"({found['granary'] / found['same part size']:.2f}x, target: at least 1.0x); at s3fs's default part size "
-            f"{found['s3fs default']:.0f} MiB/s ({found['granary'] / found['s3fs default']:.2f}x). moto's CPU-s meanwhile: "
+            f"({found['granary'] / found['same part size']:.2f}x, target: at least 1.0x); at s3fs's default part "
+            f"size {found['s3fs default']:.0f} MiB/s ({found['granary'] / found['s3fs default']:.2f}x). moto's "
+            "CPU-s meanwhile: "
             f"{found['moto granary']:.1f}, {found['moto same part size']:.1f} and {found['moto s3fs default']:.1f}\n",
             flush=True,
         )

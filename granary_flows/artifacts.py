@@ -1,25 +1,29 @@
-"""Prefect artifacts for an execution: a results table, a link per asset, a summary, and live progress."""
+"""What an execution shows on its Prefect run page: one report (its results, each a link that opens, its quicklooks,
+its STAC Item and a summary), and live progress while the container reports some.
+
+Every artifact passes through `_publish`, which masks every text with the execution's masker: no secret reaches an
+artifact, whatever wrote it.
+
+Links open in a browser: on S3 a presigned https link; on a local results root a link `granary api` serves
+(`GRANARY_API_URL`), signed for that one file, since Prefect's UI is another origin than the API's; without an API, the
+file's own `file://` address, shown as text (a browser refuses to open it).
+"""
 
 from __future__ import annotations
 
 import contextvars
 import json
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, cast
 from uuid import UUID
 
-from prefect.artifacts import (
-    create_link_artifact,
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
-from granary_flows.masking import Masker
-from granary_flows.results import ResultAsset
+from granary_flows import masking
+from granary_flows.layout import output_path_in
 from granary_flows.webhooks import output_link
 
 
@@ -28,71 +32,52 @@ def artifact_key(task: str, kind: str) -> str:
     return f"{task}-{kind}".lower().replace("_", "-")
 
 
-def record_results(
-    task: str,
-    assets: list[ResultAsset],
-    stac_item: str | None = None,
-    presign: Callable[[str], str | None] = lambda _: None,
-) -> None:
-    """A table of the results (with their `s3://` or `file://` hrefs), a link artifact per asset, and one to the
-    execution's STAC Item. Where the store is S3, each link is a presigned https URL that works without credentials
-    until it expires (`GRANARY_PRESIGN_SECONDS`, an hour by default)."""
-    rows = [
-        {
-            "title": a.title or "",
-            "href": a.href,
-            "type": a.type or "",
-            "roles": ", ".join(a.roles),
-            "size": "" if a.size is None else a.size,
-        }
-        for a in assets
-    ]
-    create_table_artifact(
-        table=rows or [{"title": "(no results)", "href": "", "type": "", "roles": "", "size": ""}],
-        key=artifact_key(task, "results"),
-        description=f"Results of {task}",
-    )
-    if stac_item:
-        link = presign(stac_item) or stac_item
-        create_link_artifact(link=link, link_text="STAC Item", description=f"{task}: the execution's STAC Item")
-    for asset in assets:
-        presigned = presign(asset.href)
-        description = f"{task}: {asset.title or asset.href}"
+class Links:
+    """Where a person opens an execution's stored files from Prefect's UI (see the module's docstring).
+
+    Args:
+        own: the execution's folder in the results store.
+        execution_id: the execution.
+        presign: the store's presigning, for links that work without credentials (S3).
+    """
+
+    def __init__(self, own: str, execution_id: str, presign: Callable[[str], str | None]):
+        self.own = own
+        self.execution_id = execution_id
+        self.presign = presign
+        self.api = os.environ.get("GRANARY_API_URL", "").rstrip("/")
+
+    def __call__(self, href: str) -> str | None:
+        """A link that opens `href` in a browser, or None when there is none."""
+        presigned = self.presign(href)
         if presigned:
-            description += f" ({asset.href}; the link expires)"
-        create_link_artifact(link=presigned or asset.href, link_text=asset.title or asset.href, description=description)
+            return presigned
+        relative = output_path_in(href, self.own) if href.startswith(self.own + "/") else None
+        if self.api and relative is not None:
+            return output_link(self.api, self.execution_id, relative)
+        return None
 
 
-def record_quicklooks(
-    task: str, execution_id: str, quicklooks: list[Any], presign: Callable[[str], str | None] = lambda _: None
-) -> None:
-    """The pictures of raster results on the run's page: presigned on S3, else served by `granary api`
-    (`GRANARY_API_URL`) through a signed link; without either, the run page links nothing a browser could open, and
-    none is made."""
-    import os
+def record_report(document: dict[str, Any], links: Links, log_tail: list[str]) -> None:
+    """The execution's report, one markdown artifact: results (linked), quicklooks, STAC Item, summary, arguments,
+    warnings and last log lines. A failed execution's report has its failure in place of results.
 
-    api = os.environ.get("GRANARY_API_URL", "").rstrip("/")
-    lines = []
-    for look in quicklooks:
-        url = presign(look.href) or (output_link(api, execution_id, look.href.rsplit("/", 1)[-1]) if api else "")
-        if not url:
-            continue
-        where = ""
-        if look.bbox:
-            west, south, east, north = look.bbox
-            where = f"west {west:.5f}, south {south:.5f}, east {east:.5f}, north {north:.5f} (WGS 84)"
-        lines += [f"### {look.title}", f"![quicklook of {look.title}]({url})", "", where, ""]
-    if lines:
-        create_markdown_artifact(
-            markdown="\n".join(lines), key=artifact_key(task, "quicklook"), description=f"{task}: quicklooks"
-        )
-
-
-def record_summary(summary: dict[str, Any], log_tail: list[str]) -> None:
-    """A markdown summary: task, version, image, arguments, exit code, duration, failure reason, last log lines."""
-    lines = [f"# {summary['task']} {summary.get('version', '')}".rstrip(), "", "| | |", "|---|---|"]
+    Args:
+        document: the results document (`documents.ExecutionDocument`) as JSON, or a failure's summary of it.
+        links: how its files open from the run page.
+        log_tail: the container's last lines.
+    """
+    task = document["task"]
+    successful = document.get("status") == "successful"
+    lines = [f"# {task} {document.get('version', '')}: {document.get('status', '')}".rstrip(), ""]
+    if successful:
+        lines += _results_table(document.get("results", []), links)
+        lines += _quicklooks(document.get("quicklooks", []), links)
+        if document.get("stac_item"):
+            stac = links(document["stac_item"])
+            lines += [f"STAC Item: {_link('granary-item.json', stac, document['stac_item'])}", ""]
+    lines += ["| | |", "|---|---|"]
     for label, key in (
-        ("status", "status"),
         ("execution", "execution_id"),
         ("image", "image"),
         ("exit code", "exit_code"),
@@ -100,34 +85,71 @@ def record_summary(summary: dict[str, Any], log_tail: list[str]) -> None:
         ("duration (s)", "duration"),
         ("failure", "reason"),
         ("results", "results_uri"),
-        ("STAC item", "stac_item"),
     ):
-        value = summary.get(key)
+        value = document.get(key)
         if value is not None and value != "":
             lines.append(f"| {label} | `{value}` |")
-    lines += ["", "## Arguments", "```json", json.dumps(summary.get("arguments", {}), indent=2), "```"]
-    if summary.get("warnings"):
-        lines += ["", "## Warnings", *(f"- {warning}" for warning in summary["warnings"])]
+    lines += ["", "## Arguments", "```json", json.dumps(document.get("arguments", {}), indent=2), "```"]
+    if document.get("warnings"):
+        lines += ["", "## Warnings", *(f"- {warning}" for warning in document["warnings"])]
     if log_tail:
         lines += ["", "## Last log lines", "```", *log_tail, "```"]
-    create_markdown_artifact(
+    _publish(
+        create_markdown_artifact,
         markdown="\n".join(lines),
-        key=artifact_key(summary["task"], "summary"),
-        description=f"Summary of {summary['task']} execution {summary.get('execution_id')}",
+        key=artifact_key(task, "results" if successful else "summary"),
+        description=f"{task} execution {document.get('execution_id')}: {document.get('status')}",
     )
 
 
+def _results_table(assets: list[dict[str, Any]], links: Links) -> list[str]:
+    if not assets:
+        return ["(no results)", ""]
+    rows = ["| result | type | size | roles |", "|---|---|---|---|"]
+    for asset in assets:
+        title = str(asset.get("title") or asset["href"].rsplit("/", 1)[-1])
+        size = "" if asset.get("size") is None else f"{asset['size']:,}"
+        rows.append(f"| {_link(title, links(asset['href']), asset['href'])} | {asset.get('type') or ''} | {size} | "
+                    f"{', '.join(asset.get('roles') or [])} |")  # fmt: skip
+    return [*rows, ""]
+
+
+def _quicklooks(quicklooks: list[dict[str, Any]], links: Links) -> list[str]:
+    lines = []
+    for look in quicklooks:
+        url = links(look["href"])
+        if not url:
+            continue
+        where = ""
+        if look.get("bbox"):
+            west, south, east, north = look["bbox"]
+            where = f"west {west:.5f}, south {south:.5f}, east {east:.5f}, north {north:.5f} (WGS 84)"
+        lines += [f"### {look['title']}", f"![quicklook of {look['title']}]({url})", "", where, ""]
+    return lines
+
+
+def _link(text: str, url: str | None, href: str) -> str:
+    label = text.replace("|", "\\|").replace("[", "\\[").replace("]", "\\]")
+    return f"[{label}]({url})" if url else f"{label} (`{href}`)"
+
+
+def _publish(create: Callable[..., Any], **fields: Any) -> Any:
+    """Create an artifact with every text of it masked by the execution's masker: the one way out to artifacts."""
+    mask = masking.current()
+    return create(**{name: mask.document(value) for name, value in fields.items()})
+
+
 class ProgressArtifact:
-    """Drives a progress artifact from the container's `{"progress": N}` lines; its message is masked.
+    """Drives a progress artifact from the container's `{"progress": N}` lines; its message is masked. Made only
+    when the container reports progress.
 
     The artifact is written by a thread of its own, so that the container's log lines never wait on the Prefect API;
     updates that arrive while one is being written are folded into the newest. `flush()` waits until the artifact
     shows the last progress reported.
     """
 
-    def __init__(self, task: str, mask: Masker | None = None):
+    def __init__(self, task: str):
         self.task = task
-        self.mask = mask or Masker()
         self.artifact_id: UUID | None = None
         self.progress = -1.0
         self._unsent: tuple[float, str] | None = None
@@ -139,7 +161,7 @@ class ProgressArtifact:
             return
         self.progress = percent
         with self._lock:
-            self._unsent = (percent, self.mask.text(message or f"{self.task}: {percent:g}%"))
+            self._unsent = (percent, message or f"{self.task}: {percent:g}%")
             if self._sender is None:  # the run's context goes with it: the artifact belongs to this run
                 self._sender = threading.Thread(
                     target=contextvars.copy_context().run, args=(self._send,), daemon=True, name="granary-progress"
@@ -168,9 +190,12 @@ class ProgressArtifact:
     def _write(self, percent: float, description: str) -> None:
         if self.artifact_id is None:
             # create_progress_artifact returns a UUID when called from sync code, as here
-            created = create_progress_artifact(
-                progress=percent, key=artifact_key(self.task, "progress"), description=description
+            created = _publish(
+                create_progress_artifact,
+                progress=percent,
+                key=artifact_key(self.task, "progress"),
+                description=description,
             )
             self.artifact_id = cast(UUID, created)
         else:
-            update_progress_artifact(artifact_id=self.artifact_id, progress=percent, description=description)
+            _publish(update_progress_artifact, artifact_id=self.artifact_id, progress=percent, description=description)

@@ -314,10 +314,15 @@ def _register(paths: list[Path], pool: str | None) -> None:
 
 
 @tasks_app.callback(invoke_without_command=True)
-def tasks_list(context: typer.Context) -> None:
+def tasks_default(context: typer.Context) -> None:
+    """`granary tasks` alone lists them, as `granary tasks list` does."""
+    if context.invoked_subcommand is None:
+        tasks_list()
+
+
+@tasks_app.command("list")
+def tasks_list() -> None:
     """List the registered tasks and pipelines."""
-    if context.invoked_subcommand is not None:
-        return
     entries = _with_registry(lambda registry: registry.entries())
     table = Table(title="registered tasks", title_justify="left")
     for column in ("name", "title", "version", "runtime", "format", "pool", "registered"):

@@ -4,6 +4,7 @@ lines and files it may report with. How a given task's container takes its argum
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 ARGUMENTS_FILE = "/granary/arguments.json"
@@ -12,6 +13,8 @@ INPUT_METADATA_FILE = "/granary/input-metadata.json"  # Scale's $INPUT_METADATA
 RESULTS_FILE = "results.json"  # Granary's webhook shape, in the output folder
 SIDECAR_SUFFIX = ".metadata.json"  # `<file>.metadata.json`: a GeoJSON Feature describing `<file>`
 MAX_LINE = 64 * 1024  # a longer log line is cut, saying so
+# The contract's own variables: no argument (nor Seed input) may be passed under one of these names.
+RESERVED_VARIABLES = re.compile(r"^(OUTPUT_DIR|OUTPUT_URI|INPUT_METADATA|ALLOCATED_.*|GRANARY_.*|AWS_BATCH_.*)$")
 
 
 def variable_name(argument: str) -> str:

@@ -21,12 +21,13 @@ from pydantic import BaseModel
 
 from granary_flows import artifacts, layout, quicklook, stac
 from granary_flows.cancellation import CancelToken
+from granary_flows.contract import parse_progress
 from granary_flows.definition import TaskDefinition
 from granary_flows.documents import ExecutionDocument, ExecutionStatus
 from granary_flows.errors import ErrorCategory, ExecutionFailed, StorageError
 from granary_flows.formats import seed
 from granary_flows.invocation import Invocation, invocation_for
-from granary_flows.masking import Masker, without_credentials
+from granary_flows.masking import Masker, masking, uri_credentials, without_credentials
 from granary_flows.policy import MIB, Policy, current_policy
 from granary_flows.provenance import started_by
 from granary_flows.quicklook import Quicklook
@@ -35,7 +36,7 @@ from granary_flows.runtimes.base import Attempt, AttemptOutcome, Runtime
 from granary_flows.scale import input_metadata
 from granary_flows.sidecars import read_sidecars
 from granary_flows.staging import StagedInput, container_arguments, stage_inputs, uri_arguments
-from granary_flows.store import ResultsStore
+from granary_flows.store import ResultsStore, StoredOutputs
 from granary_flows.validation import prepare_arguments
 from granary_flows.webhooks import webhook_url
 
@@ -98,8 +99,8 @@ class Execution:
         self.work = layout.work_folder(self.flow_run_id, self.execution_id)
         self.attempts: list[int] = []
         self.secrets = seed.resolve_secrets(definition.seed) if definition.seed else {}
-        self.mask = Masker(list(self.secrets.values()))
-        self.progress = artifacts.ProgressArtifact(definition.name, self.mask)
+        self.mask = Masker([*self.secrets.values(), *uri_credentials(arguments)])
+        self.progress = artifacts.ProgressArtifact(definition.name)
 
     def run(self) -> dict[str, Any]:
         """Run it to its end.
@@ -113,6 +114,14 @@ class Execution:
             ExecutionFailed: when the last attempt failed; the summary artifact says why.
             ExecutionCancelled: when the execution was cancelled.
         """
+        with masking(self.mask):  # everything logged, shown or written from here on passes through it
+            try:
+                return self._run()
+            except Exception as err:  # its message becomes the run's state message: masked like the rest
+                err.args = tuple(self.mask.document(list(err.args)))
+                raise
+
+    def _run(self) -> dict[str, Any]:
         arguments = prepare_arguments(self.definition.name, self.definition.arguments_schema, self.given)
         self.cancel.check(f"execution {self.execution_id}")
         try:
@@ -216,7 +225,7 @@ class Execution:
         if number > 1 and resumed is None:
             self.logger.info("attempt %d of %d", number, self.definition.retries.attempts + 1)
         attempt = self._attempt_of(arguments, staged, number)
-        self.mask = Masker([*self.mask.secrets, *attempt.invocation.masked])
+        self.mask.add(attempt.invocation.masked)
         self.cancel.check(f"execution {self.execution_id}")
         self.last_attempt = attempt
         outcome = self.runtime.run(attempt, self._line_handler())
@@ -224,6 +233,7 @@ class Execution:
         self._raise_for_failure(outcome)
         started = time.perf_counter()
         collected = self.runtime.collect(attempt, self.store, self.policy)
+        collected.stored = self._masked_names(collected.stored)
         self.last_attempt = attempt
         self.logger.info(
             "outputs: %d file(s), %.1f MiB, collected in %.1f s",
@@ -232,7 +242,7 @@ class Execution:
             time.perf_counter() - started,
         )
         for warning in collected.warnings:
-            self.logger.warning(self.mask.text(warning))
+            self.logger.warning(warning)
         results = collect(
             collected.stored,
             self.store.read_bytes,
@@ -263,19 +273,18 @@ class Execution:
         )
 
     def _line_handler(self) -> Any:
-        """Each container line goes to the run's logs, masked; progress lines also drive the progress artifact."""
+        """Each container line goes to the run's logs; progress lines also drive the progress artifact. The lines
+        arrive on the runtime's own thread: each is handled in this run's context (its logger, its masker)."""
         context = contextvars.copy_context()
-        progress, logger, mask = self.progress, self.logger, self.mask
+        progress, logger = self.progress, self.logger
 
-        def on_line(line: str) -> None:
-            from granary_flows.contract import parse_progress
-
+        def handle(line: str) -> None:
             parsed = parse_progress(line)
             if parsed is not None:
-                context.run(progress.update, *parsed)
-            logger.info(mask.text(line))
+                progress.update(*parsed)
+            logger.info(line)
 
-        return on_line
+        return lambda line: context.run(handle, line)
 
     def _raise_for_failure(self, outcome: AttemptOutcome) -> None:
         platform = f" ({outcome.detail})" if outcome.detail else ""
@@ -316,9 +325,9 @@ class Execution:
             local = attempt.output_dir / relative
             if not local.is_file() or local.is_symlink():
                 continue
-            name = f"granary-quicklook-{local.stem}.png"
+            name = f"{layout.QUICKLOOK_PREFIX}{local.stem}.png"
             try:
-                bbox = quicklook.picture(self.runtime.client, local, self.work / "quicklooks" / name)
+                bbox = quicklook.picture(self.runtime.client, local, self.work / "quicklooks" / name, asset.title or "")
                 href = self.store.put_file(
                     self.work / "quicklooks" / name, self.definition.name, self.execution_id, name
                 )
@@ -352,7 +361,7 @@ class Execution:
             "duration": _seconds_since(self.started),
         }
         self.progress.flush()
-        artifacts.record_summary(self.mask.document(summary), [self.mask.text(line) for line in err.log_tail])
+        artifacts.record_report(self.mask.document(summary), self._links(), err.log_tail)
 
     def _report_success(self, arguments: dict[str, Any], attempted: Attempted) -> dict[str, Any]:
         document = ExecutionDocument(
@@ -375,21 +384,36 @@ class Execution:
         document.warnings += warnings
         name = self.definition.name
         document.quicklooks = self._quicklooks(document.results)
-        item = stac.execution_item(document.model_dump(mode="json"), sidecars)
+        item = self.mask.document(stac.execution_item(self.mask.document(document.model_dump(mode="json")), sidecars))
         document.stac_item = stac.publish(
             store=self.store, task=name, title=self.definition.title, description=self.definition.description, item=item
         )
         results = self.mask.document(document.model_dump(mode="json"))
         self.store.write_json(layout.execution_document(name, self.execution_id), results)
-        own = self.store.execution_uri(name, self.execution_id)
         self.progress.flush()  # written meanwhile, off the container's log stream
-        artifacts.record_results(name, document.results, document.stac_item, lambda uri: self.store.presign(uri, own))
-        artifacts.record_quicklooks(
-            name, self.execution_id, document.quicklooks, lambda uri: self.store.presign(uri, own)
-        )
-        artifacts.record_summary(results, [self.mask.text(line) for line in attempted.outcome.log_tail])
+        artifacts.record_report(results, self._links(), attempted.outcome.log_tail)
         self.logger.info("%d result(s) stored under %s", len(document.results), document.results_uri)
         return results
+
+    def _links(self) -> artifacts.Links:
+        own = self.store.execution_uri(self.definition.name, self.execution_id)
+        return artifacts.Links(own, self.execution_id, lambda uri: self.store.presign(uri, own))
+
+    def _masked_names(self, stored: StoredOutputs) -> StoredOutputs:
+        """The outputs, none of them named with a secret: such a file is moved to its masked name in the store (one
+        path for every runtime), so that no link, asset key or listing shows the secret."""
+        masked_names = {relative: self.mask.text(relative) for relative in stored.uris}
+        renamed = {relative: masked for relative, masked in masked_names.items() if masked != relative}
+        if not renamed:
+            return stored
+        folder = layout.execution_folder(self.definition.name, self.execution_id)
+        uris, sizes = dict(stored.uris), dict(stored.sizes)
+        for relative, masked in renamed.items():
+            uris[masked] = self.store.move(f"{folder}/{relative}", f"{folder}/{masked}")
+            sizes[masked] = sizes.pop(relative, 0)
+            del uris[relative]
+        self.logger.warning("%d output name(s) held a secret: stored under the masked name", len(renamed))
+        return StoredOutputs(uris=uris, sizes=sizes)
 
 
 def submitter() -> str:

@@ -15,6 +15,7 @@ from granary_flows.cancellation import current_token
 from granary_flows.definition import RuntimeKind
 from granary_flows.execution import Execution
 from granary_flows.loading import Definition
+from granary_flows.masking import install_log_masking
 from granary_flows.pipeline import PipelineDefinition
 from granary_flows.runtimes.base import Runtime
 from granary_flows.store import ResultsStore
@@ -42,6 +43,7 @@ def flow_for(
         >>> hello = flow_for(load_definition("deployments/hello.yaml"))  # doctest: +SKIP
         >>> hello(name="Ada")  # doctest: +SKIP
     """
+    install_log_masking()  # what an execution logs is masked with its masker, whoever handles the record
     kinds = definition.runtime_kinds if isinstance(definition, PipelineDefinition) else {definition.runtime_kind}
 
     def store_and_runtimes() -> tuple[ResultsStore, dict[RuntimeKind, Runtime]]:

@@ -76,43 +76,48 @@ def invocation_for(
     ways = set(task.argument_passing)
     docker = task.runtime.docker
     batch = task.runtime.batch
-    invocation = Invocation(
-        environment={"GRANARY_EXECUTION_ID": execution_id, "GRANARY_TASK": task.name, "GRANARY_ATTEMPT": str(attempt)}
-    )
-    environment = invocation.environment
+    invocation = Invocation()
+    environment: dict[str, str] = {}
+    # The contract's own variables are written last, over anything an argument, a setting or a task's environment
+    # might have named the same (registration refuses such names; a task registered before that rule is still safe).
+    contract = {"GRANARY_EXECUTION_ID": execution_id, "GRANARY_TASK": task.name, "GRANARY_ATTEMPT": str(attempt)}
     if docker:
         environment |= docker.environment
-        environment |= _passed(docker.passEnvironment, passable or [])
-        environment["OUTPUT_DIR"] = invocation.output_path = docker.outputDir
+        passed = _passed(docker.passEnvironment, passable or [])
+        environment |= passed
+        invocation.masked += list(passed.values())
+        contract["OUTPUT_DIR"] = invocation.output_path = docker.outputDir
         invocation.entrypoint = docker.entrypoint
         invocation.command = docker.command
     else:
-        assert batch is not None and output_uri is not None, "a Batch job writes its outputs to an OUTPUT_URI"
-        environment["OUTPUT_URI"] = output_uri
+        if batch is None or output_uri is None:
+            raise ValueError("a Batch job writes its outputs to an OUTPUT_URI")
+        contract["OUTPUT_URI"] = output_uri
         invocation.command = batch.command
     if ArgumentPassing.ENVIRONMENT in ways:
         environment |= {variable_name(name): as_text(value) for name, value in arguments.items()}
-        environment["GRANARY_ARGUMENTS"] = document
+        contract["GRANARY_ARGUMENTS"] = document
     if ArgumentPassing.FILE in ways:
-        environment["GRANARY_ARGUMENTS_FILE"] = ARGUMENTS_FILE
+        contract["GRANARY_ARGUMENTS_FILE"] = ARGUMENTS_FILE
         invocation.arguments_file = document
     if ArgumentPassing.STDIN in ways:
         invocation.stdin = document
     if ArgumentPassing.PARAMETERS in ways:
         invocation.parameters = {name: as_text(value) for name, value in arguments.items()}
     if webhook:
-        environment["GRANARY_WEBHOOK_URL"] = webhook
+        contract["GRANARY_WEBHOOK_URL"] = webhook
         if ArgumentPassing.PARAMETERS in ways:
             invocation.parameters.setdefault("WEBHOOK_URL", webhook)
     if input_metadata is not None:
-        environment["INPUT_METADATA"] = INPUT_METADATA_FILE
+        contract["INPUT_METADATA"] = INPUT_METADATA_FILE
         invocation.input_metadata = json.dumps(input_metadata)
     if task.seed:
         environment |= seed.variables(task.seed, arguments, secrets or {}, input_mib)
-        if task.seed.command:
-            invocation.command = seed.expand_command(task.seed.command, environment)
         invocation.volumes = seed.mount_volumes(task.seed)
-        invocation.masked = list((secrets or {}).values())
+        invocation.masked += list((secrets or {}).values())
+    invocation.environment = environment | contract
+    if task.seed and task.seed.command:
+        invocation.command = seed.expand_command(task.seed.command, invocation.environment)
     if ArgumentPassing.LAST_ARGUMENT in ways:
         invocation.command = [*(invocation.command or []), document]
     return invocation

@@ -21,6 +21,8 @@ EXECUTION_DOCUMENT = "granary-execution.json"  # the results document, beside th
 PIPELINE_DOCUMENT = "granary-pipeline.json"  # a pipeline run's document
 ITEM_FILE = "granary-item.json"  # an execution's STAC Item: named so that no container output is overwritten
 COLLECTION_FILE = "collection.json"  # a task's STAC Collection
+QUICKLOOK_PREFIX = "granary-quicklook-"  # `granary-quicklook-<raster>.png`, beside the raster's execution
+RUNNER_FOLDER = ".granary"  # the runner's own records under the results root
 BATCH_RECORDS = ".granary/batch-jobs"  # Batch job ids, written before waiting on them
 BATCH_ARRAYS = ".granary/batch-arrays"  # each child's environment, read by the children of an array job
 HOME_VARIABLE = "GRANARY_HOME"
@@ -93,6 +95,19 @@ def work_root() -> Path:
     """The work folders of this Prefect server's runs: two servers' runners on one host never touch each other's."""
     server = hashlib.sha256(os.environ.get("PREFECT_API_URL", "").encode()).hexdigest()[:12]
     return home() / "work" / server
+
+
+def is_runner_document(relative: str) -> bool:
+    """Whether a path in an execution's folder is one of the runner's own documents, which no container may write
+    (what a container writes under such a name is dropped, so that nothing it wrote can pose as the runner's).
+
+    Example:
+        >>> is_runner_document("granary-execution.json"), is_runner_document("maps/granary-item.json")
+        (True, False)
+    """
+    return relative in (EXECUTION_DOCUMENT, PIPELINE_DOCUMENT, ITEM_FILE) or relative.startswith(
+        (QUICKLOOK_PREFIX, f"{RUNNER_FOLDER}/")
+    )
 
 
 def output_path_in(href: str, own: str | None) -> str | None:

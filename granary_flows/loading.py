@@ -73,12 +73,14 @@ def parse_text(text: str, source: str) -> tuple[Any, yaml.Node | None]:
     """
     try:
         root = yaml.compose(text, Loader=_Loader)
+        if root is not None and _expanded_size(root, {}) > MAX_NODES:
+            raise DefinitionError(source, [f"the document expands to more than {MAX_NODES:,} values (YAML aliases)"])
+        return yaml.load(text, Loader=_Loader), root
     except yaml.MarkedYAMLError as err:
         line = err.problem_mark.line + 1 if err.problem_mark else "?"
         raise DefinitionError(source, [f"line {line}: {err.problem}"]) from err
-    if root is not None and _expanded_size(root, {}) > MAX_NODES:
-        raise DefinitionError(source, [f"the document expands to more than {MAX_NODES:,} values (YAML aliases)"])
-    return yaml.load(text, Loader=_Loader), root
+    except RecursionError as err:
+        raise DefinitionError(source, [f"the document nests too deeply; at most {MAX_DEPTH} levels are read"]) from err
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
@@ -112,6 +114,9 @@ def read_definition(text: str, source: str, folder: Path | None = None) -> Loade
     document, root = parse_text(text, source)
     if not isinstance(document, dict):
         raise DefinitionError(source, ["the document must be a mapping (a task definition)"])
+    deepest = _depth(document)
+    if deepest > MAX_DEPTH:
+        raise DefinitionError(source, [f"the document nests {deepest} levels deep; at most {MAX_DEPTH} are read"])
     unstorable = [at(location, problem, root) for location, problem in unstorable_at(document)]
     if unstorable:
         raise DefinitionError(source, unstorable)
@@ -130,6 +135,24 @@ def read_definition(text: str, source: str, folder: Path | None = None) -> Loade
     return LoadedDefinition(
         definition=definition, source_format=source_format, document=document, source=source, text=text
     )
+
+
+MAX_DEPTH = 64  # levels of nesting a definition may have: real schemas use a dozen, and every walk stays far from
+# Python's recursion limit
+
+
+def _depth(value: Any, stop: int = MAX_DEPTH + 1) -> int:
+    """How deep a document nests (counted up to `stop`), without recursion."""
+    deepest = 0
+    pending = [(value, 0)]
+    while pending:
+        node, depth = pending.pop()
+        deepest = max(deepest, depth)
+        if depth >= stop:
+            return deepest
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _converted(

@@ -52,6 +52,9 @@ class Policy(BaseModel):
     max_output_mib: float = Field(
         default=4096, gt=0, description="All of an execution's outputs together (GRANARY_MAX_OUTPUT_MIB)."
     )
+    max_output_files: int = Field(
+        default=10_000, gt=0, description="Files an execution may write (GRANARY_MAX_OUTPUT_FILES)."
+    )
     pass_environment: list[str] = Field(
         default_factory=list,
         description="Variables of the runner's environment a task may ask to pass on (GRANARY_PASS_ENVIRONMENT).",
@@ -156,6 +159,8 @@ def policy_from_environment(environ: dict[str, str] | None = None) -> Policy:
         fields["buckets"] = _split(env["GRANARY_ALLOW_BUCKETS"], ",")
     if env.get("GRANARY_ALLOW_IMAGES") is not None:
         fields["allow_images"] = _split(env["GRANARY_ALLOW_IMAGES"], ",")
+    if env.get("GRANARY_MAX_OUTPUT_FILES"):
+        fields["max_output_files"] = int(env["GRANARY_MAX_OUTPUT_FILES"])
     for field, variable in (
         ("max_input_mib", "GRANARY_MAX_INPUT_MIB"),
         ("max_inputs_mib", "GRANARY_MAX_INPUTS_MIB"),

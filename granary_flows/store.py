@@ -178,6 +178,23 @@ class ResultsStore:
         self.fs.invalidate_cache(uri)
         return bytes(self.fs.cat_file(uri))
 
+    def stream(self, uri: str, chunk: int = 2**20) -> Iterator[bytes]:
+        """A stored file's content in chunks, read as they are sent (never held whole). The file is opened now, so
+        that a missing one raises here.
+
+        Raises:
+            FileNotFoundError: there is no such file.
+        """
+        self.fs.invalidate_cache(uri)
+        handle = self.fs.open(uri, "rb")
+
+        def chunks() -> Iterator[bytes]:
+            with handle:
+                while data := handle.read(chunk):
+                    yield data
+
+        return chunks()
+
     def presign(self, uri: str, within: str, seconds: int | None = None) -> str | None:
         """A https link to an `s3://` file that works without credentials until it expires; None for other stores,
         and for anything that is not under `within` (an execution's own prefix): no link to anybody else's object."""
@@ -208,6 +225,20 @@ class ResultsStore:
         except STORE_ERRORS as err:
             raise StorageError(f"writing {path} failed: {err}") from err
         return self.uri_of(path)
+
+    def move(self, relative: str, to: str) -> str:
+        """Move `<root>/<relative>` to `<root>/<to>`; returns its new URI.
+
+        Raises:
+            StorageError: naming both.
+        """
+        source, target = f"{self._root_path}/{relative}", f"{self._root_path}/{to}"
+        try:
+            self._make_folder(target.rsplit("/", 1)[0])
+            self.fs.mv(source, target)
+        except STORE_ERRORS as err:
+            raise StorageError(f"moving {source} to {target} failed: {err}") from err
+        return self.uri_of(target)
 
     def remove(self, relative: str) -> None:
         """Remove `<root>/<relative>` if it is there."""

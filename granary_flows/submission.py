@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
+import httpx
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import FlowRun, Log
@@ -66,7 +67,51 @@ def submit(client: SyncPrefectClient, definition: Definition, arguments: dict[st
             "run `granary register` or start `granary serve`"
         ) from err
     with refusals_said(f"the Prefect server refused the execution of {definition.name!r}"):
-        return client.create_flow_run_from_deployment(deployment.id, parameters=arguments)
+        return create_run(client, deployment.id, arguments, key=f"cli:{uuid4()}")
+
+
+def create_run(
+    client: SyncPrefectClient,
+    deployment_id: UUID,
+    arguments: dict[str, Any],
+    key: str,
+    tags: list[str] | None = None,
+    name: str | None = None,
+    patience: float = 30.0,
+) -> FlowRun:
+    """Create an execution's flow run exactly once for `key`.
+
+    The key is the run's idempotency key: Prefect answers a second creation with the same key (a client's retry after
+    a lost answer, or the caller's) with the run already created. So an overloaded server that answers 503 after it
+    created the run costs nothing: the creation is asked again, for up to `patience` seconds, and finds that run.
+
+    Raises:
+        KeyReused: a run was created with this key for other arguments.
+        PrefectHTTPStatusError: the server refused the run (4xx), or still did not answer after `patience` seconds.
+        httpx.TransportError: likewise, when it could not be reached.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            flow_run = client.create_flow_run_from_deployment(
+                deployment_id, parameters=arguments, tags=tags, name=name, idempotency_key=key
+            )
+            break
+        except PrefectHTTPStatusError as err:
+            if err.response.status_code < 500 or time.monotonic() > deadline:
+                raise
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(1)
+    given = flow_run.parameters or {}
+    if {name: given.get(name) for name in arguments} != arguments:
+        raise KeyReused(f"the key {key.rsplit(':', 1)[-1]!r} was used for another execution, {flow_run.id}")
+    return flow_run
+
+
+class KeyReused(GranaryError):
+    """An idempotency key already named an execution with other arguments."""
 
 
 @contextmanager

@@ -12,6 +12,7 @@ one that counts, and it runs before any container or job exists. It is safe on a
 from __future__ import annotations
 
 import keyword
+import math
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
@@ -23,6 +24,7 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
 from referencing.jsonschema import DRAFT7, specification_with
 
+from granary_flows.contract import RESERVED_VARIABLES, variable_name
 from granary_flows.errors import ArgumentsInvalid
 
 DRAFT_07 = "http://json-schema.org/draft-07/schema#"
@@ -116,6 +118,8 @@ def violations(schema: dict[str, Any], arguments: dict[str, Any]) -> list[str]:
         errors = list(schema_validator(schema).iter_errors(arguments))
     except Unresolvable as err:
         return [f"$: the schema refers to {err.ref!r}, which is not in it"]
+    except RecursionError:
+        return ["$: the value, or the schema's references, nest too deeply to be checked"]
     found = sorted(errors, key=lambda e: (list(map(str, e.absolute_path)), e.message))
     return [_printable(f"{error.json_path}: {error.message}") for error in found] + unstorable(arguments, "$")
 
@@ -142,6 +146,8 @@ def unstorable_at(value: Any, location: tuple[str | int, ...] = ()) -> list[tupl
         return []
     if isinstance(value, int) and abs(value) > INT64:
         return [(location, f"{value} is larger than a 64-bit integer")]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(location, f"{value} is not a finite number (JSON has no NaN or Infinity)")]
     if isinstance(value, str) and "\x00" in value:
         return [(location, NUL_PROBLEM)]
     if isinstance(value, dict):
@@ -224,6 +230,11 @@ def schema_problems(schema: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]
             problems.append(
                 ((*base, "properties", name), f"argument name {name!r} must be a letter or _ then letters, digits, _")
             )
+        elif RESERVED_VARIABLES.match(variable_name(name)):
+            problems.append(
+                ((*base, "properties", name), f"argument name {name!r} would be the container contract's own "
+                 f"variable {variable_name(name)}: rename it")
+            )  # fmt: skip
     for location, pattern in _patterns(schema, base):
         try:
             compiled_pattern(pattern)
@@ -239,10 +250,50 @@ def schema_problems(schema: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]
     resolver = _resolver(schema)
     for location, reference in _references(schema, base):
         try:
-            resolver.lookup(reference)
+            target = resolver.lookup(reference).contents
         except Unresolvable:
             problems.append((location, f"$ref {reference!r} does not resolve inside the schema; nothing is fetched"))
+            continue
+        if _leads_back(target, id(_node_at(schema, location[len(base) : -1])), resolver):
+            problems.append(
+                (location, f"$ref {reference!r} leads back to itself without describing a part of the value: "
+                           "validation would never end")
+            )  # fmt: skip
     return problems
+
+
+# Keywords that apply their schemas to the very same value: a `$ref` cycle through these alone never ends.
+SAME_VALUE = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "$ref")
+
+
+def _leads_back(node: Any, start: int, resolver: Any, seen: set[int] | None = None) -> bool:
+    """Whether `node` applies, to the same value, the schema whose id is `start` (following `$ref`s and the
+    combinators of SAME_VALUE, never a keyword that descends into a part of the value)."""
+    seen = set() if seen is None else seen
+    if not isinstance(node, dict) or id(node) in seen:
+        return False
+    if id(node) == start:
+        return True
+    seen.add(id(node))
+    for applied in SAME_VALUE:
+        value = node.get(applied)
+        if applied == "$ref" and isinstance(value, str):
+            try:
+                if _leads_back(resolver.lookup(value).contents, start, resolver, seen):
+                    return True
+            except Unresolvable:
+                continue
+        elif isinstance(value, (list, dict)) and any(
+            _leads_back(item, start, resolver, seen) for item in (value if isinstance(value, list) else [value])
+        ):
+            return True
+    return False
+
+
+def _node_at(schema: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        schema = schema[part]
+    return schema
 
 
 def _resolver(schema: dict[str, Any]) -> Any:

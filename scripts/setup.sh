@@ -75,8 +75,9 @@ build_conventions() {
   fi
 }
 
-# python3-boto3 lets the same image read inputs from and write outputs to S3 when it runs on AWS Batch.
-BASE_PACKAGES="python3-rasterio,python3-numpy,python3-boto3"
+# python3-boto3 lets the same image read inputs from and write outputs to S3 when it runs on AWS Batch; python3-pil
+# draws the quicklooks (their legends).
+BASE_PACKAGES="python3-rasterio,python3-numpy,python3-boto3,python3-pil"
 
 build_ndvi() {
   local base_hash; base_hash=$(echo "$BASE_PACKAGES" | sha256sum | cut -c1-8)
@@ -102,14 +103,15 @@ build_ndvi() {
     docker commit -c 'CMD ["python3", "/app/ndvi.py"]' -c "LABEL granary.recipe=$hash" "$cid" granary/ndvi:1 >/dev/null
     docker rm "$cid" >/dev/null
   fi
-  local sample="$CACHE/sample/scene.tif"
-  if [ ! -f "$sample" ]; then
-    mkdir -p "$CACHE/sample"
+  # The sample scene and its tiles (the ndvi-tiles pipeline's example input), made again when their recipe changes.
+  local sample_hash; sample_hash=$(recipe_hash examples/ndvi/app/make_sample.py examples/ndvi/app/make_tiles.py)
+  if [ "$(cat "$CACHE/sample/.recipe" 2>/dev/null)" != "$sample_hash" ]; then
+    log "writing the sample scene"
+    rm -rf "$CACHE/sample" && mkdir -p "$CACHE/sample"
     docker run --rm --network none -v "$CACHE/sample:/out" granary/ndvi:1 python3 /app/make_sample.py /out/scene.tif
-  fi
-  if [ ! -f "$CACHE/sample/tiles/tile-1-1.tif" ]; then  # the ndvi-tiles pipeline's example input
     docker run --rm --network none -v "$CACHE/sample:/out" granary/ndvi:1 \
       python3 /app/make_tiles.py /out/scene.tif /out/tiles
+    echo "$sample_hash" >"$CACHE/sample/.recipe"
   fi
 }
 

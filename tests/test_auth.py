@@ -494,8 +494,8 @@ def test_a_signed_picture_link_opens_that_picture_alone(api, people, runner, cli
     done = execute(api, people["bob"], "ndvi", {"redBand": 3, "nirBand": 4, "tiffLocation": SAMPLE_TIFF.as_uri()})
     assert done.status_code == 200, done.text
     job = done.headers["Location"].rsplit("/", 1)[1]
-    [markdown] = [a.data for a in artifacts_of(client, job) if a.key == "ndvi-quicklook"]
-    [link] = re.findall(r"\((http[^)]+signature=[0-9a-f]+)\)", markdown)
+    [markdown] = [a.data for a in artifacts_of(client, job) if a.key == "ndvi-results"]
+    [link] = re.findall(r"!\[quicklook of ndvi\]\((http[^)]+signature=[0-9a-f]+)\)", markdown)
     picture = http.get(link)  # no token
     assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
     path, signature = link.split("?signature=")

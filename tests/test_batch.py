@@ -94,8 +94,8 @@ def test_a_batch_execution_delivers_the_contract_and_collects_results_from_s3(cl
     transitions = [line.split(" is ")[1] for line in logs if line.startswith(f"Batch job {job['jobId']} is ")]
     assert transitions[-1] == "SUCCEEDED" and len(transitions) == len(set(transitions))  # each said once
 
-    links = [a.data for a in artifacts_of(client, flow_run.id) if a.type == "markdown" and a.key is None]
-    [url] = [m.group(1) for link in links if (m := re.search(r"\((http[^)]+/a\.txt\?[^)]+)\)", link))]
+    [report] = [a.data for a in artifacts_of(client, flow_run.id) if a.key == "batch-probe-results"]
+    [url] = re.findall(r"\((http[^)]+/a\.txt\?[^)]+)\)", report)
     assert "Expires=" in url  # presigned, for an hour by default
     assert httpx.get(url, timeout=10).content == b"a.txt from attempt 1\n"  # no credentials needed
 

@@ -5,6 +5,7 @@ import pytest
 from granary_flows.definition import OutputFile
 from granary_flows.errors import ExecutionFailed
 from granary_flows.outputs import written_files
+from granary_flows.policy import Policy
 from granary_flows.results import collect
 from granary_flows.store import ResultsStore
 
@@ -18,7 +19,7 @@ def written(tmp_path, *names):
     for name in names:
         (local / name).write_text(name)
     store = ResultsStore(str(tmp_path / "results"))
-    return store.put_outputs(written_files(local, 2**30).files, "task", "execution"), store.read_bytes
+    return store.put_outputs(written_files(local, Policy()).files, "task", "execution"), store.read_bytes
 
 
 def test_declared_outputs_keep_only_matching_files_with_their_side_cars(tmp_path):
@@ -52,8 +53,9 @@ def test_results_json_names_the_results_and_its_message_fails_the_run(tmp_path):
     (local / "a.png").write_text("png")
     (local / "results.json").write_text('{"results": [{"href": "./a.png", "title": "A"}]}')
     store = ResultsStore(str(tmp_path / "results"))
-    collected = collect(store.put_outputs(written_files(local, 2**30).files, "task", "one"), store.read_bytes, None, [])
+    stored = store.put_outputs(written_files(local, Policy()).files, "task", "one")
+    collected = collect(stored, store.read_bytes, None, [])
     assert [(a.title, a.href) for a in collected.assets] == [("A", f"{store.root}/task/one/a.png")]
     (local / "results.json").write_text('{"message": "the scene is all cloud"}')
     with pytest.raises(ExecutionFailed, match="the container reported failure: the scene is all cloud"):
-        collect(store.put_outputs(written_files(local, 2**30).files, "task", "two"), store.read_bytes, None, [])
+        collect(store.put_outputs(written_files(local, Policy()).files, "task", "two"), store.read_bytes, None, [])

@@ -20,9 +20,9 @@ def test_an_ndvi_execution_has_a_stac_item_with_the_geotiffs_real_footprint(clie
     item = json.loads(local(document["stac_item"]).read_text())
     ItemModel.model_validate(item)
     west, south, east, north = item["bbox"]
-    # the sample is 64 x 10 m pixels from 500000 E / 4650000 N in UTM 33N: 15.0 E, 42.0 N and about 640 m across
+    # the sample is 512 x 10 m pixels from 500000 E / 4650000 N in UTM 33N: 15.0 E, 42.0 N and about 5.1 km across
     assert (round(west, 4), round(north, 3)) == (15.0, 42.002)
-    assert 0.0075 < east - west < 0.0080 and 0.0055 < north - south < 0.0060
+    assert 0.060 < east - west < 0.064 and 0.044 < north - south < 0.048
     assert item["geometry"]["type"] == "Polygon"
     assert item["properties"]["granary:task"] == "ndvi" and item["properties"]["granary:version"] == "1.0.0"
     assert item["properties"]["granary:arguments"]["redBand"] == 3
@@ -30,8 +30,8 @@ def test_an_ndvi_execution_has_a_stac_item_with_the_geotiffs_real_footprint(clie
     assert item["assets"]["ndvi"]["type"] == "image/tiff; application=geotiff"
     assert item["assets"]["ndvi"]["roles"] == ["data"]
     assert item["collection"] == "ndvi"
-    links = [a for a in artifacts_of(client, flow_run.id) if a.type == "markdown" and "STAC Item" in str(a.data)]
-    assert links, "the Item is linked from the execution's artifacts"
+    [report] = [a.data for a in artifacts_of(client, flow_run.id) if a.key == "ndvi-results"]
+    assert "STAC Item: [granary-item.json](" in report, "the Item is linked from the execution's report"
 
 
 def test_the_item_footprint_and_times_are_the_union_of_the_side_cars_and_a_broken_one_is_a_warning(client, runner):

@@ -8,6 +8,7 @@ from granary_flows import layout
 from granary_flows.errors import StorageError
 from granary_flows.layout import output_path_in
 from granary_flows.outputs import written_files
+from granary_flows.policy import Policy
 from granary_flows.store import ResultsStore
 
 pytestmark = pytest.mark.unit
@@ -19,11 +20,11 @@ def test_outputs_are_stored_under_the_task_and_execution_and_replace_an_earlier_
     (first / "maps").mkdir(parents=True)
     (first / "maps" / "a.tif").write_text("a")
     (first / "stale.txt").write_text("old")
-    store.put_outputs(written_files(first, 2**20).files, "ndvi", "e1")
+    store.put_outputs(written_files(first, Policy(max_output_mib=1)).files, "ndvi", "e1")
     second = tmp_path / "second"
     second.mkdir()
     (second / "b.tif").write_text("bb")
-    stored = store.put_outputs(written_files(second, 2**20).files, "ndvi", "e1")
+    stored = store.put_outputs(written_files(second, Policy(max_output_mib=1)).files, "ndvi", "e1")
     assert stored.uris == {"b.tif": f"{store.root}/ndvi/e1/b.tif"} and stored.sizes == {"b.tif": 2}
     assert sorted(p.name for p in (tmp_path / "results" / "ndvi" / "e1").rglob("*")) == ["b.tif"]
     assert store.list_outputs("ndvi", "e1").uris == stored.uris

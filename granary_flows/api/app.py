@@ -20,10 +20,9 @@ from prefect.client.orchestration import get_client
 
 from granary_flows.api.context import ApiError, ApiSettings, Context, answer
 from granary_flows.api.identity import Authenticator, Forbidden, record
+from granary_flows.api.protection import TOKEN_COOKIE, BodyLimit, CookieSession, SecurityHeaders
 from granary_flows.auth import AuthSettings, current_auth
 from granary_flows.errors import GranaryError
-
-TOKEN_COOKIE = "granary_token"  # a browser's token (the HTML pages), set by /login
 
 
 def create_app(settings: ApiSettings | None = None, auth: AuthSettings | None = None) -> FastAPI:
@@ -69,7 +68,21 @@ def create_app(settings: ApiSettings | None = None, auth: AuthSettings | None = 
     _errors(app)
     _login(app)
     _refuse_nul(app)
+    _static(app)
+    # Outermost last: every answer gets the security headers; bodies are bounded before anything reads them.
+    app.add_middleware(CookieSession, public_url=lambda: settings.public_url)
+    app.add_middleware(BodyLimit)
+    app.add_middleware(SecurityHeaders)
     return app
+
+
+def _static(app: FastAPI) -> None:
+    """The pages' own scripts and styles, from the package (pages may run no other script)."""
+    from pathlib import Path
+
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")
 
 
 def _documentation(app: FastAPI) -> None:
@@ -138,31 +151,23 @@ def _client(request: Request) -> str | None:
 
 
 def _login(app: FastAPI) -> None:
-    """A browser's pages cannot send a bearer token: /login keeps it in a same-site, HTTP-only cookie."""
-
-    @app.middleware("http")
-    async def cookie_token(request: Request, call_next: Any) -> Any:
-        token = request.cookies.get(TOKEN_COOKIE)
-        if token and "authorization" not in request.headers:
-            headers = [*request.scope["headers"], (b"authorization", f"Bearer {token}".encode())]
-            request.scope["headers"] = headers
-        return await call_next(request)
+    """A browser's pages cannot send a bearer token: /login keeps it in an HTTP-only, same-site cookie, which
+    `protection.CookieSession` turns into the token for this API's own pages."""
 
     @app.get("/login", include_in_schema=False)
-    def login_page() -> HTMLResponse:
-        return HTMLResponse(
-            "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>granary-flows</title></head><body>"
-            "<form method='post' action='login'><label>API token <input name='token' type='password'></label>"
-            "<button>Sign in</button></form></body></html>"
-        )
+    def login_page(request: Request) -> HTMLResponse:
+        from granary_flows.api.html import render_page
+
+        return HTMLResponse(render_page("login", request))
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Any:
         from urllib.parse import parse_qs
 
-        token = parse_qs((await request.body()).decode()).get("token", [""])[0]
-        context = request.app.state.context
-        identity = context.identify_token(token)
-        response = HTMLResponse(f"<p>signed in as {identity.subject}: <a href='./?f=html'>go on</a></p>")
+        from granary_flows.api.html import render_page
+
+        token = parse_qs((await request.body()).decode(errors="replace")).get("token", [""])[0]
+        identity = request.app.state.context.identify_token(token)
+        response = HTMLResponse(render_page("signed-in", request, subject=identity.subject))
         response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
         return response

@@ -197,6 +197,19 @@ class Context:
         except Exception:
             return None
 
+    def log_tail(self, job_id: str, count: int) -> list[str]:
+        """A job's last `count` log lines, oldest first (for its page)."""
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+        from prefect.client.schemas.sorting import LogSort
+
+        logs = self.client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(job_id)])),
+            sort=LogSort.TIMESTAMP_DESC,
+            limit=count,
+            offset=0,
+        )
+        return [f"{log.timestamp:%H:%M:%S} {log.message}" for log in reversed(logs)]
+
     def base_url(self, request: Request) -> str:
         return (self.settings.public_url or str(request.base_url)).rstrip("/")
 

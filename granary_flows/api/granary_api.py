@@ -16,7 +16,8 @@ from granary_flows import layout
 from granary_flows.api.context import MAX_OFFSET, ApiError, Context
 from granary_flows.api.identity import Forbidden, Identity, may_execute, record
 from granary_flows.api.jobs import JobQuery, JobStatus, read_jobs
-from granary_flows.api.ogc import ANSWERS, API_TAG, context, identity
+from granary_flows.api.ogc import ANSWERS, API_TAG, context, create_job, identity
+from granary_flows.api.protection import parse_json
 from granary_flows.blocks import Entry
 from granary_flows.contract import RESULTS_FILE
 from granary_flows.documents import ExecutionDocument
@@ -24,7 +25,6 @@ from granary_flows.errors import ArgumentsInvalid, DefinitionError, GranaryError
 from granary_flows.layout import output_path_in
 from granary_flows.loading import read_definition
 from granary_flows.provenance import SUBMITTER_TAG, submitter_tag
-from granary_flows.submission import refusals_said
 from granary_flows.validation import prepare_arguments, unstorable
 from granary_flows.webhooks import same, webhook_id, webhook_secret
 
@@ -60,6 +60,8 @@ def task_document(entry: Entry) -> dict[str, Any]:
 
 @router.post("/tasks", summary="create a task (Granary)")
 async def create_task(request: Request, ctx: Context = Depends(context), who: Identity = Depends(identity)) -> Any:
+    if not who.admin:  # before the body is read
+        raise Forbidden("creating tasks needs the admin role")
     text = (await request.body()).decode(errors="replace")
     from starlette.concurrency import run_in_threadpool
 
@@ -67,8 +69,6 @@ async def create_task(request: Request, ctx: Context = Depends(context), who: Id
 
 
 def _create_task(text: str, ctx: Context, who: Identity) -> Any:
-    if not who.admin:
-        raise Forbidden("creating tasks needs the admin role")
     try:
         loaded = read_definition(text, "request", folder=None)
         entry = ctx.registry.register(loaded, registered_by=who.subject)
@@ -142,15 +142,15 @@ def execution_document(ctx: Context, flow_run: FlowRun, task: Entry) -> dict[str
 @router.post("/executions", summary="create an execution (Granary)")
 async def create_execution(request: Request, ctx: Context = Depends(context), who: Identity = Depends(identity)) -> Any:
     try:
-        body = await request.json()
-    except ValueError:
-        return JSONResponse({"msg": "the body is not JSON"}, status_code=400)
+        body = parse_json(await request.body())
+    except ApiError as err:
+        return JSONResponse({"msg": f"{err.title}: {err.detail}"}, status_code=400)
     from starlette.concurrency import run_in_threadpool
 
-    return await run_in_threadpool(_create_execution, body, ctx, who)
+    return await run_in_threadpool(_create_execution, request, body, ctx, who)
 
 
-def _create_execution(body: Any, ctx: Context, who: Identity) -> Any:
+def _create_execution(request: Request, body: Any, ctx: Context, who: Identity) -> Any:
     if (
         not isinstance(body, dict)
         or not isinstance(body.get("taskId"), str)
@@ -171,14 +171,8 @@ def _create_execution(body: Any, ctx: Context, who: Identity) -> Any:
     if any(t.startswith(SUBMITTER_TAG) for t in asked_tags):
         return JSONResponse({"msg": f"tags starting with {SUBMITTER_TAG!r} are the API's own"}, status_code=400)
     tags = [API_TAG, submitter_tag(who.subject), *asked_tags]
-    with refusals_said(f"the Prefect server refused the execution of {task.name!r}"):
-        flow_run = ctx.client.create_flow_run_from_deployment(
-            UUID(str(task.deployment_id)),
-            parameters=body["arguments"],
-            tags=tags,
-            name=str(body["name"]) if body.get("name") else None,
-        )
-    record(who, "execute", task.name, "accepted", job=str(flow_run.id))
+    name = str(body["name"]) if body.get("name") else None
+    flow_run = create_job(ctx, request, who, task.name, body["arguments"], tags, name=name)
     return execution_document(ctx, flow_run, task)
 
 
@@ -234,9 +228,9 @@ async def results_webhook(request: Request, execution_id: str, hook: str, ctx: C
     if key is None or not same(webhook_id(execution_id, key), hook):
         raise absent
     try:
-        body = await request.json()
-    except ValueError:
-        return JSONResponse({"msg": "the body is not JSON"}, status_code=400)
+        body = parse_json(await request.body())
+    except ApiError as err:
+        return JSONResponse({"msg": f"{err.title}: {err.detail}"}, status_code=400)
     from starlette.concurrency import run_in_threadpool
 
     return await run_in_threadpool(_deliver, execution_id, body, ctx, absent)

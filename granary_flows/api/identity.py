@@ -128,7 +128,7 @@ class Authenticator:
             raise GranaryError(f"the API tokens file {path} must list {{token, subject, roles}} entries")
         return [
             {
-                "digest": _digest(str(e["token"])),
+                "digest": _stored_digest(str(e["token"])),
                 "subject": str(e["subject"]),
                 "roles": [str(r) for r in e.get("roles") or []],
             }
@@ -136,19 +136,22 @@ class Authenticator:
         ]
 
     def _static(self, credential: str) -> Identity | None:
-        digest = _digest(credential)
+        """The identity whose token this is. The credential is always hashed first, so that a stored digest is never
+        itself a credential; every entry is compared, in constant time, whichever matches."""
+        digest = hashlib.sha256(credential.encode(errors="surrogatepass")).hexdigest()
+        found = None
         for entry in self._tokens:
-            if hmac.compare_digest(entry["digest"], digest):
-                roles = entry["roles"]
-                return Identity(
-                    subject=entry["subject"], roles=roles, via="token", admin=self.settings.admin_role in roles
-                )
-        return None
+            if hmac.compare_digest(entry["digest"], digest) and found is None:
+                found = entry
+        if found is None:
+            return None
+        roles = found["roles"]
+        return Identity(subject=found["subject"], roles=roles, via="token", admin=self.settings.admin_role in roles)
 
     def _oidc(self, credential: str) -> Identity:
         try:
             header = jwt.get_unverified_header(credential)
-        except jwt.PyJWTError as err:
+        except (jwt.PyJWTError, TypeError, ValueError) as err:
             raise Unauthenticated(f"the bearer token is not a JWT: {err}", invalid=True) from err
         if header.get("alg") not in ALGORITHMS:
             raise Unauthenticated(f"tokens signed with {header.get('alg')!r} are not accepted", invalid=True)
@@ -163,7 +166,7 @@ class Authenticator:
                 options={"require": ["exp", "iss", "aud"]},
                 leeway=30,
             )
-        except jwt.PyJWTError as err:
+        except (jwt.PyJWTError, TypeError, ValueError) as err:  # a key of another type than the token's algorithm
             raise Unauthenticated(f"the bearer token does not hold: {err}", invalid=True) from err
         roles = _claim(claims, self.settings.roles_claim)
         roles = [str(r) for r in roles] if isinstance(roles, list) else []
@@ -197,7 +200,8 @@ class Authenticator:
         return keys
 
 
-def _digest(token: str) -> str:
+def _stored_digest(token: str) -> str:
+    """The digest of a token as the tokens file keeps it: `sha256:<hex>` (what the file should hold), or the token."""
     if token.startswith("sha256:"):
         return token.removeprefix("sha256:").lower()
     return hashlib.sha256(token.encode()).hexdigest()

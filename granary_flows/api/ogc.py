@@ -6,7 +6,7 @@ import json
 import mimetypes
 import time
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -19,10 +19,18 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.sorting import LogSort
 from prefect.states import Cancelling
+from pydantic import BaseModel, ConfigDict
 
 from granary_flows import layout
 from granary_flows.api.context import MAX_OFFSET, ApiError, Context, answer
-from granary_flows.api.execute import Links, RequestProblem, arguments_from, outputs_document, parse_request
+from granary_flows.api.execute import (
+    ExecuteRequest,
+    Links,
+    RequestProblem,
+    arguments_from,
+    outputs_document,
+    parse_request,
+)
 from granary_flows.api.identity import Forbidden, Identity, may_execute, record
 from granary_flows.api.jobs import (
     JobQuery,
@@ -33,12 +41,13 @@ from granary_flows.api.jobs import (
     status_of,
 )
 from granary_flows.api.processes import process_description, process_summary
+from granary_flows.api.protection import parse_json, served_file_headers
 from granary_flows.documents import ExecutionDocument
-from granary_flows.errors import ArgumentsInvalid, DefinitionError, GranaryError
-from granary_flows.layout import output_path_in
+from granary_flows.errors import ArgumentsInvalid, DefinitionError
+from granary_flows.layout import is_runner_document, output_path_in
 from granary_flows.loading import Definition, read_definition
 from granary_flows.provenance import started_by, submitter_tag
-from granary_flows.submission import refusals_said
+from granary_flows.submission import server_reason
 from granary_flows.validation import prepare_arguments
 from granary_flows.webhooks import output_url
 
@@ -156,13 +165,41 @@ def _may_execute(who: Identity, definition: Definition) -> None:
 async def execute(
     request: Request, process_id: str, ctx: Context = Depends(context), who: Identity = Depends(identity)
 ) -> Any:
-    body = await _json(request)
+    """A synchronous execute waits on the event loop, not in a worker thread: a thread is held only while a request
+    to Prefect is under way, so that waiting executes never starve the API's other routes."""
     from starlette.concurrency import run_in_threadpool
 
-    return await run_in_threadpool(_execute, request, process_id, body, ctx, who)
+    body = await _json(request)
+    accepted = await run_in_threadpool(_accept, request, process_id, body, ctx, who)
+    if accepted.answer is not None:
+        return accepted.answer
+    final = await _wait(ctx, accepted.flow_run.id, ctx.settings.sync_timeout)
+    if final is None:
+        raise ApiError(
+            504, "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/timeout",
+            f"the execution did not end within {ctx.settings.sync_timeout:g} s",
+            f"it goes on: its status is at {accepted.location['Location']}", accepted.location,
+        )  # fmt: skip
+    asked = accepted.asked
+    return await run_in_threadpool(
+        _results, request, ctx, final, process_id, accepted.definition, asked.outputs, asked.response,
+        accepted.location,
+    )  # fmt: skip
 
 
-def _execute(request: Request, process_id: str, body: Any, ctx: Context, who: Identity) -> Any:
+class _Accepted(BaseModel):
+    """An execute request that created (or found) its job: the answer already, when asynchronous."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    flow_run: Any
+    definition: Any
+    asked: ExecuteRequest
+    location: dict[str, str]
+    answer: Any = None
+
+
+def _accept(request: Request, process_id: str, body: Any, ctx: Context, who: Identity) -> _Accepted:
     definition = ctx.definition(process_id)
     _may_execute(who, definition)
     try:
@@ -180,43 +217,79 @@ def _execute(request: Request, process_id: str, body: Any, ctx: Context, who: Id
     options = set(definition.jobControlOptions)
     prefer = request.headers.get("prefer", "")
     run_async = "async-execute" in options and ("respond-async" in prefer or "sync-execute" not in options)
-    entry = ctx.entry(process_id)
-    tags = [API_TAG, submitter_tag(who.subject)]
-    try:
-        with refusals_said(f"the Prefect server refused the execution of {process_id!r}"):
-            flow_run = ctx.client.create_flow_run_from_deployment(
-                UUID(str(entry.deployment_id)), parameters=arguments, tags=tags
-            )
-    except GranaryError as err:
-        record(who, "execute", process_id, "refused", reason=str(err))
-        raise ApiError(400, "invalid-parameter", "the execution was refused", str(err)) from err
-    record(who, "execute", process_id, "accepted", job=str(flow_run.id))
+    flow_run = create_job(ctx, request, who, process_id, arguments, [API_TAG, submitter_tag(who.subject)])
     base = ctx.base_url(request)
     if asked.subscriber:
         request.app.state.callbacks.subscribe(str(flow_run.id), asked.subscriber, process_id, base)
     location = {"Location": f"{base}/jobs/{flow_run.id}"}
+    accepted = _Accepted(flow_run=flow_run, definition=definition, asked=asked, location=location)
     if run_async:
         headers = location | ({"Preference-Applied": "respond-async"} if "respond-async" in prefer else {})
-        return JSONResponse(status_info(flow_run, process_id, base), status_code=201, headers=headers)
-    final = _wait(ctx, flow_run.id, ctx.settings.sync_timeout)
-    if final is None:
+        accepted.answer = JSONResponse(status_info(flow_run, process_id, base), status_code=201, headers=headers)
+    return accepted
+
+
+def create_job(
+    ctx: Context,
+    request: Request,
+    who: Identity,
+    process_id: str,
+    arguments: dict[str, Any],
+    tags: list[str],
+    name: str | None = None,
+) -> Any:
+    """Create a job's flow run once: a client's `Idempotency-Key` (or one of this request's own) makes a retry find
+    the job already created instead of a second one, and a server that answers 503 after creating it is asked again.
+
+    Raises:
+        ApiError: 400 when the server refuses the run; 422 for a key reused with other inputs; 503 (with the key to
+            retry with) when the server did not answer.
+    """
+    import httpx
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    from granary_flows.submission import KeyReused, create_run
+
+    given = request.headers.get("idempotency-key", "")
+    key = f"api:{who.subject}:{given or uuid4()}"
+    retry = {"Idempotency-Key": given} if given else {}
+    entry = ctx.entry(process_id)
+    try:
+        flow_run = create_run(ctx.client, UUID(str(entry.deployment_id)), arguments, key, tags=tags, name=name)
+    except KeyReused as err:
+        raise ApiError(422, "invalid-parameter", "the idempotency key was used for another request", str(err)) from err
+    except PrefectHTTPStatusError as err:
+        reason = server_reason(err.response)
+        record(who, "execute", process_id, "refused", reason=reason)
+        if err.response.status_code >= 500:
+            again = "send the request again with the same Idempotency-Key header: it will not be run twice"
+            raise ApiError(
+                503, "server-unavailable", "the Prefect server is busy", again, retry | {"Retry-After": "5"}
+            ) from err
+        raise ApiError(400, "invalid-parameter", "the execution was refused", reason) from err
+    except httpx.TransportError as err:
+        record(who, "execute", process_id, "refused", reason=str(err))
+        again = "send the request again with the same Idempotency-Key header: it will not be run twice"
         raise ApiError(
-            504, "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/timeout",
-            f"the execution did not end within {ctx.settings.sync_timeout:g} s",
-            f"it goes on: its status is at {location['Location']}", location,
-        )  # fmt: skip
-    return _results(request, ctx, final, process_id, definition, asked.outputs, asked.response, location)
+            503, "server-unavailable", "the Prefect server did not answer", again, retry | {"Retry-After": "5"}
+        ) from err
+    record(who, "execute", process_id, "accepted", job=str(flow_run.id))
+    return flow_run
 
 
-def _wait(ctx: Context, flow_run_id: Any, timeout: float) -> Any:
+async def _wait(ctx: Context, flow_run_id: Any, timeout: float) -> Any:
     """The run once final, or None after `timeout`. The status is read at intervals of a tenth of the time waited
-    so far (50 ms to 0.5 s): a client waits for the end of a one-second run about 0.1 s, not up to 0.3 s."""
+    so far (50 ms to 1 s): a client waits for the end of a one-second run about 0.1 s, not up to 0.3 s."""
+    import asyncio
+
+    from starlette.concurrency import run_in_threadpool
+
     begun = time.monotonic()
     while time.monotonic() - begun < timeout:
-        flow_run = ctx.client.read_flow_run(flow_run_id)
+        flow_run = await run_in_threadpool(ctx.client.read_flow_run, flow_run_id)
         if flow_run.state and flow_run.state.is_final():
             return flow_run
-        time.sleep(min(max(0.1 * (time.monotonic() - begun), 0.05), 0.5))
+        await asyncio.sleep(min(max(0.1 * (time.monotonic() - begun), 0.05), 1.0))
     return None
 
 
@@ -366,15 +439,25 @@ def output_file(
     else:
         flow_run, process_id = ctx.job(job_id, identity(request, ctx))
     relative = output_path_in(path, None)
-    if relative is None:
+    if relative is None or not _served(relative, flow_run):
         raise ApiError(404, "not-found", "no such result", path)
     uri = f"{ctx.store.execution_uri(process_id, str(flow_run.id))}/{relative}"
     try:
-        content = ctx.store.read_bytes(uri)
+        chunks = ctx.store.stream(uri)
     except (OSError, ValueError) as err:
         raise ApiError(404, "not-found", "no such result", path) from err
-    media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-    return StreamingResponse(iter([content]), media_type=media_type)
+    media_type, headers = served_file_headers(relative, mimetypes.guess_type(relative)[0] or "application/octet-stream")
+    return StreamingResponse(chunks, media_type=media_type, headers=headers)
+
+
+def _served(relative: str, flow_run: Any) -> bool:
+    """Whether a file of an execution's folder is served as an output: anything the container wrote, and of the
+    runner's own documents only the STAC Item and the quicklooks of a job that succeeded (the runner wrote those last,
+    over anything of the same name); never its records or results document, which have routes of their own."""
+    if not is_runner_document(relative):
+        return True
+    written_last = relative == layout.ITEM_FILE or relative.startswith(layout.QUICKLOOK_PREFIX)
+    return written_last and status_of(flow_run) is JobStatus.SUCCESSFUL
 
 
 @router.get("/jobs/{job_id}/logs", summary="a job's container logs (an extension)", tags=["Extensions"])
@@ -423,6 +506,7 @@ def metadata(request: Request, job_id: str, ctx: Context = Depends(context), who
 
 @router.post("/processes", summary="deploy a process (Part 2)", tags=["DRU"], status_code=201)
 async def deploy(request: Request, ctx: Context = Depends(context), who: Identity = Depends(identity)) -> Any:
+    _may_register(who)
     text = (await request.body()).decode(errors="replace")
     from starlette.concurrency import run_in_threadpool
 
@@ -433,15 +517,20 @@ async def deploy(request: Request, ctx: Context = Depends(context), who: Identit
 async def replace(
     request: Request, process_id: str, ctx: Context = Depends(context), who: Identity = Depends(identity)
 ) -> Any:
+    _may_register(who)
     text = (await request.body()).decode(errors="replace")
     from starlette.concurrency import run_in_threadpool
 
     return await run_in_threadpool(_deploy, request, text, process_id, ctx, who)
 
 
-def _deploy(request: Request, text: str, replacing: str | None, ctx: Context, who: Identity) -> Any:
+def _may_register(who: Identity) -> None:
+    """Before a body is even read: only the admin role registers, replaces and undeploys."""
     if not who.admin:
         raise Forbidden("registering processes needs the admin role")
+
+
+def _deploy(request: Request, text: str, replacing: str | None, ctx: Context, who: Identity) -> Any:
     if replacing is not None:
         ctx.entry(replacing)  # 404 when it does not exist
     try:
@@ -521,7 +610,4 @@ def _encode(params: dict[str, str]) -> str:
 
 
 async def _json(request: Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError as err:
-        raise ApiError(400, "invalid-parameter", "the body is not JSON", str(err)) from err
+    return parse_json(await request.body())

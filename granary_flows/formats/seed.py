@@ -15,7 +15,7 @@ from typing import Any, cast
 import yaml
 from pydantic import ValidationError
 
-from granary_flows.contract import INPUT_DIR, variable_name
+from granary_flows.contract import INPUT_DIR, RESERVED_VARIABLES, variable_name
 from granary_flows.errors import DefinitionError
 from granary_flows.form import title_of
 from granary_flows.locations import at, describe
@@ -23,7 +23,6 @@ from granary_flows.seed_manifest import JsonValue, SeedInterface, SeedManifest
 
 MANIFEST_LABEL = "com.ngageoint.seed.manifest"
 OUTPUTS_FILE = "seed.outputs.json"
-RESERVED = re.compile(r"^(OUTPUT_DIR|OUTPUT_URI|ALLOCATED_.*|GRANARY_.*)$")
 
 
 def is_manifest(document: dict[str, Any]) -> bool:
@@ -260,7 +259,7 @@ def _name_problems(manifest: SeedManifest) -> list[tuple[tuple[Any, ...], str]]:
     seen: dict[str, str] = {}
     for location, name in named:
         variable = variable_name(name)
-        if RESERVED.match(variable):
+        if RESERVED_VARIABLES.match(variable):
             problems.append((location, f"{name!r} collides with the reserved variable {variable}"))
         elif variable in seen:
             problems.append((location, f"{name!r} and {seen[variable]!r} are both the variable {variable}"))

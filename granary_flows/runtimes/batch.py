@@ -23,7 +23,8 @@ from pydantic import BaseModel, Field
 from granary_flows import aws, layout
 from granary_flows.contract import MAX_LINE
 from granary_flows.definition import RuntimeKind, TaskDefinition
-from granary_flows.errors import ErrorCategory, ExecutionFailed, RuntimeUnavailable, StorageError
+from granary_flows.errors import RuntimeUnavailable, StorageError
+from granary_flows.outputs import kept_outputs
 from granary_flows.policy import Policy
 from granary_flows.runtimes.base import (
     LABEL_ATTEMPT,
@@ -128,14 +129,12 @@ class BatchRuntime(Runtime):
         return attempt.model_copy(update={"output_uri": store.execution_uri(attempt.task.name, attempt.execution_id)})
 
     def collect(self, attempt: Attempt, store: ResultsStore, policy: Policy) -> Collected:
-        stored = store.list_outputs(attempt.task.name, attempt.execution_id)
-        if sum(stored.sizes.values()) > policy.max_output_bytes:
-            raise ExecutionFailed(
-                f"the outputs exceed {policy.max_output_mib:g} MiB, the most an execution may write "
-                "(GRANARY_MAX_OUTPUT_MIB)",
-                ErrorCategory.SYSTEM,
-            )
-        return Collected(stored=stored)
+        listed = store.list_outputs(attempt.task.name, attempt.execution_id)
+        stored, forged, warnings = kept_outputs(listed, policy)
+        folder = layout.execution_folder(attempt.task.name, attempt.execution_id)
+        for relative in forged:
+            store.remove(f"{folder}/{relative}")
+        return Collected(stored=stored, warnings=warnings)
 
     def resuming(self, execution_id: str) -> int | None:
         record = self._read_record(execution_id)

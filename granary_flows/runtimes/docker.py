@@ -153,7 +153,7 @@ class DockerRuntime(Runtime):
 
     def collect(self, attempt: Attempt, store: ResultsStore, policy: Policy) -> Collected:
         assert attempt.output_dir is not None
-        written = written_files(attempt.output_dir, policy.max_output_bytes)
+        written = written_files(attempt.output_dir, policy)
         task, execution_id = attempt.task.name, attempt.execution_id
         try:
             stored = _interruptible(

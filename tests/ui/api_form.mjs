@@ -49,7 +49,7 @@ try {
   let prefect;
   try {
     await run.getByText("Artifacts", { exact: true }).first().click({ timeout: 30000 });
-    await run.getByText(`${processId}-quicklook`, { exact: true }).click({ timeout: 30000 });  // the artifact's card
+    await run.getByText(`${processId}-results`, { exact: true }).click({ timeout: 30000 });  // the report's card
     prefect = { url: run.url(), picture: await picture(run, "img[alt^='quicklook of']") };
   } finally {
     await run.screenshot({ path: `${shots}/prefect-run.png`, fullPage: true });
