@@ -9,10 +9,12 @@ from typing import Any
 
 from prefect import Flow, State, flow
 from prefect.client.schemas.objects import FlowRun
+from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from granary_flows.cancellation import current_token
 from granary_flows.definition import RuntimeKind
+from granary_flows.errors import ExecutionCancelled
 from granary_flows.execution import Execution
 from granary_flows.loading import Definition
 from granary_flows.masking import install_log_masking
@@ -50,22 +52,25 @@ def flow_for(
         results = store or ResultsStore()
         return results, runtimes or {kind: default_runtime(kind, results) for kind in kinds}
 
-    def execute(**arguments: Any) -> dict[str, Any]:
+    def execute(**arguments: Any) -> Any:
         results, chosen = store_and_runtimes()
-        if isinstance(definition, PipelineDefinition):
-            from granary_flows.pipeline_run import run_pipeline
+        try:
+            if isinstance(definition, PipelineDefinition):
+                from granary_flows.pipeline_run import run_pipeline
 
-            return run_pipeline(
-                definition, arguments, store=results, runtimes=chosen, runner_id=runner_id, cancel=current_token()
-            )
-        return Execution(
-            definition,
-            arguments,
-            store=results,
-            runtime=chosen[definition.runtime_kind],
-            runner_id=runner_id,
-            cancel=current_token(),
-        ).run()
+                return run_pipeline(
+                    definition, arguments, store=results, runtimes=chosen, runner_id=runner_id, cancel=current_token()
+                )
+            return Execution(
+                definition,
+                arguments,
+                store=results,
+                runtime=chosen[definition.runtime_kind],
+                runner_id=runner_id,
+                cancel=current_token(),
+            ).run()
+        except ExecutionCancelled as err:  # a person stopped it: the run ends Cancelled, saying why, not Failed
+            return Cancelled(message=f"{err}; its containers were stopped")
 
     task_runner: ThreadPoolTaskRunner[Any] | None = None
     if isinstance(definition, PipelineDefinition):
@@ -75,7 +80,7 @@ def flow_for(
 
 def _as_flow(
     definition: Definition,
-    execute: Callable[..., dict[str, Any]],
+    execute: Callable[..., Any],
     runtimes: Callable[[], list[Runtime]],
     task_runner: Any = None,
 ) -> Flow[..., dict[str, Any]]:

@@ -26,10 +26,14 @@ import httpx
 from prefect import Flow, State
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
     FlowRunFilter,
     FlowRunFilterId,
     FlowRunFilterState,
     FlowRunFilterStateType,
+    WorkPoolFilter,
+    WorkPoolFilterName,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
@@ -48,7 +52,7 @@ from prefect.settings import (
     get_current_settings,
     temporary_settings,
 )
-from prefect.states import Cancelled, Crashed, Failed, Pending
+from prefect.states import Cancelled, Crashed, Failed, Pending, Scheduled
 from prefect.utilities.engine import propose_state_sync
 
 from granary_flows import prefect_internals
@@ -70,6 +74,7 @@ HEARTBEAT_INTERVAL = 30.0  # a work-pool worker's heartbeat, which shows it onli
 # The server's events for a run that became due: each wakes the runner at once, rather than at its next poll.
 DUE_EVENTS = ["prefect.flow-run.Scheduled", "prefect.flow-run.AwaitingRetry"]
 MIN_POLL_GAP = 0.02
+ADOPT_INTERVAL = 10.0  # how often the runner looks for claims of its own whose answer it lost
 
 
 class InProcessRunner:
@@ -109,6 +114,7 @@ class InProcessRunner:
         self._hurry = threading.Event()
         self._wake = threading.Event()
         self._server_away = False
+        self._claims_unsure = threading.Event()  # a claim's answer was lost: the server may hold it as ours
         self.heartbeat_seconds = get_current_settings().flows.heartbeat_frequency
         self._run_settings: dict[str, Any] = {}  # built when serving starts: it asks the server one thing
         self._run_tls: ssl.SSLContext | None = None  # built from those settings, once
@@ -132,7 +138,7 @@ class InProcessRunner:
             ThreadPoolExecutor(self.limit, "granary-run") as pool,
         ):
             threading.Thread(target=self._listen_for_due_runs, args=(stop,), daemon=True, name="granary-due").start()
-            next_poll = next_check = next_heartbeat = last_poll = last_run_heartbeat = 0.0
+            next_poll = next_check = next_heartbeat = last_poll = last_run_heartbeat = next_adopt = 0.0
             while not stop.is_set():
                 now = time.monotonic()
                 if self.work_pool and now >= next_heartbeat:
@@ -148,6 +154,10 @@ class InProcessRunner:
                 if now >= next_check:
                     next_check = now + CANCEL_CHECK
                     self._attempt(self._stop_cancelling_runs, client)
+                if now >= next_adopt or self._claims_unsure.is_set():
+                    next_adopt = now + ADOPT_INTERVAL
+                    self._claims_unsure.clear()
+                    self._attempt(self._adopt_lost_claims, client, pool)
                 self._wake.wait(WATCH_INTERVAL)
             if drain and self.in_flight:
                 logger.info("draining: waiting for %d run(s); interrupt again to cancel them", len(self.in_flight))
@@ -229,17 +239,48 @@ class InProcessRunner:
         claimed (Pending), which its execution starts from without reading it again, or None."""
         try:
             state = propose_state_sync(client, Pending(message=self.claim_message), flow_run_id=flow_run.id)
-        except Abort:
+        except Abort:  # a BaseException, as Prefect's signals are
             # Either another runner was first, or the server took our claim but its answer was lost and the client
             # sent it again: then the run is Pending under our name, and ours.
             current = client.read_flow_run(flow_run.id)
             found = current.state
             ours = found is not None and found.is_pending() and found.message == self.claim_message
             return current if ours else None
+        except Exception:
+            self._claims_unsure.set()  # the server may have taken it: `_adopt_lost_claims` will see
+            raise
         if not state.is_pending():
             return None
         claimed = {"state": state, "state_id": state.id, "state_type": state.type, "state_name": state.name}
         return FlowRun.model_validate(flow_run, from_attributes=True).model_copy(update=claimed)
+
+    def _adopt_lost_claims(self, client: SyncPrefectClient, pool: ThreadPoolExecutor) -> None:
+        """Runs Pending under this runner's own claim that it is not running: the server took a claim whose answer
+        was lost (it answered 503 or the connection broke after it committed), or an execution failed before it
+        started. Each is run now, once; with no free place, given back (Scheduled) for any runner to take. Without
+        this, such a run would wait for a restart of the runner."""
+        pending = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PENDING])))
+        scope: dict[str, Any] = {}
+        if self.work_pool:
+            scope["work_pool_filter"] = WorkPoolFilter(name=WorkPoolFilterName(any_=[self.work_pool]))
+        else:
+            served = self.catalog.deployment_ids(client)
+            if not served:
+                return
+            scope["deployment_filter"] = DeploymentFilter(id=DeploymentFilterId(any_=served))
+        for flow_run in client.read_flow_runs(flow_run_filter=pending, limit=200, **scope):
+            ours = flow_run.state is not None and flow_run.state.message == self.claim_message
+            if not ours or flow_run.id in self.in_flight:
+                continue
+            definition = self.catalog.definition_for(client, flow_run)
+            if definition is None or len(self.in_flight) >= self.limit:
+                client.set_flow_run_state(flow_run.id, Scheduled(message="given back by its runner"), force=True)
+                continue
+            logger.info("flow run %s was claimed but its claim's answer was lost: running it now", flow_run.id)
+            with self._lock:
+                self.in_flight[flow_run.id] = flow_run
+                self.tokens[flow_run.id] = CancelToken()
+            pool.submit(self._execute, flow_run, definition)
 
     def _send_run_heartbeats(self) -> None:
         """Prefect's flow-run heartbeats (which let the server notice a run whose process died), for every run in
@@ -280,7 +321,7 @@ class InProcessRunner:
                     return
                 with running_with(token), prefect_internals.granary_run():
                     state = cast(State[Any], run_flow(self._flow(definition), flow_run=flow_run, return_type="state"))
-                if token.cancelled and not state.is_completed():  # a run that ended before the cancel stays as it ended
+                if token.cancelled and not (state.is_completed() or state.is_cancelled()):  # ended before the cancel
                     client.set_flow_run_state(
                         flow_run_id, Cancelled(message=f"{token.reason}; its containers were stopped"), force=True
                     )
@@ -316,12 +357,14 @@ class InProcessRunner:
             self._cancel(flow_run.id, "cancellation was requested")
 
     def _cancel(self, flow_run_id: UUID, why: str) -> None:
+        # In the run's own logs, where a user looking at the cancelled run reads why it ended (before the run's
+        # own last line, which says it ended Cancelled).
+        flow_run_logger(flow_run_id=flow_run_id).info("%s: stopping its containers and jobs", why)
         token = self.tokens.get(flow_run_id)
-        stopped = sum(runtime.stop(str(flow_run_id), started_elsewhere=False) for runtime in self.runtimes.values())
-        if token is not None:  # after stopping: what was stopped is counted once, by the runtime
+        if token is not None:  # first: the execution knows it was cancelled before it sees its container end
             token.cancel(why)
-        # In the run's own logs, where a user looking at the cancelled run reads why it ended.
-        flow_run_logger(flow_run_id=flow_run_id).info("%s; stopped %d container(s) or job(s)", why, stopped)
+        for runtime in self.runtimes.values():  # and whatever the token's own callbacks did not reach
+            runtime.stop(str(flow_run_id), started_elsewhere=False)
 
 
 def server_away(err: BaseException) -> bool:
