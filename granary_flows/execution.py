@@ -8,23 +8,27 @@ from __future__ import annotations
 
 import contextvars
 import json
+import os
 import shutil
 import time
+from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
-from prefect import get_run_logger, task
+from prefect import State, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as current_flow_run
 from prefect.runtime import task_run as current_task_run
+from prefect.states import Cancelled
 from pydantic import BaseModel
 
 from granary_flows import artifacts, layout, quicklook, stac
 from granary_flows.cancellation import CancelToken
-from granary_flows.contract import parse_progress
+from granary_flows.contract import RESULTS_FILE, parse_progress
 from granary_flows.definition import TaskDefinition
 from granary_flows.documents import ExecutionDocument, ExecutionStatus
-from granary_flows.errors import ErrorCategory, ExecutionFailed, StorageError
+from granary_flows.errors import ErrorCategory, ExecutionCancelled, ExecutionFailed, StorageError
 from granary_flows.formats import seed
 from granary_flows.invocation import Invocation, invocation_for
 from granary_flows.masking import Masker, masking, uri_credentials, without_credentials
@@ -180,15 +184,20 @@ class Execution:
             persist_result=False,
             cache_policy=NO_CACHE,
         )
-        def attempt() -> Attempted:
+        def attempt() -> Attempted | State[Any]:
             try:
                 return self._attempt(arguments, staged)
+            except ExecutionCancelled as err:  # a person stopped it: the attempt ends Cancelled, not Failed
+                return Cancelled(message=str(err))
             except ExecutionFailed as err:  # masked before Prefect logs it as the attempt's failure
                 err.reason = self.mask.text(err.reason)
                 err.args = (err.reason,)
                 raise
 
-        return attempt()
+        final = attempt(return_state=True)
+        if final.is_cancelled():
+            raise ExecutionCancelled(self.cancel.reason or "the execution was cancelled")
+        return cast(Attempted, final.result())
 
     def first_attempt(self) -> Attempt:
         """The first attempt as it would start, without starting it: for a runtime that submits several executions'
@@ -228,7 +237,10 @@ class Execution:
         self.mask.add(attempt.invocation.masked)
         self.cancel.check(f"execution {self.execution_id}")
         self.last_attempt = attempt
-        outcome = self.runtime.run(attempt, self._line_handler())
+        lines = self._line_handler()
+        outcome = self.runtime.run(attempt, lines)
+        lines.close()
+        delivered = self._delivered(attempt)  # read now, whatever the outcome: the next attempt may post its own
         self.cancel.check(f"execution {self.execution_id}")
         self._raise_for_failure(outcome)
         started = time.perf_counter()
@@ -250,9 +262,33 @@ class Execution:
             self.definition.outputs.files,
             self.definition.input_names,
             attempt.invocation.output_path,
+            webhook=delivered,
+            clean=self.mask.document,
         )
         outputs = self._seed_outputs(collected.stored.uris)
+        self._drop_results_file(collected.stored)
         return Attempted(outcome=outcome, results=results, outputs=outputs, warnings=collected.warnings)
+
+    def _drop_results_file(self, stored: StoredOutputs) -> None:
+        """`results.json` is how a container reports, not a result: once read (and masked into the results document),
+        it goes, so that nothing it held is served as it was written."""
+        if RESULTS_FILE in stored.uris:
+            self.store.remove(f"{layout.execution_folder(self.definition.name, self.execution_id)}/{RESULTS_FILE}")
+            stored.uris.pop(RESULTS_FILE)
+            stored.sizes.pop(RESULTS_FILE, None)
+
+    def _delivered(self, attempt: Attempt) -> Any:
+        """What the job posted to Granary's results webhook during this attempt (read once: a retry may post
+        again), or None."""
+        if "GRANARY_WEBHOOK_URL" not in attempt.invocation.environment:  # it was given none
+            return None
+        path = layout.webhook_document(self.execution_id)
+        try:
+            body = self.store.read_json(path)
+        except FileNotFoundError:
+            return None
+        self.store.remove(path)
+        return body
 
     def _invocation(self, arguments: dict[str, Any], staged: list[StagedInput], attempt: Attempt) -> Invocation:
         seen = container_arguments(arguments, staged)
@@ -272,9 +308,10 @@ class Execution:
             webhook=webhook_url(self.execution_id) if self.execution_id == self.flow_run_id else None,
         )
 
-    def _line_handler(self) -> Any:
-        """Each container line goes to the run's logs; progress lines also drive the progress artifact. The lines
-        arrive on the runtime's own thread: each is handled in this run's context (its logger, its masker)."""
+    def _line_handler(self) -> LineBudget:
+        """Each container line goes to the run's logs, up to the budget; progress lines also drive the progress
+        artifact. The lines arrive on the runtime's own thread: each is handled in this run's context (its logger,
+        its masker)."""
         context = contextvars.copy_context()
         progress, logger = self.progress, self.logger
 
@@ -284,7 +321,8 @@ class Execution:
                 progress.update(*parsed)
             logger.info(line)
 
-        return lambda line: context.run(handle, line)
+        self.lines = LineBudget(lambda line: context.run(handle, line), max_log_lines())
+        return self.lines
 
     def _raise_for_failure(self, outcome: AttemptOutcome) -> None:
         platform = f" ({outcome.detail})" if outcome.detail else ""
@@ -414,6 +452,45 @@ class Execution:
             del uris[relative]
         self.logger.warning("%d output name(s) held a secret: stored under the masked name", len(renamed))
         return StoredOutputs(uris=uris, sizes=sizes)
+
+
+def max_log_lines() -> int:
+    """How many of an attempt's lines reach the run's logs (`GRANARY_MAX_LOG_LINES`, 10,000); the rest are counted,
+    their last ones kept and said at the end."""
+    return int(os.environ.get("GRANARY_MAX_LOG_LINES", "10000"))
+
+
+class LineBudget:
+    """Forwards a container's lines to the run's logs up to `budget`; past it, counts them and keeps the last
+    `TAIL`, which `close()` says after a line naming how many were not forwarded. So a flood costs the runner no more
+    than its budget, and the run's logs are complete or say they are not."""
+
+    TAIL = 100
+
+    def __init__(self, forward: Callable[[str], None], budget: int):
+        self.forward = forward
+        self.budget = budget
+        self.seen = 0
+        self.tail: deque[str] = deque(maxlen=self.TAIL)
+
+    def __call__(self, line: str) -> None:
+        self.seen += 1
+        if self.seen <= self.budget:
+            self.forward(line)
+        else:
+            self.tail.append(line)
+
+    def close(self) -> None:
+        """Say what was not forwarded, and the last lines."""
+        if self.seen <= self.budget:
+            return
+        over = self.seen - self.budget
+        self.forward(
+            f"[granary: {over:,} more line(s) than the {self.budget:,} a run's logs take (GRANARY_MAX_LOG_LINES): "
+            f"{over - len(self.tail):,} not shown, the last {len(self.tail)} follow]"
+        )
+        for line in self.tail:
+            self.forward(line)
 
 
 def submitter() -> str:

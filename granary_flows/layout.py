@@ -23,6 +23,7 @@ ITEM_FILE = "granary-item.json"  # an execution's STAC Item: named so that no co
 COLLECTION_FILE = "collection.json"  # a task's STAC Collection
 QUICKLOOK_PREFIX = "granary-quicklook-"  # `granary-quicklook-<raster>.png`, beside the raster's execution
 RUNNER_FOLDER = ".granary"  # the runner's own records under the results root
+WEBHOOKS = ".granary/webhooks"  # Granary's webhook bodies, one per execution, until its attempt reads them
 BATCH_RECORDS = ".granary/batch-jobs"  # Batch job ids, written before waiting on them
 BATCH_ARRAYS = ".granary/batch-arrays"  # each child's environment, read by the children of an array job
 HOME_VARIABLE = "GRANARY_HOME"
@@ -75,6 +76,12 @@ def step_records(pipeline: str, execution_id: str) -> str:
 
 def step_record(pipeline: str, execution_id: str, key: str) -> str:
     return f"{step_records(pipeline, execution_id)}/{key}.json"
+
+
+def webhook_document(execution_id: str) -> str:
+    """Where a body posted to an execution's results webhook waits for its attempt (outside the execution's folder,
+    which an attempt's outputs replace)."""
+    return f"{WEBHOOKS}/{execution_id}.json"
 
 
 def batch_record(execution_id: str) -> str:

@@ -55,6 +55,8 @@ def collect(
     declared: list[OutputFile],
     input_names: list[str] | None = None,
     output_path: str = DEFAULT_OUTPUT_DIR,
+    webhook: Any = None,
+    clean: Callable[[Any], Any] = lambda document: document,
 ) -> CollectedResults:
     """Collect an attempt's results from its stored output folder and its last stdout line.
 
@@ -68,14 +70,20 @@ def collect(
         declared: the task's `outputs.files`.
         input_names: the task's inputs; `<input>.metadata.json` annotates that input (Seed) and is always kept.
         output_path: where the container saw its output folder; an href may name a file by its path there.
+        webhook: the body posted to Granary's results webhook during the attempt, if any: it comes first.
+        clean: applied to what the container reported before its hrefs are resolved (the execution's masker: an
+            output named with a secret is stored under its masked name, and so is its href).
 
     Raises:
         ExecutionFailed: for `{"message": ...}` in results.json, a malformed results.json, a missing required output,
             or an href that names anything but a file this execution wrote (a host file, another bucket, a script).
     """
-    plugin_results = parse_plugin_results(last_stdout_line or "")
-    if RESULTS_FILE in stored.uris:
-        assets = _from_results_json(read(stored.uris[RESULTS_FILE]), stored.uris, output_path)
+    plugin_results = clean(parse_plugin_results(last_stdout_line or ""))
+    if webhook is not None:
+        assets = _from_results_document(clean(webhook), stored.uris, output_path, "the webhook's body")
+        collected = CollectedResults(source="webhook", assets=assets)
+    elif RESULTS_FILE in stored.uris:
+        assets = _from_results_json(read(stored.uris[RESULTS_FILE]), stored.uris, output_path, clean)
         collected = CollectedResults(source=RESULTS_FILE, assets=assets)
     elif plugin_results is not None:
         collected = _from_plugin_results(plugin_results, stored.uris, output_path)
@@ -100,15 +108,22 @@ def _input_annotations(stored: StoredOutputs, input_names: list[str], assets: li
     return annotations
 
 
-def _from_results_json(content: bytes, stored: dict[str, str], output_path: str) -> list[ResultAsset]:
+def _from_results_json(
+    content: bytes, stored: dict[str, str], output_path: str, clean: Callable[[Any], Any]
+) -> list[ResultAsset]:
     try:
         document = json.loads(content)
     except ValueError as err:
         raise ExecutionFailed(f"{RESULTS_FILE} is not JSON: {err}", ErrorCategory.JOB) from err
+    return _from_results_document(clean(document), stored, output_path, RESULTS_FILE)
+
+
+def _from_results_document(document: Any, stored: dict[str, str], output_path: str, where: str) -> list[ResultAsset]:
+    """Granary's webhook shape, from `results.json` or the webhook itself."""
     if isinstance(document, dict) and "message" in document and "results" not in document:
         raise ExecutionFailed(f"the container reported failure: {document['message']}", ErrorCategory.JOB)
     if not isinstance(document, dict) or not isinstance(document.get("results"), list):
-        raise ExecutionFailed(f'{RESULTS_FILE} must be {{"results": [...]}} or {{"message": "..."}}', ErrorCategory.JOB)
+        raise ExecutionFailed(f'{where} must be {{"results": [...]}} or {{"message": "..."}}', ErrorCategory.JOB)
     return [_asset(entry, stored, output_path) for entry in document["results"]]
 
 

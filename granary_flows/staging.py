@@ -6,6 +6,7 @@ buckets, each input and all of them within their size caps, and stopped at once 
 from __future__ import annotations
 
 import errno
+import logging
 import mimetypes
 import os
 import posixpath
@@ -31,6 +32,9 @@ CHUNK = 1024 * 1024
 MAX_REDIRECTS = 5
 SIDECAR_CAP = 4 * 1024 * 1024  # an input's side-car is metadata, not data
 TIMEOUT = httpx.Timeout(connect=10, read=30, write=30, pool=10)
+
+
+logger = logging.getLogger("granary.staging")
 
 
 class Readable(Protocol):
@@ -230,8 +234,13 @@ class _Fetcher:
         resolved = Path(os.path.realpath(unquote(parts.path)))
         root = self.policy.file_root_of(resolved)
         if root is None:
-            allowed = ", ".join(self.policy.file_roots) or "none"
-            raise self.refuse(f"it is not under a folder inputs may be read from (GRANARY_ALLOW_FILE_ROOTS: {allowed})")
+            # Which folders are allowed is the operator's to know (it is in the runner's log), not every user's.
+            logger.info(
+                "%s is outside GRANARY_ALLOW_FILE_ROOTS (%s)", resolved, ", ".join(self.policy.file_roots) or "none"
+            )
+            raise self.refuse(
+                "it is not under a folder the operator allows inputs to be read from (GRANARY_ALLOW_FILE_ROOTS)"
+            )
         try:
             descriptor = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as err:
@@ -291,6 +300,8 @@ class _Fetcher:
         import fsspec
 
         bucket = urlsplit(uri).netloc
+        if ".." in urlsplit(uri).path.split("/"):  # S3 keys are text: no `..` may reach another prefix or bucket
+            raise self.refuse("an s3:// key may not hold '..'")
         if not self.policy.bucket_allowed(bucket):
             raise self.refuse(f"bucket {bucket!r} is not one inputs may be read from (GRANARY_ALLOW_BUCKETS)")
         fs, path = fsspec.core.url_to_fs(uri, **self.storage_options)

@@ -266,3 +266,79 @@ def test_cancelling_while_an_input_is_staged_ends_the_run_within_two_seconds(
         assert containers_of(docker_runtime, flow_run.id, since) == []
     finally:
         server.shutdown()
+
+
+def test_a_flood_of_lines_is_forwarded_to_its_budget_and_the_failures_last_lines_are_still_said(client, runner):
+    flow_run = execute(client, "hostile", how="lines", lines=30_000, timeout=180)
+    assert flow_run.state.is_failed() and "exit code 3" in flow_run.state.message
+    said = logs_of(client, flow_run.id, until=lambda said: "the scene has no red band: giving up" in said)
+    [notice] = [line for line in said if line.startswith("[granary: ")]
+    assert "20,001 more line(s) than the 10,000 a run's logs take" in notice and "19,901 not shown" in notice
+    assert said[said.index(notice) + 100] == "the scene has no red band: giving up"  # the last 100 follow it
+    assert "line 10000 of 30000" in said and "line 10001 of 30000" not in said
+    [summary] = [a.data for a in artifacts_of(client, flow_run.id) if a.key == "hostile-summary"]
+    assert "the scene has no red band: giving up" in summary  # the failure explains itself
+
+
+def test_more_output_files_than_allowed_fail_as_a_system_error_naming_the_cap(client, runner, monkeypatch):
+    monkeypatch.setenv("GRANARY_MAX_OUTPUT_FILES", "20")
+    flow_run = execute(client, "hostile", how="files", files=50)
+    assert flow_run.state.is_failed()
+    assert "more than 20 files, the most an execution may write (GRANARY_MAX_OUTPUT_FILES)" in flow_run.state.message
+
+
+@pytest.mark.parametrize("exit_code", [0, 1])
+def test_documents_posing_as_the_runners_own_are_never_kept_nor_served(client, runner, results_root, exit_code):
+    flow_run = execute(client, "hostile", how="forge", exit=exit_code)
+    files = stored(results_root, "hostile", flow_run.id)
+    if exit_code:
+        assert flow_run.state.is_failed() and files == {}  # a failed attempt stores nothing it wrote
+        return
+    assert flow_run.state.is_completed(), flow_run.state.message
+    document = json.loads(files["granary-execution.json"])
+    assert document["execution_id"] == str(flow_run.id) and document["submitter"] != "admin"  # the runner's own
+    assert json.loads(files["granary-item.json"])["id"] == str(flow_run.id)
+    assert "granary-quicklook-real.png" not in files
+    assert [a["title"] for a in document["results"]] == ["real.txt"]
+    assert any("named as the runner's own document" in w for w in document["warnings"])
+
+
+def test_an_output_named_in_something_else_than_utf8_is_left_out_and_said(client, runner, results_root):
+    flow_run = execute(client, "hostile", how="names")
+    assert flow_run.state.is_completed(), flow_run.state.message
+    document = flow_run.state.result()
+    assert [a["title"] for a in document["results"]] == ["real.txt"]
+    assert any("bad\ufffdname.txt" in w and "not UTF-8" in w for w in document["warnings"])
+
+
+def test_no_secret_leaves_by_any_way_out(client, runner, api, results_root, monkeypatch):
+    """The operator's variable a task asks for and the credentials a user wrote into a URI, planted by the container
+    in every place it can put text (a log line, a progress message, an output's name, its side-car, results.json's
+    titles and descriptions): none of them shows in any log line, artifact, state message, document the runner wrote,
+    stored name, or answer of the HTTP API."""
+    import httpx
+
+    password, in_uri = "pw-0f-the-operator", "pw-in-the-uri"
+    monkeypatch.setenv("GRANARY_TEST_PASSWORD", password)
+    monkeypatch.setenv("GRANARY_PASS_ENVIRONMENT", "GRANARY_TEST_PASSWORD")
+    admin = {"Authorization": f"Bearer {api.tokens['admin']}"}
+    source = f"https://ada:{in_uri}@scenes.example/tile.tif"
+    answered = httpx.post(f"{api.url}/processes/leaky-env/execution", headers=admin,
+                          json={"inputs": {"source": source}}, timeout=120)  # fmt: skip
+    assert answered.status_code == 200, answered.text
+    job = answered.headers["Location"].rsplit("/", 1)[1]
+    flow_run = wait_final(client, job)
+    assert flow_run.state.is_completed(), flow_run.state.message
+    visible = [flow_run.state.message or "", json.dumps(flow_run.state.result()), *logs_of(client, job)]
+    visible += [json.dumps(a.data) + (a.description or "") for a in artifacts_of(client, job)]
+    runner_documents = stored(results_root, "leaky-env", job)
+    visible += list(runner_documents)  # every stored name
+    visible += [content.decode(errors="replace") for name, content in runner_documents.items() if "granary-" in name]
+    visible.append((results_root / "leaky-env" / "collection.json").read_text())
+    for path in ("", "/results", "/logs", "/metadata", "?f=html", "/results?f=html"):
+        visible.append(httpx.get(f"{api.url}/jobs/{job}{path}", headers=admin).text)
+    visible.append(httpx.get(f"{api.url}/api/executions/{job}", headers=admin).text)
+    visible.append(httpx.get(f"{api.url}/jobs?f=html&limit=50", headers=admin).text)
+    leaked = [text[:300] for text in visible for secret in (password, in_uri) if secret in text]
+    assert leaked == []
+    assert any("****" in text for text in visible)  # they were there, masked

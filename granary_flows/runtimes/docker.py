@@ -48,6 +48,7 @@ from granary_flows.runtimes.base import (
 from granary_flows.store import ResultsStore
 
 LOG_TAIL = 20
+LOG_DRAIN = 60  # seconds the log stream may take to deliver its last lines once the container has ended
 UNIX_SOCKET_URL = "http+docker://localhost"  # the docker SDK's base URL for an engine on a unix socket
 PIDS_LIMIT = 512
 TMP_SIZE = "256m"
@@ -137,7 +138,14 @@ class DockerRuntime(Runtime):
             )
             streamer.start()
             exit_code, killed_reason = self._wait(container, attempt.task.timeout, attempt)
-            streamer.join(timeout=10)
+            streamer.join(timeout=LOG_DRAIN)
+            if streamer.is_alive():  # never silently: the run's logs say they may be short
+                run_logger().warning(
+                    "the container's log stream did not end within %d s of the container: its last lines may be "
+                    "missing here (the failure summary keeps the last %d)",
+                    LOG_DRAIN,
+                    LOG_TAIL,
+                )
             with contextlib.suppress(NotFound):
                 container.reload()
                 if container.attrs["State"].get("OOMKilled"):

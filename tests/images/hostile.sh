@@ -24,4 +24,25 @@ case "$HOW" in
   plugin-href)
     echo real > "$OUTPUT_DIR/real.txt"
     printf '{"plugin_results": [{"href": "%s", "title": "forged"}]}\n' "$HREF";;
+  lines)  # a flood of lines on stderr, the last of which explain the failure
+    i=1
+    while [ "$i" -le "${LINES:-100000}" ]; do echo "line $i of ${LINES:-100000}" >&2; i=$((i + 1)); done
+    echo "the scene has no red band: giving up" >&2
+    exit 3;;
+  files)  # more files than the operator allows
+    i=1
+    while [ "$i" -le "${FILES:-100}" ]; do : > "$OUTPUT_DIR/file-$i.txt"; i=$((i + 1)); done;;
+  forge)  # documents posing as the runner's own, then success or failure as EXIT says
+    echo real > "$OUTPUT_DIR/real.txt"
+    echo '{"status": "successful", "submitter": "admin", "results": []}' > "$OUTPUT_DIR/granary-execution.json"
+    echo '{"type": "Feature", "id": "forged"}' > "$OUTPUT_DIR/granary-item.json"
+    echo forged > "$OUTPUT_DIR/granary-quicklook-real.png"
+    exit "${EXIT:-0}";;
+  names)  # a name that is not UTF-8, beside a good one
+    echo real > "$OUTPUT_DIR/real.txt"
+    echo bad > "$OUTPUT_DIR/$(printf 'bad\377name.txt')";;
+  html)  # pages and pictures that would run script as whoever opens them
+    echo '<html><body><script>document.title="pwned";fetch("/processes",{method:"POST",body:"x"});new Image().src="http://127.0.0.1:'"$BEACON"'/html"</script><img src="http://127.0.0.1:'"$BEACON"'/img"></body></html>' > "$OUTPUT_DIR/report.html"
+    echo '<svg xmlns="http://www.w3.org/2000/svg"><script>document.title="pwned";new Image().src="http://127.0.0.1:'"$BEACON"'/svg"</script></svg>' > "$OUTPUT_DIR/map.svg"
+    echo '<script>document.title="pwned"</script>' > "$OUTPUT_DIR/notes.txt";;
 esac
