@@ -277,6 +277,16 @@ class TaskDefinition(Registered):
         return spec.arguments
 
     @property
+    def value_outputs(self) -> list[OutputValue]:
+        """The values it reports: those its `outputs.values` declares, and a Seed task's JSON outputs
+        (`seed.outputs.json`), each with its type."""
+        seed_values = [
+            OutputValue.model_validate({"name": value.name, "schema": {"type": value.type}})
+            for value in (self.seed.outputs_json if self.seed else [])
+        ]
+        return [*self.outputs.values, *seed_values]
+
+    @property
     def input_names(self) -> list[str]:
         """Names an input side-car (`<input>.metadata.json`) may carry: Seed's input names, else the arguments'."""
         if self.seed:

@@ -62,6 +62,11 @@ class Policy(BaseModel):
     allow_images: list[str] | None = Field(
         default=None, description="Image prefixes a task may be registered with; unset: any (GRANARY_ALLOW_IMAGES)."
     )
+    require_images: bool = Field(
+        default=False,
+        description="Refuse to register a Docker task whose image is not on the engine it is registered from "
+        "(GRANARY_REQUIRE_IMAGES); otherwise it is registered with a warning.",
+    )
     pin_images: bool = Field(
         default=False, description="Record each image's digest at registration and run only that (GRANARY_PIN_IMAGES)."
     )
@@ -154,6 +159,7 @@ def policy_from_environment(environ: dict[str, str] | None = None) -> Policy:
         "allow_hosts": _split(env.get("GRANARY_ALLOW_HOSTS"), ","),
         "pass_environment": _split(env.get("GRANARY_PASS_ENVIRONMENT"), ","),
         "pin_images": env.get("GRANARY_PIN_IMAGES", "").lower() in ("1", "true", "yes"),
+        "require_images": env.get("GRANARY_REQUIRE_IMAGES", "").lower() in ("1", "true", "yes"),
     }
     if env.get("GRANARY_ALLOW_BUCKETS") is not None:
         fields["buckets"] = _split(env["GRANARY_ALLOW_BUCKETS"], ",")

@@ -186,6 +186,10 @@ def _with_image_policy(definition: TaskDefinition, source: str) -> TaskDefinitio
             source, [f"runtime.docker.image: {spec.image!r} is not from a registry or prefix the operator allows "
                      f"(GRANARY_ALLOW_IMAGES: {allowed})"]
         )  # fmt: skip
+    if policy.require_images:
+        problem = missing_image(definition)
+        if problem:
+            raise DefinitionError(source, [f"runtime.docker.image: {problem} (GRANARY_REQUIRE_IMAGES)"])
     if not policy.pin_images:
         return definition
     from granary_flows.errors import RuntimeUnavailable
@@ -197,6 +201,23 @@ def _with_image_policy(definition: TaskDefinition, source: str) -> TaskDefinitio
         raise DefinitionError(source, [f"runtime.docker.image: cannot be pinned: {err}"]) from err
     docker = spec.model_copy(update={"digest": digest})
     return definition.model_copy(update={"runtime": definition.runtime.model_copy(update={"docker": docker})})
+
+
+def missing_image(definition: Any) -> str | None:
+    """What keeps a Docker task's image from running on this host's engine (it is not there, or there is no engine),
+    or None; None too for a task that is not a Docker task. A registration says it, so that nobody learns it from
+    every execution failing."""
+    from granary_flows.errors import RuntimeUnavailable
+    from granary_flows.runtimes.docker import DockerRuntime
+
+    spec = definition.runtime.docker if isinstance(definition, TaskDefinition) else None
+    if spec is None:
+        return None
+    try:
+        DockerRuntime().image_digest(spec.model_copy(update={"digest": None}))
+    except RuntimeUnavailable as err:
+        return str(err)
+    return None
 
 
 def _entry(data: dict[str, Any]) -> Entry:

@@ -4,6 +4,7 @@ each document checked against OGC's own schemas, and real clients (OWSLib, EOEPC
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -322,7 +323,7 @@ def test_part_2_deploys_replaces_and_undeploys_processes_in_any_format(api, admi
             return [i for i in super().deployment_ids(client) if self._names[i] == "deployed"]
 
     with runner_for(OnlyDeployed(refresh=0), ResultsStore(), {RuntimeKind.DOCKER: docker_runtime}):
-        running = post(api, "/processes/deployed/execution", admin, {"inputs": {"duration": 3}},
+        running = post(api, "/processes/deployed/execution", admin, {"inputs": {"duration": 2}},
                        extra_headers={"Prefer": "respond-async"}).json()["jobID"]  # fmt: skip
         wait_job(api, admin, running, until=("running", "successful", "failed"))
         replaced = http.put(
@@ -400,7 +401,9 @@ def test_every_get_answers_html_to_a_browser(api, admin):
                  f"/jobs/{job_id}/results", f"/jobs/{job_id}/logs", f"/jobs/{job_id}/metadata"):  # fmt: skip
         page = http.get(api.url + path, headers=admin | html)
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), path
-        assert "<script src=" not in page.text and "cdn" not in page.text  # nothing from outside
+        scripts = re.findall(r'<script src="([^"]+)"', page.text)
+        assert all(src.startswith(f"{api.url}/static/") for src in scripts), scripts  # nothing from outside
+        assert "cdn" not in page.text and "<script>" not in page.text  # and no inline script
     assert "Hello" in http.get(api.url + "/processes/hello?f=html", headers=admin).text
 
 
@@ -496,3 +499,164 @@ request = urllib.request.Request(sys.argv[1], data=json.dumps(message).encode(),
                                  headers={"Content-Type": "application/json"}, method="POST")
 print(urllib.request.urlopen(request).status)
 """
+
+
+def test_granarys_webhook_results_take_effect_on_docker_too(api, admin, client):
+    """A body posted to an execution's webhook while its container runs is its results (or its failure); the outputs
+    the container stores afterwards do not wipe it."""
+    from granary_flows.webhooks import webhook_url
+
+    def start_probe() -> str:
+        body = {"inputs": {"sleep": 6, "write": ["a.txt", "b.txt"]}}
+        accepted = post(
+            api, "/processes/docker-probe/execution", admin, body, extra_headers={"Prefer": "respond-async"}
+        )
+        assert accepted.status_code == 201, accepted.text
+        return accepted.json()["jobID"]
+
+    named, refused = start_probe(), start_probe()
+    results = {"results": [{"href": "b.txt", "title": "from the webhook", "roles": ["data"]}]}
+    assert http.post(webhook_url(named), json=results).status_code == 200
+    # The probe retries a job error: its second attempt says so again, as a real job would (one post per attempt).
+    posted = 0
+    while not client.read_flow_run(refused).state.is_final():
+        answer = http.post(webhook_url(refused), json={"message": "the scene was all cloud"})
+        assert answer.status_code in (200, 404), answer.text  # 404: this attempt's post is not read yet
+        posted += answer.status_code == 200
+        time.sleep(0.5)
+    assert posted >= 2
+    assert wait_job(api, admin, named)["status"] == "successful"
+    document = client.read_flow_run(named).state.result()
+    assert document["source"] == "webhook"
+    assert [(a["title"], a["href"].rsplit("/", 1)[1]) for a in document["results"]] == [("from the webhook", "b.txt")]
+    failed = wait_job(api, admin, refused)
+    assert failed["status"] == "failed" and "the scene was all cloud" in failed["message"], failed
+
+
+def test_a_job_created_while_the_server_answers_503_is_created_once(api, admin, client, prefect_server):
+    """The Prefect server creates the run and answers 503 (overloaded), twice: the API asks again with the same
+    idempotency key and answers 201 with that one job; a client that retries with its Idempotency-Key gets the same
+    job again. Nothing runs twice."""
+    from helpers import granary_serve, read_until, stop_process
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+    from stall import StallingProxy
+
+    from granary_flows.server import free_port, wait_until
+
+    proxy = StallingProxy(prefect_server.removesuffix("/api"), r"POST /api/deployments/[^/]+/create_flow_run", 2)
+    port = free_port()
+    process = granary_serve(
+        "--port", str(port), command="api", PREFECT_API_URL=f"{proxy.url}/api", GRANARY_API_AUTH="tokens",
+        GRANARY_API_TOKENS_FILE=str(api.tokens_file),
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        read_until(process, "granary api:", timeout=180)
+        wait_until(lambda: http.get(f"{url}/conformance", timeout=2).status_code == 200, "granary api", process)
+        request = {"inputs": {"name": "stalled"}}
+        headers = admin | {"Prefer": "respond-async", "Idempotency-Key": "stalled-request-1"}
+        answered = http.post(f"{url}/processes/hello/execution", headers=headers, json=request, timeout=120)
+        assert answered.status_code == 201, answered.text
+        assert len(proxy.stalled) == 2  # the server was asked three times, and created the job once
+        again = http.post(f"{url}/processes/hello/execution", headers=headers, json=request, timeout=120)
+        assert again.status_code == 201 and again.json()["jobID"] == answered.json()["jobID"]
+        other = http.post(f"{url}/processes/hello/execution", headers=headers, json={"inputs": {"name": "x"}})
+        assert other.status_code == 422  # the key names another request's job
+    finally:
+        stop_process(process)
+        proxy.close()
+    mine = FlowRunFilter(tags=FlowRunFilterTags(all_=["submitted-by:root"]))
+    runs = [r for r in client.read_flow_runs(flow_run_filter=mine, limit=200) if r.parameters == {"name": "stalled"}]
+    assert [str(r.id) for r in runs] == [answered.json()["jobID"]]
+    assert wait_job(api, admin, str(runs[0].id))["status"] == "successful"
+
+
+def test_forty_waiting_synchronous_executes_leave_the_api_answering(api, admin, client, tmp_path):
+    """Synchronous executes wait on the event loop, not in the API's worker threads: with 40 of them waiting on jobs
+    no runner takes, every other route still answers at once, and each of them ends with its 504 and Location."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from helpers import granary_serve, read_until, register_definitions, stop_process, task_copy
+
+    from granary_flows.server import free_port, wait_until
+
+    register_definitions(client, [task_copy("sleeper", tmp_path, "unserved-sleeper")])  # no runner serves it
+    port = free_port()
+    process = granary_serve(
+        "--port", str(port), command="api", GRANARY_API_AUTH="tokens", GRANARY_API_TOKENS_FILE=str(api.tokens_file),
+        GRANARY_API_SYNC_TIMEOUT="15",
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        read_until(process, "granary api:", timeout=180)
+        wait_until(lambda: http.get(f"{url}/conformance", timeout=2).status_code == 200, "granary api", process)
+
+        def synchronous(_: int) -> Any:
+            return http.post(f"{url}/processes/unserved-sleeper/execution", headers=admin,
+                             json={"inputs": {"duration": 1}}, timeout=60)  # fmt: skip
+
+        with ThreadPoolExecutor(40) as pool:
+            waiting = [pool.submit(synchronous, i) for i in range(40)]
+            time.sleep(3)  # they are all waiting now
+            answer_times = []
+            while not all(future.done() for future in waiting):
+                started = time.monotonic()
+                assert http.get(f"{url}/processes", headers=admin, timeout=30).status_code == 200
+                answer_times.append(time.monotonic() - started)
+                time.sleep(0.2)
+            answers = [future.result() for future in waiting]
+    finally:
+        stop_process(process)
+    print(f"\nworst answer of /processes while 40 synchronous executes waited: {max(answer_times):.3f} s")
+    assert len(answer_times) > 20 and max(answer_times) < 2.0
+    assert [a.status_code for a in answers] == [504] * 40 and all("Location" in a.headers for a in answers)
+    for answer in answers:
+        client.delete_flow_run(answer.headers["Location"].rsplit("/", 1)[1])
+
+
+def test_every_document_the_api_serves_is_valid_against_ogcs_schemas_for_every_output_shape(api, admin, runner):
+    """Every route, as OGC's schemas of Part 1 describe it, and every shape an output can have: a file, several files,
+    a number, a list, an object (a qualified value), a process-api value, and a Seed job's JSON output."""
+    checked: list[str] = []
+
+    def valid(document: Any, schema: str, what: str) -> None:
+        problems = ogc_valid(document, schema)
+        assert not problems, (what, problems, document)
+        checked.append(f"{what} ({schema})")
+
+    valid(http.get(f"{api.url}/").json(), "landingPage.yaml", "landing page")
+    valid(http.get(f"{api.url}/conformance").json(), "confClasses.yaml", "conformance")
+    valid(get(api, "/processes", admin, limit=1000).json(), "processList.yaml", "process list")
+    jobs = {
+        "shapes": {"count": 3},
+        "reporter": {"how": "plugin-value"},
+        "random-number": {"COUNT": 4, "SEED": 7},
+        "hello": {"name": "OGC"},
+    }
+    for process, inputs in jobs.items():
+        valid(get(api, f"/processes/{process}", admin).json(), "process.yaml", f"{process} description")
+        answered = post(api, f"/processes/{process}/execution", admin, {"inputs": inputs})
+        assert answered.status_code == 200, answered.text
+        valid(answered.json(), "results.yaml", f"{process} synchronous results")
+        job = answered.headers["Location"].rsplit("/", 1)[1]
+        valid(get(api, f"/jobs/{job}", admin).json(), "statusInfo.yaml", f"{process} status")
+        valid(get(api, f"/jobs/{job}/results", admin).json(), "results.yaml", f"{process} results")
+    described = get(api, "/processes/shapes", admin).json()["outputs"]
+    assert set(described) == {"map", "tiles", "count", "labels", "stats"}
+    answered = post(api, "/processes/shapes/execution", admin, {"inputs": {}}).json()
+    assert answered["count"] == 3 and answered["labels"] == ["water", "field"]
+    assert answered["stats"] == {"value": {"mean": 0.4}, "mediaType": "application/json"}  # an object, qualified
+    assert [t["title"] for t in answered["tiles"]["value"]] == ["tiles", "tiles"] and "href" in answered["map"]
+    seed = get(api, "/processes/random-number", admin).json()["outputs"]
+    assert "total" in seed  # a Seed job's JSON output is an output of the process
+    valid(get(api, "/jobs", admin, limit=20).json(), "jobList.yaml", "job list")
+    valid(get(api, "/jobs/00000000-0000-4000-8000-000000000000", admin).json(), "exception.yaml", "no such job")
+    valid(http.get(f"{api.url}/jobs").json(), "exception.yaml", "no identity")
+    raw = http.post(f"{api.url}/processes/hello/execution", headers=admin,
+                    json={"inputs": {"name": "raw"}, "response": "raw"})  # fmt: skip
+    assert raw.status_code == 204 and "/outputs/greeting.txt>" in raw.headers["Link"]  # by reference: a Link
+    print(
+        f"\nOGC documents checked: {len(checked)}; output shapes: file, files, number, list, object, "
+        "process-api value, Seed JSON output"
+    )
+    assert len(checked) >= 20

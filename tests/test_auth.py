@@ -523,3 +523,23 @@ def test_a_block_named_in_the_environment_overrides_the_environments_own_setting
     policy, auth = current_policy(), current_auth()
     assert policy.file_roots == ["/srv/scenes"] and policy.max_input_mib == 64
     assert (auth.mode, auth.issuer, auth.audience) == ("oidc", "https://idp.example/realms/x", "granary")
+
+
+def test_a_stored_token_digest_is_not_a_credential(api):
+    """Whoever reads the tokens file (the quickstart's holds the admin's digest) learns digests, not tokens: each
+    digest presented, with its prefix or without, is refused as any wrong token is."""
+    import hashlib
+    import json
+
+    stored = json.loads(api.tokens_file.read_text())
+    presented = []
+    for entry in stored:
+        token = entry["token"]
+        digest = (
+            token.removeprefix("sha256:") if token.startswith("sha256:") else hashlib.sha256(token.encode()).hexdigest()
+        )
+        presented += [f"sha256:{digest}", digest, f"SHA256:{digest.upper()}"]
+    for credential in presented:
+        answered = http.get(f"{api.url}/processes", headers=bearer(credential))
+        assert answered.status_code == 401, (credential, answered.status_code)
+    assert http.get(f"{api.url}/processes", headers=bearer(TOKENS["admin"])).status_code == 200  # the token is

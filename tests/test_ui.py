@@ -93,3 +93,94 @@ def test_the_apis_form_runs_a_job_whose_page_and_prefect_run_page_show_its_quick
         assert picture["width"] > 0 and picture["height"] > 0, (page, picture)  # it loaded: a real PNG
         assert picture["src"].startswith(api.url) and "signature=" in picture["src"], (page, picture)
     assert seen["outside"] == []  # nothing fetched from anywhere but this machine
+
+
+ATTACK = """<!doctype html><html><body>
+<iframe id="framed" src="{api}/processes/hello?f=html" width="400" height="300"></iframe>
+<form id="simple" method="POST" action="{api}/processes/hello/execution" enctype="text/plain" target="sink">
+<input name='{{"inputs": {{"name": "csrf-form", "x": "' value='"}}}}'></form><iframe name="sink"></iframe>
+<form id="login" method="POST" action="{api}/login" target="sink2"><input name="token" value="{other_token}"></form>
+<iframe name="sink2"></iframe>
+<script>
+window.said = [];
+(async () => {{
+  document.getElementById("simple").submit();
+  const json = JSON.stringify({{inputs: {{name: "csrf-fetch"}}}});
+  try {{ await fetch("{api}/processes/hello/execution", {{method: "POST", mode: "no-cors", credentials: "include",
+    headers: {{"Content-Type": "text/plain"}}, body: json}}); window.said.push("no-cors sent"); }}
+  catch (e) {{ window.said.push("no-cors: " + e); }}
+  try {{ const r = await fetch("{api}/processes/hello/execution", {{method: "POST", credentials: "include",
+    headers: {{"Content-Type": "application/json"}}, body: json.replace("csrf-fetch", "csrf-json")}});
+    window.said.push("json " + r.status); }} catch (e) {{ window.said.push("json refused"); }}
+  try {{ await fetch("{api}/jobs/{victim}", {{method: "DELETE", mode: "no-cors", credentials: "include"}});
+    window.said.push("delete sent"); }} catch (e) {{ window.said.push("delete: " + e); }}
+  document.getElementById("login").submit();
+  setTimeout(() => {{ window.done = true; }}, 3000);
+}})();
+</script></body></html>"""
+
+
+def test_hostile_outputs_and_other_sites_cannot_act_as_the_signed_in_admin(api, runner, client, tmp_path):
+    """In Chromium, an admin signed in to `granary api` opens a hostile container's HTML, SVG and text outputs, and
+    visits pages of another port of the same host and of another site: no script of theirs runs on the API's origin,
+    none calls home, none starts, dismisses or registers anything, the API's pages are not framed, and the admin is
+    still signed in as the admin."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    import httpx
+    from prefect.states import Cancelling
+
+    headers = {"Authorization": f"Bearer {api.tokens['admin']}"}
+    calls_home: list[str] = []
+
+    class Beacon(BaseHTTPRequestHandler):
+        def do_GET(self):
+            calls_home.append(self.path)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_):
+            pass
+
+    beacon = ThreadingHTTPServer(("127.0.0.1", 0), Beacon)
+    Thread(target=beacon.serve_forever, daemon=True).start()
+    hostile = httpx.post(f"{api.url}/processes/hostile/execution", headers=headers, timeout=120,
+                         json={"inputs": {"how": "html", "beacon": beacon.server_address[1]}})  # fmt: skip
+    assert hostile.status_code == 200, hostile.text
+    job = hostile.headers["Location"].rsplit("/", 1)[1]
+    victim = httpx.post(f"{api.url}/processes/docker-probe/execution", headers=headers | {"Prefer": "respond-async"},
+                        json={"inputs": {"sleep": 60}}).json()["jobID"]  # fmt: skip
+    page = ATTACK.format(api=api.url, victim=victim, other_token=api.tokens["bob"])
+
+    class Attacker(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(page.encode())
+
+        def log_message(self, *_):
+            pass
+
+    attacker = ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
+    Thread(target=attacker.serve_forever, daemon=True).start()
+    before = client.count_flow_runs()
+    try:
+        seen = drive("hostile_pages.mjs", api.url, api.tokens["admin"], job, attacker.server_address[1], timeout=180)
+    finally:
+        beacon.shutdown()
+        attacker.shutdown()
+
+    for name in ("report.html", "map.svg"):
+        assert seen["outputs"][name]["downloaded"] == name, seen["outputs"]  # downloaded, never shown
+        assert seen["outputs"][name]["title"] != "pwned"
+    assert seen["outputs"]["notes.txt"]["status"] == 200 and seen["outputs"]["notes.txt"]["title"] != "pwned"
+    assert calls_home == []
+    assert client.count_flow_runs() == before  # nothing was started from another origin
+    assert not client.read_flow_run(victim).state.is_final()  # nor dismissed
+    client.set_flow_run_state(victim, Cancelling(), force=True)
+    for where, attack in seen["attacks"].items():  # the frame shows the browser's refusal, not the API's form
+        assert "Execute" not in attack["frameText"] and "hello" not in attack["frameText"], (where, attack)
+    assert seen["stillAdmin"] == 200
+    assert not [r for r in seen["requests"] if r.startswith("POST") and r.endswith("/processes")]

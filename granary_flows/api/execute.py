@@ -154,7 +154,7 @@ def outputs_document(
     for name in names:
         mode = wanted[name].transmissionMode if name in wanted else None
         given = _transmitted(available[name], mode, links, read)
-        if given is not None or name in wanted:
+        if given is not None:  # no value is no output (OGC's results have no null)
             results[name] = given
     return results
 
@@ -176,12 +176,12 @@ def _outputs(definition: Definition, document: ResultsDocument) -> dict[str, _Ou
     for output in definition.outputs.files:
         outputs[output.name] = _Output(files=[a for a in assets if a.get("title") == output.name], many=output.multiple)
     value = document.value
-    declared_values = definition.outputs.values
+    declared_values = definition.value_outputs
     for each in declared_values:
-        if isinstance(value, dict) and each.name in value:
-            outputs[each.name] = _Output(value=value[each.name])
-        elif each.name in document.outputs:
+        if each.name in document.outputs:  # a Seed task's JSON output
             outputs[each.name] = _Output(value=document.outputs[each.name])
+        elif isinstance(value, dict) and each.name in value:
+            outputs[each.name] = _Output(value=value[each.name])
         else:
             outputs[each.name] = _Output(value=value if len(declared_values) == 1 else None)
     if not outputs:
@@ -190,10 +190,13 @@ def _outputs(definition: Definition, document: ResultsDocument) -> dict[str, _Ou
 
 
 def _transmitted(output: _Output, mode: str | None, links: Links, read: Callable[[str], bytes]) -> Any:
-    """An output as OGC's results give it: a value, a file by link or by value, and several files as one qualified
-    value holding their list (OGC 1.0's results have no arrays of their own)."""
-    if output.files is None:
-        return output.value  # a value is always given by value
+    """An output as OGC's results give it: a value (an object as a qualified value: OGC's inline values are no
+    objects), a file by link or by value, and several files as one qualified value holding their list (OGC 1.0's
+    results have no arrays of their own)."""
+    if output.files is None:  # a value is always given by value
+        if isinstance(output.value, dict):
+            return {"value": output.value, "mediaType": "application/json"}
+        return output.value
     given = [_file(asset, mode, links, read) for asset in output.files]
     if output.many:
         return {"value": given, "mediaType": "application/json"}

@@ -19,11 +19,11 @@ from granary_flows.api.jobs import JobQuery, JobStatus, read_jobs
 from granary_flows.api.ogc import ANSWERS, API_TAG, context, create_job, identity
 from granary_flows.api.protection import parse_json
 from granary_flows.blocks import Entry
-from granary_flows.contract import RESULTS_FILE
 from granary_flows.documents import ExecutionDocument
 from granary_flows.errors import ArgumentsInvalid, DefinitionError, GranaryError
 from granary_flows.layout import output_path_in
 from granary_flows.loading import read_definition
+from granary_flows.masking import Masker
 from granary_flows.provenance import SUBMITTER_TAG, submitter_tag
 from granary_flows.validation import prepare_arguments, unstorable
 from granary_flows.webhooks import same, webhook_id, webhook_secret
@@ -128,7 +128,7 @@ def execution_document(ctx: Context, flow_run: FlowRun, task: Entry) -> dict[str
         "invokedAt": flow_run.created.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
         if flow_run.created
         else None,
-        "arguments": {k: v for k, v in (flow_run.parameters or {}).items() if v is not None},
+        "arguments": Masker().document({k: v for k, v in (flow_run.parameters or {}).items() if v is not None}),
         "status": status,
         "statusReason": reason,
         "results": results,
@@ -198,13 +198,9 @@ def list_executions(
     processes = [entries[taskId].name] if taskId is not None else []
     query = JobQuery(
         processes=processes, statuses=statuses, limit=limit, offset=page * limit,
-        submitter=None if who.admin else who.subject,
+        submitter=None if who.admin else who.subject, names=[name] if name else [], tags=tags or [],
     )  # fmt: skip
     found, _ = read_jobs(ctx.client, query, ctx.deployment_ids())
-    if name:
-        found = [f for f in found if f.name == name]
-    if tags:
-        found = [f for f in found if set(tags) <= set(f.tags)]
     by_deployment = {str(e.deployment_id): e for e in ctx.entries().values()}
     results = [
         execution_document(ctx, f, by_deployment[str(f.deployment_id)])
@@ -244,9 +240,9 @@ def _deliver(execution_id: str, body: Any, ctx: Context, absent: ApiError) -> An
     process = ctx.process_of(flow_run)
     if process is None or (flow_run.state and flow_run.state.is_final()):
         raise absent
-    document = layout.execution_folder(process, execution_id) + f"/{RESULTS_FILE}"
+    document = layout.webhook_document(execution_id)
     if ctx.store.exists(document):
-        raise absent  # used already
+        raise absent  # used already, by this attempt
     problem = _webhook_problem(body, ctx.store.execution_uri(process, execution_id))
     if problem:
         return JSONResponse({"msg": problem}, status_code=400)

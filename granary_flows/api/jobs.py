@@ -16,6 +16,7 @@ from prefect.client.schemas.filters import (
     FlowFilterName,
     FlowRunFilter,
     FlowRunFilterExpectedStartTime,
+    FlowRunFilterName,
     FlowRunFilterStartTime,
     FlowRunFilterState,
     FlowRunFilterStateType,
@@ -134,6 +135,9 @@ class JobQuery(BaseModel):
     limit: int = 10
     offset: int = 0
     submitter: str | None = None  # only this submitter's jobs
+    names: list[str] = []  # the runs' names (Granary's `name` filter)
+    tags: list[str] = []  # tags every run must have (Granary's `tags`)
+    include_scheduled: bool = False  # runs of a schedule that are not due yet: not jobs, unless asked for
 
 
 def flow_run_filter(query: JobQuery) -> FlowRunFilter:
@@ -143,16 +147,24 @@ def flow_run_filter(query: JobQuery) -> FlowRunFilter:
     if query.statuses:
         kinds = [kind for status in query.statuses for kind in STATES[status]]
         fields["state"] = FlowRunFilterState(type=FlowRunFilterStateType(any_=kinds))
-    if query.created_after or query.created_before:
-        # A job's creation is its expected start: the moment it was created, for a run started by hand or the API.
+    # A job's creation is its expected start: the moment it was created, for a run started by hand or the API. A
+    # schedule's runs are made ahead of time, due later: until they are due they are not jobs (they would bury the
+    # real ones), unless asked for.
+    latest = query.created_before
+    if not query.include_scheduled:
+        latest = min(latest, now) if latest else now
+    if query.created_after or latest:
         fields["expected_start_time"] = FlowRunFilterExpectedStartTime.model_validate(
-            {"after_": query.created_after, "before_": query.created_before}
+            {"after_": query.created_after, "before_": latest}
         )
     if query.min_duration is not None:  # it lasted at least so long, so it started at least that long ago
         started_before = now - timedelta(seconds=query.min_duration)
         fields["start_time"] = FlowRunFilterStartTime.model_validate({"before_": started_before})
-    if query.submitter is not None:
-        fields["tags"] = FlowRunFilterTags(all_=[submitter_tag(query.submitter)])
+    tags = [*query.tags, *([submitter_tag(query.submitter)] if query.submitter is not None else [])]
+    if tags:
+        fields["tags"] = FlowRunFilterTags(all_=tags)
+    if query.names:
+        fields["name"] = FlowRunFilterName(any_=query.names)
     return FlowRunFilter.model_validate(fields)
 
 

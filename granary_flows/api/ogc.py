@@ -22,7 +22,7 @@ from prefect.states import Cancelling
 from pydantic import BaseModel, ConfigDict
 
 from granary_flows import layout
-from granary_flows.api.context import MAX_OFFSET, ApiError, Context, answer
+from granary_flows.api.context import MAX_OFFSET, ApiError, Context, answer, logger
 from granary_flows.api.execute import (
     ExecuteRequest,
     Links,
@@ -46,7 +46,9 @@ from granary_flows.documents import ExecutionDocument
 from granary_flows.errors import ArgumentsInvalid, DefinitionError
 from granary_flows.layout import is_runner_document, output_path_in
 from granary_flows.loading import Definition, read_definition
+from granary_flows.masking import Masker
 from granary_flows.provenance import started_by, submitter_tag
+from granary_flows.registry import missing_image
 from granary_flows.submission import server_reason
 from granary_flows.validation import prepare_arguments
 from granary_flows.webhooks import output_url
@@ -74,7 +76,10 @@ ANSWERS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no valid identity", **EXCEPTION},
     403: {"description": "the identity lacks the right", **EXCEPTION},
     404: {"description": "not found, or not this identity's", **EXCEPTION},
-    409: {"description": "the job has ended", **EXCEPTION},
+    409: {"description": "the process exists already (deploy)", **EXCEPTION},
+    413: {"description": "the request body is too large", **EXCEPTION},
+    422: {"description": "an idempotency key reused for another request", **EXCEPTION},
+    503: {"description": "the Prefect server is busy: send it again with the same Idempotency-Key", **EXCEPTION},
     500: {"description": "the job failed, or the server did", **EXCEPTION},
     504: {"description": "a synchronous execution did not end in time", **EXCEPTION},
 }
@@ -125,7 +130,7 @@ def conformance(request: Request) -> Any:
 @router.get("/processes", summary="the processes", tags=["ProcessList"])
 def processes(
     request: Request,
-    limit: int = Query(10, ge=1, le=1000),
+    limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ctx: Context = Depends(context),
     who: Identity = Depends(identity),
@@ -302,6 +307,7 @@ def jobs(
     datetime: str | None = Query(None),
     minDuration: float | None = Query(None, ge=0, le=LONGEST_JOB),
     maxDuration: float | None = Query(None, ge=0, le=LONGEST_JOB),
+    scheduled: bool = Query(False, description="Also the runs of schedules that are not due yet (an extension)."),
     limit: int = Query(10, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ctx: Context = Depends(context),
@@ -320,7 +326,7 @@ def jobs(
         query = JobQuery(
             processes=_split(processID), statuses=statuses, created_after=after, created_before=before,
             min_duration=minDuration, max_duration=maxDuration, limit=limit, offset=offset,
-            submitter=None if who.admin else who.subject,
+            submitter=None if who.admin else who.subject, include_scheduled=scheduled,
         )  # fmt: skip
         found, next_offset = read_jobs(ctx.client, query, ctx.deployment_ids())
     progress = _progress_of(ctx, [f for f in found if status_of(f) is JobStatus.RUNNING])
@@ -348,12 +354,16 @@ def job(request: Request, job_id: str, ctx: Context = Depends(context), who: Ide
 
 @router.delete("/jobs/{job_id}", summary="dismiss a job", tags=["Dismiss"])
 def dismiss(request: Request, job_id: str, ctx: Context = Depends(context), who: Identity = Depends(identity)) -> Any:
+    """A running job is cancelled (its container or Batch job stops); a finished one is removed, with its results
+    (OGC: "dismiss can be seen as cancelling a running job or removing artifacts of a finished job")."""
     flow_run, process_id = ctx.job(job_id, who)
     current = status_of(flow_run)
-    if current in (JobStatus.SUCCESSFUL, JobStatus.FAILED):
-        record(who, "dismiss", job_id, "refused", reason=f"already {current.value}")
-        raise ApiError(409, "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/job-ended",
-                       "the job has ended", f"job {job_id} is {current.value}; there is nothing to stop")  # fmt: skip
+    if current in (JobStatus.SUCCESSFUL, JobStatus.FAILED) or (flow_run.state and flow_run.state.is_final()):
+        document = status_info(flow_run, process_id, ctx.base_url(request)) | {"status": JobStatus.DISMISSED.value}
+        _remove_job(ctx, flow_run, process_id)
+        record(who, "dismiss", job_id, "removed", process=process_id, was=current.value)
+        document["message"] = f"removed with its results (it was {current.value})"
+        return answer(request, document, "job")
     if current is not JobStatus.DISMISSED:
         ctx.client.set_flow_run_state(flow_run.id, Cancelling(message=f"dismissed by {who.subject}"), force=True)
     record(who, "dismiss", job_id, "dismissed", process=process_id)
@@ -361,6 +371,16 @@ def dismiss(request: Request, job_id: str, ctx: Context = Depends(context), who:
     document = status_info(flow_run, process_id, ctx.base_url(request))
     document["status"] = JobStatus.DISMISSED.value  # the run is being stopped: its container or job is going
     return answer(request, document, "job")
+
+
+def _remove_job(ctx: Context, flow_run: Any, process_id: str) -> None:
+    """A finished job's results, its Item in its task's STAC Collection, and its flow run."""
+    from granary_flows import stac
+
+    execution_id = str(flow_run.id)
+    ctx.store.remove_folder(layout.execution_folder(process_id, execution_id))
+    stac.unpublish(ctx.store, process_id, {execution_id})
+    ctx.client.delete_flow_run(flow_run.id)
 
 
 @router.get("/jobs/{job_id}/results", summary="a job's results", tags=["Result"])
@@ -400,8 +420,16 @@ def _results(
 
 
 def _raw(outputs: dict[str, Any], headers: dict[str, str]) -> Response:
-    """`response: raw`: one output as itself; several as multipart/related, one part each."""
+    """`response: raw`: outputs by reference as `Link` headers of an empty answer (204, as OGC's
+    /req/core/job-creation-sync-raw-ref says); one output by value as itself; several as multipart/related."""
     import base64
+
+    if outputs and all(isinstance(v, dict) and "href" in v for v in outputs.values()):
+        links = ", ".join(
+            f'<{link["href"]}>; rel="item"; type="{link.get("type", "application/octet-stream")}"; title="{name}"'
+            for name, link in outputs.items()
+        )
+        return Response(status_code=204, headers=headers | {"Link": links})
 
     def part(value: Any) -> tuple[bytes, str]:
         if isinstance(value, dict) and "value" in value and "mediaType" in value:
@@ -492,7 +520,7 @@ def metadata(request: Request, job_id: str, ctx: Context = Depends(context), who
         "image": (execution.image if execution else None) or docker.get("image"),
         "imageDigest": execution.image_digest if execution else None,
         "command": docker.get("command"),
-        "arguments": (document.arguments if document else None) or flow_run.parameters,
+        "arguments": (document.arguments if document else None) or Masker().document(flow_run.parameters),
         "attempts": execution.attempts if execution else None,
         "exitCode": execution.exit_code if execution else None,
         "created": flow_run.created.isoformat() if flow_run.created else None,
@@ -531,6 +559,7 @@ def _may_register(who: Identity) -> None:
 
 
 def _deploy(request: Request, text: str, replacing: str | None, ctx: Context, who: Identity) -> Any:
+    """Part 2: deploy (POST, a process that does not exist yet: 409 for one that does) or replace (PUT)."""
     if replacing is not None:
         ctx.entry(replacing)  # 404 when it does not exist
     try:
@@ -539,6 +568,12 @@ def _deploy(request: Request, text: str, replacing: str | None, ctx: Context, wh
             raise DefinitionError(
                 "request", [f"name: {loaded.definition.name!r} is not {replacing!r}, which it replaces"]
             )
+        if replacing is None and ctx.registry.get(loaded.definition.name) is not None:
+            record(who, "register", loaded.definition.name, "refused", reason="it exists")
+            raise ApiError(409, "http://www.opengis.net/def/exceptions/ogcapi-processes-2/1.0/duplicated-process",
+                           "the process exists already",
+                           f"a process {loaded.definition.name!r} is deployed: PUT /processes/"
+                           f"{loaded.definition.name} replaces it")  # fmt: skip
         entry = ctx.registry.register(loaded, registered_by=who.subject)
     except DefinitionError as err:
         record(who, "register", replacing or "(new)", "refused", problems=err.problems)
@@ -548,7 +583,12 @@ def _deploy(request: Request, text: str, replacing: str | None, ctx: Context, wh
     base = ctx.base_url(request)
     document = process_summary(entry.model(), base)
     status = 200 if replacing else 201
-    return JSONResponse(document, status_code=status, headers={"Location": f"{base}/processes/{entry.name}"})
+    headers = {"Location": f"{base}/processes/{entry.name}"}
+    problem = missing_image(loaded.definition)
+    if problem:  # registered all the same: the image may be built or pulled later, or live on the workers' hosts
+        headers["Warning"] = f'299 granary "{problem}"'.replace("\n", " ")
+        logger.warning("process %s registered, but: %s", entry.name, problem)
+    return JSONResponse(document, status_code=status, headers=headers)
 
 
 @router.delete(

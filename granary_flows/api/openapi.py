@@ -20,11 +20,42 @@ def openapi30(document: dict[str, Any]) -> dict[str, Any]:
         ...     {"type": "string"}, {"type": "null"}]}}}})["components"]["schemas"]["A"]
         {'type': 'string', 'nullable': True}
     """
-    converted = _schema(document)
+    converted = secured(_schema(document))
     converted["openapi"] = "3.0.3"
     info = converted.setdefault("info", {})
     info["description"] = EXTENSIONS_NOTE
     return converted
+
+
+# How a request says who it is (`api.identity`): a bearer token (an API token or an OIDC JWT), or the browser's
+# sign-in cookie, which stands for the token on this API's own pages.
+SECURITY_SCHEMES = {
+    "bearerToken": {"type": "http", "scheme": "bearer", "description": "An API token or an OIDC access token."},
+    "signInCookie": {"type": "apiKey", "in": "cookie", "name": "granary_token",
+                     "description": "Set by /login; for this API's own pages."},
+}  # fmt: skip
+PUBLIC = {("/", "get"), ("/conformance", "get")}
+# No identity needed where the address itself is the credential: Granary's single-use webhook, a signed file link.
+OWN_CREDENTIAL = {("/api/executions/{execution_id}/results/{hook}", "post"), ("/jobs/{job_id}/outputs/{path}", "get")}
+
+
+def secured(document: dict[str, Any]) -> dict[str, Any]:
+    """The document with its security schemes, required everywhere but the public routes and those whose address is
+    its own credential; the input is not changed."""
+    secured_document = {**document, "security": [{"bearerToken": []}, {"signInCookie": []}]}
+    components = {**document.get("components", {}), "securitySchemes": SECURITY_SCHEMES}
+    secured_document["components"] = components
+    paths: dict[str, dict[str, Any]] = {}
+    for path, operations in document.get("paths", {}).items():
+        paths[path] = {}
+        for method, operation in operations.items():
+            if (path, method) in PUBLIC:
+                operation = {**operation, "security": []}
+            elif (path, method) in OWN_CREDENTIAL:
+                operation = {**operation, "security": [{}, {"bearerToken": []}, {"signInCookie": []}]}
+            paths[path][method] = operation
+    secured_document["paths"] = paths
+    return secured_document
 
 
 def _schema(node: Any) -> Any:

@@ -120,7 +120,7 @@ def outputs_of(definition: Definition) -> dict[str, Any]:
             file_schema["contentMediaType"] = output.mediaType
         schema = {"type": "array", "items": file_schema} if output.multiple else file_schema
         outputs[output.name] = {"title": output.name, "description": "a file it writes", "schema": schema}
-    for value in definition.outputs.values:
+    for value in definition.value_outputs:
         outputs[value.name] = {
             "title": value.title or value.name,
             "description": value.description or "",

@@ -2,7 +2,8 @@
 
 - every request body is bounded (`GRANARY_API_MAX_BODY_MIB`, 413 past it) and read only after who asks is known;
 - JSON is parsed strictly: nesting, lone surrogates, `NaN`/`Infinity`/numbers out of range are a 400, not a 500;
-- every answer says `nosniff`; HTML pages may run only this API's own scripts and cannot be framed;
+- every answer says `nosniff` and sends no referrer to other origins (`same-origin`: with `no-referrer`, a browser's
+  forms would send `Origin: null`); HTML pages may run only this API's own scripts and cannot be framed;
 - a browser's cookie stands for its token only for requests made by this API's own pages: a state-changing request
   from another origin (another port of the same host included) is refused, and so is one a plain HTML form could send;
 - a container's output is served so that a browser cannot run it on this origin (`served_file_headers`).
@@ -166,7 +167,7 @@ def _encodable(text: str) -> bool:
 
 
 def _common_headers() -> list[tuple[bytes, bytes]]:
-    return [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+    return [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
 
 
 class SecurityHeaders:
