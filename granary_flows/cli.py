@@ -26,6 +26,11 @@ app = typer.Typer(
 )
 tasks_app = typer.Typer(help="What is registered: list, show and remove tasks and pipelines.", no_args_is_help=False)
 app.add_typer(tasks_app, name="tasks")
+server_app = typer.Typer(
+    help="Run Prefect's server as granary runs it: only the services granary needs (docs: production).",
+    no_args_is_help=True,
+)
+app.add_typer(server_app, name="server")
 console = Console()
 err_console = Console(stderr=True)
 DeploymentsOption = typer.Option(
@@ -224,6 +229,33 @@ def _print_served(served: Any, work_pool: str | None) -> None:
     console.print("[dim]waiting for runs; Ctrl+C to stop[/]")
 
 
+@server_app.command("start")
+def server_start(
+    host: str = typer.Option("127.0.0.1", help="The address to listen on."),
+    port: int = typer.Option(4200, help="The port to listen on."),
+    no_services: bool = typer.Option(False, "--no-services", help="An API replica: the services run elsewhere."),
+) -> None:
+    """Prefect's server (`prefect server start`), without the services granary does not need."""
+    import sys
+
+    from granary_flows.server import server_environment
+
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
+    os.execve(sys.executable, command + (["--no-services"] if no_services else []), server_environment(os.environ))
+
+
+@server_app.command("services")
+def server_services() -> None:
+    """Prefect's services in a process of their own (`prefect server services start`), for API replicas started
+    with --no-services; the same lean set."""
+    import sys
+
+    from granary_flows.server import server_environment
+
+    command = [sys.executable, "-m", "prefect", "server", "services", "start"]
+    os.execve(sys.executable, command, server_environment(os.environ))
+
+
 @app.command()
 def api(
     host: str = typer.Option("127.0.0.1", help="The address to listen on."),
@@ -286,7 +318,7 @@ def _print_errors(errors: list[Any], on: Console) -> None:
 
 def _register(paths: list[Path], pool: str | None) -> None:
     from granary_flows.deployment import ensure_work_pool
-    from granary_flows.registry import Registry
+    from granary_flows.registry import Registry, missing_image
     from granary_flows.server import prefect_client
 
     loaded, errors = read_files(paths)
@@ -309,6 +341,9 @@ def _register(paths: list[Path], pool: str | None) -> None:
                     f"{where} [dim]deployment {done.name}/{done.name}[/]",
                     highlight=False,
                 )
+                problem = missing_image(entry.definition)
+                if problem:
+                    err_console.print(Text.assemble(("warning:", "bold yellow"), f" {done.name}: {problem}"))
     except GranaryError as err:
         raise fail(str(err)) from err
 

@@ -1,4 +1,12 @@
-"""The embedded default: a local Prefect server with SQLite, started when no `PREFECT_API_URL` is set."""
+"""The Prefect server granary starts: the embedded default (a local server with SQLite, started when no
+`PREFECT_API_URL` is set), and the configuration every server granary documents runs with.
+
+Granary runs only the Prefect services its features need: the scheduler (schedules), the task run recorder (task
+runs), and the event distributor (the live event stream its runners wait on). Each of the others costs the server CPU
+for every execution (measured: docs/benchmarks.md) and gives granary's users nothing they rely on; what a user loses
+with each is said in LEAN_SERVICES. `GRANARY_SERVER_SERVICES=prefect` keeps Prefect's own defaults, and any
+`PREFECT_SERVER_SERVICES_*` already set is left as it is.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +25,19 @@ import httpx
 from granary_flows.errors import GranaryError
 
 QUIET = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+# The Prefect services granary's servers run without, and what a user loses with each.
+LEAN_SERVICES = {
+    "late_runs": "runs are never marked Late (PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS can keep it, later)",
+    "foreman": "work pools, their queues and workers are never marked offline when heartbeats stop",
+    "cancellation_cleanup": "a run left Cancelling by a runner that died is not ended for it (granary's runners end "
+    "their own cancelled runs)",
+    "pause_expirations": "a paused run is not failed when its pause times out (granary's runs are never paused)",
+    "repossessor": "expired concurrency-limit leases are not reclaimed (granary uses no concurrency limits)",
+    "cleanup_reconciler": "resources of runs that ended are not reconciled for cleanup",
+    "triggers": "automations never fire, Prefect's heartbeat automation (a vanished host's runs) among them",
+    "event_persister": "events are not stored: the UI's event feed and /events/filter are empty (the live event "
+    "stream, which granary's runners use, goes on)",
+}
 
 
 def free_port() -> int:
@@ -39,7 +60,7 @@ def local_server(
     """
     port = port or free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    env = os.environ | QUIET | {"PREFECT_UI_API_URL": api_url} | (extra_env or {})
+    env = server_environment(os.environ) | {"PREFECT_UI_API_URL": api_url} | (extra_env or {})
     env.pop("PREFECT_API_URL", None)
     log = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115  (closed in the finally below)
     process = subprocess.Popen(
@@ -60,6 +81,22 @@ def local_server(
             process.kill()
         if log_file:
             log.close()  # type: ignore[union-attr]
+
+
+def server_environment(environ: Any) -> dict[str, str]:
+    """The environment a Prefect server granary starts runs with: `environ`, quiet, and without LEAN_SERVICES (unless
+    `GRANARY_SERVER_SERVICES=prefect`, or the variable is already set).
+
+    Example:
+        >>> server_environment({})["PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED"]
+        'false'
+        >>> server_environment({"GRANARY_SERVER_SERVICES": "prefect"}).get("PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED")
+    """
+    env = dict(environ) | QUIET
+    if env.get("GRANARY_SERVER_SERVICES", "lean") == "lean":
+        for service in LEAN_SERVICES:
+            env.setdefault(f"PREFECT_SERVER_SERVICES_{service.upper()}_ENABLED", "false")
+    return env
 
 
 def wait_healthy(api_url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> None:

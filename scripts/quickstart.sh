@@ -26,7 +26,7 @@ printf -- '- {token: "sha256:%s", subject: admin, roles: [admin]}\n' "$DIGEST" >
 
 if ! curl -sf "$PREFECT_API_URL/health" >/dev/null; then
   echo "==> starting the Prefect server (log: $LOGS/prefect-server.log)"
-  nohup prefect server start --host 127.0.0.1 --port 4200 >"$LOGS/prefect-server.log" 2>&1 &
+  nohup granary server start --host 127.0.0.1 --port 4200 >"$LOGS/prefect-server.log" 2>&1 &
   for _ in $(seq 120); do curl -sf "$PREFECT_API_URL/health" >/dev/null && break; sleep 0.5; done
 fi
 if ! pgrep -f "granary serve" >/dev/null; then
