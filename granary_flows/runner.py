@@ -17,7 +17,8 @@ import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, cast
 from uuid import UUID, uuid4
 
@@ -41,12 +42,15 @@ from prefect.context import SettingsContext, get_settings_context
 from prefect.events import emit_event
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
-from prefect.exceptions import Abort, PrefectHTTPStatusError
+from prefect.exceptions import Abort, ObjectNotFound, PrefectHTTPStatusError
+from prefect.filesystems import LocalFileSystem, WritableFileSystem
 from prefect.flow_engine import run_flow
 from prefect.logging.loggers import flow_run_logger
+from prefect.results import get_default_result_storage
 from prefect.settings import (
     PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
     PREFECT_CLIENT_CSRF_SUPPORT_ENABLED,
+    PREFECT_CLIENT_CUSTOM_HEADERS,
     PREFECT_CLIENT_MAX_RETRIES,
     PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
     get_current_settings,
@@ -60,6 +64,7 @@ from granary_flows.allocator import fix_malloc_thresholds
 from granary_flows.cancellation import CancelToken, running_with
 from granary_flows.catalog import Catalog
 from granary_flows.definition import RuntimeKind
+from granary_flows.due_runs import DueRuns
 from granary_flows.flows import flow_for
 from granary_flows.loading import Definition
 from granary_flows.restarts import CLAIM
@@ -73,7 +78,7 @@ CANCEL_CHECK = 0.5
 HEARTBEAT_INTERVAL = 30.0  # a work-pool worker's heartbeat, which shows it online in the UI
 # The server's events for a run that became due: each wakes the runner at once, rather than at its next poll.
 DUE_EVENTS = ["prefect.flow-run.Scheduled", "prefect.flow-run.AwaitingRetry"]
-MIN_POLL_GAP = 0.02
+MIN_POLL_GAP = 0.25  # a burst of due events (a hundred runs created at once) wakes at most one look per gap
 ADOPT_INTERVAL = 10.0  # how often the runner looks for claims of its own whose answer it lost
 
 
@@ -112,12 +117,16 @@ class InProcessRunner:
         self._flows: dict[str, Any] = {}  # a definition (as JSON) -> its flow, built once
         self._lock = threading.Lock()
         self._hurry = threading.Event()
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # something below changed: the loop looks now, not at its next tick
+        self._told_due = threading.Event()  # the server said a run became due
+        self._freed = threading.Event()  # a run ended: a place is free
+        self._due = DueRuns()
         self._server_away = False
         self._claims_unsure = threading.Event()  # a claim's answer was lost: the server may hold it as ours
         self.heartbeat_seconds = get_current_settings().flows.heartbeat_frequency
         self._run_settings: dict[str, Any] = {}  # built when serving starts: it asks the server one thing
         self._run_tls: ssl.SSLContext | None = None  # built from those settings, once
+        self._result_storage: WritableFileSystem | Path | None = None  # Prefect's default, resolved once
 
     @property
     def claim_message(self) -> str:
@@ -130,16 +139,23 @@ class InProcessRunner:
         fix_malloc_thresholds()  # a process that runs thousands of executions: its memory must not creep
         self._run_settings = _settings_for_runs(csrf=_server_checks_csrf())  # the runs' own, not this loop's below
         self._run_tls = _tls_context(self._run_settings["settings"])
+        with SettingsContext(**self._run_settings):  # once, rather than the engine asking the server at every run
+            storage = cast(WritableFileSystem, get_default_result_storage(_sync=True))  # type: ignore[call-arg]
+        # A block a flow is given must be saved: the local default (unsaved) is given as its folder.
+        self._result_storage = storage
+        if isinstance(storage, LocalFileSystem) and storage._block_document_id is None:
+            self._result_storage = Path(str(storage.basepath))
         # This loop's own calls give up quickly while the server is away, so that it stays responsive to signals and
         # says it is waiting; the runs' threads keep Prefect's patient retries (their settings are not this context's).
         with (
-            temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 1}),
+            temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 1, PREFECT_CLIENT_CUSTOM_HEADERS: uncompressed()}),
             get_client(sync_client=True) as client,
             ThreadPoolExecutor(self.limit, "granary-run") as pool,
         ):
             threading.Thread(target=self._listen_for_due_runs, args=(stop,), daemon=True, name="granary-due").start()
-            next_poll = next_check = next_heartbeat = last_poll = last_run_heartbeat = next_adopt = 0.0
+            next_poll = next_check = next_heartbeat = last_told = last_run_heartbeat = next_adopt = 0.0
             while not stop.is_set():
+                self._wake.clear()
                 now = time.monotonic()
                 if self.work_pool and now >= next_heartbeat:
                     next_heartbeat = now + HEARTBEAT_INTERVAL
@@ -147,10 +163,17 @@ class InProcessRunner:
                 if self.heartbeat_seconds and now - last_run_heartbeat >= self.heartbeat_seconds:
                     last_run_heartbeat = now
                     self._send_run_heartbeats()
-                if (self._wake.is_set() and now - last_poll >= MIN_POLL_GAP) or now >= next_poll:
-                    self._wake.clear()
-                    last_poll, next_poll = now, now + self.poll_interval
-                    self._attempt(self._claim_due_runs, client, pool)
+                told = self._told_due.is_set() and now - last_told >= MIN_POLL_GAP
+                if told or now >= next_poll or self._due.came_due():
+                    if told:
+                        self._told_due.clear()
+                        last_told = now
+                    self._freed.clear()
+                    next_poll = now + self.poll_interval
+                    self._attempt(self._claim_due_runs, client, pool, True)
+                elif self._freed.is_set():
+                    self._freed.clear()
+                    self._attempt(self._claim_due_runs, client, pool, False)
                 if now >= next_check:
                     next_check = now + CANCEL_CHECK
                     self._attempt(self._stop_cancelling_runs, client)
@@ -179,6 +202,7 @@ class InProcessRunner:
             async with get_events_subscriber(filter=EventFilter(event=EventNameFilter(name=DUE_EVENTS))) as events:
                 async for event in events:
                     if any(related.id.startswith("prefect.deployment.") for related in event.related):
+                        self._told_due.set()
                         self._wake.set()
 
         while not stop.is_set():
@@ -205,13 +229,21 @@ class InProcessRunner:
             logger.info("the Prefect server answers again")
             self._server_away = False
 
-    def _claim_due_runs(self, client: SyncPrefectClient, pool: ThreadPoolExecutor) -> None:
-        free = self.limit - len(self.in_flight)
-        if free <= 0:
-            return
-        for flow_run in self._due_runs(client, free):
-            if len(self.in_flight) >= self.limit:
-                return
+    def _claim_due_runs(self, client: SyncPrefectClient, pool: ThreadPoolExecutor, look: bool) -> None:
+        """Claim due runs while there is a free place. With `look` (a run became due, or the poll interval passed),
+        the server is asked first; otherwise (a place came free) the runs the last look found due are taken, and the
+        server is asked only when it had more."""
+        if look or self._due.stale(self.poll_interval):
+            self._look(client)
+        looked_again = False
+        while len(self.in_flight) < self.limit:
+            flow_run = self._due.next()
+            if flow_run is None:
+                if looked_again or not self._due.more:
+                    return
+                self._look(client)
+                looked_again = True
+                continue
             if flow_run.id in self.in_flight or flow_run.deployment_id is None:
                 continue
             definition = self.catalog.definition_for(client, flow_run)
@@ -225,14 +257,29 @@ class InProcessRunner:
                 self.tokens[claimed.id] = CancelToken()
             pool.submit(self._execute, claimed, definition)
 
-    def _due_runs(self, client: SyncPrefectClient, limit: int) -> list[Any]:  # FlowRun or the server's FlowRunResponse
+    def _look(self, client: SyncPrefectClient) -> None:
+        """Ask the server for the runs due now and those due before the next poll (whose time then wakes the
+        loop), twice as many as this runner runs at once: the places that free up next are filled without asking."""
         now = datetime.now(timezone.utc)
+        before = now + timedelta(seconds=self.poll_interval)
+        asked = 2 * self.limit
         if self.work_pool:
-            return [r.flow_run for r in client.get_scheduled_flow_runs_for_work_pool(self.work_pool, None, now)]
-        served = self.catalog.deployment_ids(client)
-        if not served:
-            return []
-        return client.get_scheduled_flow_runs_for_deployments(served, scheduled_before=now, limit=limit)
+            answer = client.request(
+                "POST",
+                "/work_pools/{name}/get_scheduled_flow_runs",
+                path_params={"name": self.work_pool},
+                json={"scheduled_before": before.isoformat(), "limit": asked},
+            )
+            answer.raise_for_status()
+            runs: list[Any] = [FlowRun.model_validate(found["flow_run"]) for found in answer.json()]
+        else:
+            served = self.catalog.deployment_ids(client)
+            runs = (
+                client.get_scheduled_flow_runs_for_deployments(served, scheduled_before=before, limit=asked)
+                if served
+                else []
+            )
+        self._due.found(runs, asked, now)
 
     def _claim(self, client: SyncPrefectClient, flow_run: Any) -> FlowRun | None:
         """Propose Pending, signed with this runner's id; the server lets one claimer through. Returns the run as
@@ -246,6 +293,8 @@ class InProcessRunner:
             found = current.state
             ours = found is not None and found.is_pending() and found.message == self.claim_message
             return current if ours else None
+        except ObjectNotFound:  # deleted since it was found due
+            return None
         except Exception:
             self._claims_unsure.set()  # the server may have taken it: `_adopt_lost_claims` will see
             raise
@@ -300,7 +349,7 @@ class InProcessRunner:
         key = definition.model_dump_json()
         with self._lock:
             if key not in self._flows:
-                self._flows[key] = flow_for(definition, self.store, self.runtimes, self.runner_id)
+                self._flows[key] = flow_for(definition, self.store, self.runtimes, self.runner_id, self._result_storage)
             return self._flows[key]
 
     def _execute(self, flow_run: FlowRun, definition: Definition) -> None:
@@ -339,7 +388,8 @@ class InProcessRunner:
             with self._lock:
                 self.in_flight.pop(flow_run_id, None)
                 self.tokens.pop(flow_run_id, None)
-            self._wake.set()  # a free slot: look for runs that were waiting for one
+            self._freed.set()  # a free place: take a run that was waiting for one
+            self._wake.set()
 
     def _stop_cancelling_runs(self, client: SyncPrefectClient) -> None:
         ids = [i for i, token in list(self.tokens.items()) if not token.cancelled]
@@ -442,10 +492,20 @@ def _settings_for_runs(csrf: bool) -> dict[str, Any]:
     verify anything (`_tls_context` then loads no certifi bundle).
     """
     current = get_settings_context()
-    updates: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_CLIENT_CSRF_SUPPORT_ENABLED: csrf}
+    updates: dict[Any, Any] = {
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
+        PREFECT_CLIENT_CSRF_SUPPORT_ENABLED: csrf,
+        PREFECT_CLIENT_CUSTOM_HEADERS: uncompressed(),
+    }
     if (current.settings.api.url or "").startswith("http://"):
         updates[PREFECT_API_TLS_INSECURE_SKIP_VERIFY] = True
     with temporary_settings(updates=updates) as settings:
         pass
     # A context per run, from these: one context object entered by several threads would mix up their tokens.
     return {"profile": current.profile, "settings": settings}
+
+
+def uncompressed() -> dict[str, str]:
+    """The client's headers, asking for answers as they are: the server would spend CPU compressing each for a
+    client on the same network that saves nothing by it."""
+    return {**get_current_settings().client.custom_headers, "Accept-Encoding": "identity"}

@@ -21,9 +21,9 @@ from helpers import (
     register_definitions,
     stop_process,
     task_copy,
+    task_runs_of,
     wait_final,
 )
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from typer.testing import CliRunner
 
 from granary_flows.cli import app
@@ -176,7 +176,7 @@ def test_cancellation_ends_the_run_cancelled_within_two_seconds_and_says_so(clie
     assert any("cancellation was requested: stopping its containers and jobs" in line for line in said)
     assert not any("Traceback" in line for line in said)  # a cancel is no error
     assert "Cancelled" in said[-1], said[-3:]
-    [attempt] = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+    [attempt] = task_runs_of(client, flow_run.id)
     assert attempt.state.is_cancelled(), attempt.state  # the attempt too, not Failed with exit code 137
 
 
