@@ -8,6 +8,8 @@ itself). Each block holds the fields of a model defined once (`Entry` here, `pol
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -46,6 +48,21 @@ class Entry(BaseModel):
         if self.kind == "pipeline":
             return PipelineDefinition.model_validate(self.definition | {"source": self.source})
         return TaskDefinition.model_validate(self.definition | {"source": self.source})
+
+    @property
+    def deployment_version(self) -> str:
+        """The version its deployment carries: the definition's, and a digest of what was registered (SemVer's build
+        metadata). Every run records its deployment's version when it is created, so a runner that holds a
+        definition knows whether it is the one the run was created under without reading it again.
+
+        Example:
+            >>> entry = Entry(name="a", kind="task", version="1.0.0", runtime="docker", source_format="granary-flows",
+            ...               source="a.yaml", definition={"name": "a"}, document={}, registered=datetime.now())
+            >>> entry.deployment_version
+            '1.0.0+7639bdf8e5ec'
+        """
+        registered = json.dumps([self.definition, self.source], sort_keys=True)
+        return f"{self.version}+{hashlib.sha256(registered.encode()).hexdigest()[:12]}"
 
     @property
     def access(self) -> list[str]:

@@ -23,6 +23,7 @@ def create_deployment(
     definition: Registered,
     work_pool: str | None = None,
     pull_steps: list[dict[str, Any]] | None = None,
+    version: str | None = None,
 ) -> UUID:
     """Create the deployment `<task>/<task>`, or bring an existing one up to date (schema, schedules, tags...).
 
@@ -31,6 +32,7 @@ def create_deployment(
         definition: the task or pipeline.
         work_pool: for `granary deploy`; None for deployments served by `granary serve`.
         pull_steps: what Prefect's own runner does before loading the flow (`serve --subprocess`).
+        version: the deployment's version; default the definition's (the registry's is `Entry.deployment_version`).
 
     Returns:
         The deployment id, the same one each time the task is registered again.
@@ -39,7 +41,7 @@ def create_deployment(
     return client.create_deployment(
         flow_id=flow_id,
         name=definition.name,
-        version=definition.version,
+        version=version or definition.version,
         description=definition.description or definition.title,
         tags=definition.tags,
         parameter_openapi_schema=parameter_schema(definition.arguments_schema),

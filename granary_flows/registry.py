@@ -69,7 +69,6 @@ class Registry:
             if problem is not None:
                 raise problem
         self._refuse_collision(definition.name)
-        deployment_id = create_deployment(self.client, definition, work_pool=work_pool, pull_steps=pull_steps)
         entry = Entry(
             name=definition.name,
             kind="pipeline" if isinstance(definition, PipelineDefinition) else "task",
@@ -84,7 +83,9 @@ class Registry:
             registered=datetime.now(timezone.utc),
             registered_by=registered_by,
             image_digest=image_digest,
-            deployment_id=deployment_id,
+        )
+        entry.deployment_id = create_deployment(
+            self.client, definition, work_pool=work_pool, pull_steps=pull_steps, version=entry.deployment_version
         )
         GranaryTask(**entry.model_dump(mode="json")).save(registry_key(definition.name), overwrite=True)
         return entry

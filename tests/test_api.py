@@ -316,11 +316,11 @@ def test_part_2_deploys_replaces_and_undeploys_processes_in_any_format(api, admi
     from granary_flows.catalog import RegistryCatalog
 
     class OnlyDeployed(RegistryCatalog):
-        """The registry, as `granary serve` reads it (each run executes what is registered when it starts), for the
-        task this test deployed alone: the session's runner serves the others."""
+        """The registry, as `granary serve` reads it (a run executes what was registered when it was created, or
+        later), for the task this test deployed alone: the session's runner serves the others."""
 
         def deployment_ids(self, client):
-            return [i for i in super().deployment_ids(client) if self._names[i] == "deployed"]
+            return [i for i in super().deployment_ids(client) if self._entries[i].name == "deployed"]
 
     with runner_for(OnlyDeployed(refresh=0), ResultsStore(), {RuntimeKind.DOCKER: docker_runtime}):
         running = post(api, "/processes/deployed/execution", admin, {"inputs": {"duration": 2}},
