@@ -101,6 +101,7 @@ class DockerRuntime(Runtime):
 
     def __init__(self, client: docker.DockerClient | None = None):
         self._client = client
+        self._listed: dict[str, list[Any]] = {}  # an execution -> its containers, listed by `resuming` for `prepare`
 
     @property
     def client(self) -> docker.DockerClient:
@@ -110,7 +111,7 @@ class DockerRuntime(Runtime):
 
     def prepare(self, attempt: Attempt, store: ResultsStore) -> Attempt:
         output_dir = attempt.work_dir / f"attempt-{attempt.number}" / "outputs"
-        existing = self._existing(attempt)
+        existing = self._existing(attempt, self._listed.pop(attempt.execution_id, None))
         if existing is None:  # a fresh start: nothing an earlier process left counts
             shutil.rmtree(output_dir, ignore_errors=True)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -146,10 +147,11 @@ class DockerRuntime(Runtime):
                     LOG_DRAIN,
                     LOG_TAIL,
                 )
-            with contextlib.suppress(NotFound):
-                container.reload()
-                if container.attrs["State"].get("OOMKilled"):
-                    killed_reason = f"killed: out of memory (limit {attempt.task.resources.memory} MiB)"
+            if exit_code != 0:  # only a failed container may have been killed for its memory
+                with contextlib.suppress(NotFound):
+                    container.reload()
+                    if container.attrs["State"].get("OOMKilled"):
+                        killed_reason = f"killed: out of memory (limit {attempt.task.resources.memory} MiB)"
             return AttemptOutcome(
                 exit_code=exit_code,
                 killed_reason=killed_reason,
@@ -179,7 +181,9 @@ class DockerRuntime(Runtime):
         return Collected(stored=stored, warnings=written.warnings)
 
     def resuming(self, execution_id: str) -> int | None:
-        for container in self._labelled(f"{LABEL_EXECUTION}={execution_id}"):
+        listed = self._labelled(f"{LABEL_EXECUTION}={execution_id}")
+        self._listed[execution_id] = listed  # `prepare`, which comes next, looks at the same list
+        for container in listed:
             labels = container.attrs.get("Labels") or {}
             if labels.get(LABEL_SERVER) == current_server() and labels.get(LABEL_ATTEMPT, "").isdigit():
                 return int(labels[LABEL_ATTEMPT])
@@ -209,9 +213,12 @@ class DockerRuntime(Runtime):
             found.append(Orphan(execution_id=flow_run_id, what="the process running it died; container removed"))
         return found
 
-    def _existing(self, attempt: Attempt) -> Any:
-        """The container of this very attempt that a runner which died left behind, if any."""
-        for container in self._labelled(f"{LABEL_EXECUTION}={attempt.execution_id}"):
+    def _existing(self, attempt: Attempt, listed: list[Any] | None) -> Any:
+        """The container of this very attempt that a runner which died left behind, if any (from `listed`, the
+        execution's containers as `resuming` just listed them, else listed now)."""
+        if listed is None:
+            listed = self._labelled(f"{LABEL_EXECUTION}={attempt.execution_id}")
+        for container in listed:
             labels = container.attrs.get("Labels") or {}
             if labels.get(LABEL_ATTEMPT) == str(attempt.number) and labels.get(LABEL_SERVER) == current_server():
                 found = self._found(container.id)
@@ -254,14 +261,20 @@ class DockerRuntime(Runtime):
         return found
 
     def _create(self, attempt: Attempt) -> Any:
-        image = attempt.task.runtime.docker.image  # type: ignore[union-attr]
-        attempt.image_digest = self.image_digest(attempt.task.runtime.docker)
+        spec = attempt.task.runtime.docker
+        assert spec is not None
+        if spec.digest:  # pinned: checked before anything is created
+            attempt.image_digest = self.image_digest(spec)
         try:
-            return self.client.containers.create(**self._container_options(attempt))
+            container = self.client.containers.create(**self._container_options(attempt))
         except ImageNotFound as err:
-            raise RuntimeUnavailable(f"image {image!r} is not on this Docker engine: build or pull it first") from err
+            raise RuntimeUnavailable(
+                f"image {spec.image!r} is not on this Docker engine: build or pull it first"
+            ) from err
         except APIError as err:
             raise RuntimeUnavailable(f"Docker refused to create the container: {err.explanation or err}") from err
+        attempt.image_digest = container.attrs.get("Image") or attempt.image_digest  # the image it runs, by id
+        return container
 
     def _start(self, container: Any, stdin: str | None) -> None:
         if stdin is None:
