@@ -15,6 +15,7 @@ import contextvars
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, cast
 from uuid import UUID
@@ -139,9 +140,13 @@ def _publish(create: Callable[..., Any], **fields: Any) -> Any:
     return create(**{name: mask.document(value) for name, value in fields.items()})
 
 
+PROGRESS_AFTER = 1.0  # seconds after its first progress line before a container's progress is shown
+
+
 class ProgressArtifact:
     """Drives a progress artifact from the container's `{"progress": N}` lines; its message is masked. Made only
-    when the container reports progress.
+    when the container reports progress and is still running a second later: the progress of a shorter one would
+    only repeat its report (two calls to the server for nothing a person could watch).
 
     The artifact is written by a thread of its own, so that the container's log lines never wait on the Prefect API;
     updates that arrive while one is being written are folded into the newest. `flush()` waits until the artifact
@@ -155,11 +160,15 @@ class ProgressArtifact:
         self._unsent: tuple[float, str] | None = None
         self._sender: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._first_at: float | None = None
+        self._ended = threading.Event()
 
     def update(self, percent: float, message: str | None) -> None:
         if percent == self.progress:
             return
         self.progress = percent
+        if self._first_at is None:
+            self._first_at = time.monotonic()
         with self._lock:
             self._unsent = (percent, message or f"{self.task}: {percent:g}%")
             if self._sender is None:  # the run's context goes with it: the artifact belongs to this run
@@ -169,13 +178,20 @@ class ProgressArtifact:
                 self._sender.start()
 
     def flush(self) -> None:
-        """Wait until the last progress reported is written."""
+        """The container ended: wait until the last progress reported is written (if it is shown at all)."""
+        self._ended.set()
         with self._lock:
             sender = self._sender
         if sender is not None:
             sender.join()
 
     def _send(self) -> None:
+        if self.artifact_id is None and self._first_at is not None:
+            wait = self._first_at + PROGRESS_AFTER - time.monotonic()
+            if wait > 0 and self._ended.wait(wait):  # it ended first: its report says the rest
+                with self._lock:
+                    self._sender = None
+                return
         while True:
             with self._lock:
                 unsent, self._unsent = self._unsent, None

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from granary_flows.artifacts import ProgressArtifact
+from granary_flows.artifacts import PROGRESS_AFTER, ProgressArtifact
 from granary_flows.contract import parse_plugin_results, parse_progress, variable_name
 from granary_flows.definition import TaskDefinition
 from granary_flows.invocation import invocation_for
@@ -60,8 +60,25 @@ def test_progress_reported_while_the_artifact_is_being_written_is_folded_into_th
             written.append((percent, description))
 
     progress = SlowServer("hello")
-    for percent in range(1, 101):
+    progress.update(1, "step 1")
+    time.sleep(PROGRESS_AFTER + 0.05)  # the first write is under way
+    for percent in range(2, 101):
         progress.update(percent, f"step {percent}")
     progress.flush()
     assert written[-1] == (100, "step 100")
     assert len(written) <= 2 and [p for p, _ in written] == sorted({p for p, _ in written})
+
+
+def test_the_progress_of_a_container_that_ends_within_a_second_of_reporting_it_is_not_written():
+    written: list[float] = []
+
+    class Server(ProgressArtifact):
+        def _write(self, percent: float, description: str) -> None:
+            written.append(percent)
+
+    progress = Server("hello")
+    for percent in (10, 50, 100):
+        progress.update(percent, None)
+    started = time.monotonic()
+    progress.flush()
+    assert written == [] and time.monotonic() - started < 0.5  # and the run does not wait for it
