@@ -5,10 +5,12 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prefect import Flow, State, flow
 from prefect.client.schemas.objects import FlowRun
+from prefect.filesystems import WritableFileSystem
 from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -28,6 +30,7 @@ def flow_for(
     store: ResultsStore | None = None,
     runtimes: dict[RuntimeKind, Runtime] | None = None,
     runner_id: str = "",
+    result_storage: WritableFileSystem | Path | None = None,
 ) -> Flow[..., dict[str, Any]]:
     """The Prefect flow that executes a task or a pipeline.
 
@@ -40,6 +43,8 @@ def flow_for(
         store: the results store; default `ResultsStore()` (as configured), made when the flow first runs.
         runtimes: the runtimes of a runner (`granary serve`, `granary worker`); default one of each kind per process.
         runner_id: carried by the containers and jobs it starts.
+        result_storage: where Prefect keeps the run's return value (the results document); default Prefect's
+            default, which the engine then asks the server for at every run (a runner resolves it once).
 
     Example:
         >>> hello = flow_for(load_definition("deployments/hello.yaml"))  # doctest: +SKIP
@@ -75,7 +80,7 @@ def flow_for(
     task_runner: ThreadPoolTaskRunner[Any] | None = None
     if isinstance(definition, PipelineDefinition):
         task_runner = ThreadPoolTaskRunner(max_workers=definition.concurrency)
-    return _as_flow(definition, execute, lambda: list(store_and_runtimes()[1].values()), task_runner)
+    return _as_flow(definition, execute, lambda: list(store_and_runtimes()[1].values()), task_runner, result_storage)
 
 
 def _as_flow(
@@ -83,6 +88,7 @@ def _as_flow(
     execute: Callable[..., Any],
     runtimes: Callable[[], list[Runtime]],
     task_runner: Any = None,
+    result_storage: WritableFileSystem | Path | None = None,
 ) -> Flow[..., dict[str, Any]]:
     def stop_what_runs(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
         # Prefect's own runner and workers kill the flow's process on cancellation, which would leave its containers
@@ -103,6 +109,7 @@ def _as_flow(
         version=definition.version,
         description=definition.description or definition.title,
         persist_result=True,
+        result_storage=result_storage,
         result_serializer="json",
         validate_parameters=False,
         log_prints=False,

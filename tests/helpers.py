@@ -156,6 +156,23 @@ def logs_of(
         time.sleep(1)
 
 
+def task_runs_of(client: SyncPrefectClient, flow_run_id: Any, timeout: float = 15) -> list[Any]:
+    """The run's task runs (its attempts), newest first, once each is final: the server records them from the
+    runner's events in batches, up to a second after the run's own state (server.TUNED)."""
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])),
+            sort=TaskRunSort.EXPECTED_START_TIME_DESC,
+        )
+        if (found and all(run.state and run.state.is_final() for run in found)) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
 def artifacts_of(client: SyncPrefectClient, flow_run_id: Any) -> list[Any]:
     """The run's artifacts, read through the REST API (3.8.8's sync client sends nulls the server refuses)."""
     from prefect.client.schemas.objects import Artifact

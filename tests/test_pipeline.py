@@ -30,13 +30,16 @@ def step_states(client, flow_run_id, since: float = 0.0) -> dict[str, str]:
     """Task run name -> state name, for the pipeline's step task runs created since `since`."""
     from prefect.client.schemas.objects import TaskRun
 
-    time.sleep(1)  # task run states reach the server as events
-    response = api_post(
-        "/task_runs/filter", {"flow_runs": {"id": {"any_": [str(flow_run_id)]}}, "limit": 200, "offset": 0}
-    )
-    runs = [TaskRun.model_validate(item) for item in response.json()]
-    steps = [r for r in runs if not r.name.startswith("run-") and r.created.timestamp() >= since]
-    return {r.name: r.state.name for r in sorted(steps, key=lambda r: r.created)}
+    deadline = time.monotonic() + 15  # task run states reach the server as events, recorded in batches
+    while True:
+        time.sleep(1)
+        response = api_post(
+            "/task_runs/filter", {"flow_runs": {"id": {"any_": [str(flow_run_id)]}}, "limit": 200, "offset": 0}
+        )
+        runs = [TaskRun.model_validate(item) for item in response.json()]
+        steps = [r for r in runs if not r.name.startswith("run-") and r.created.timestamp() >= since]
+        if all(r.state and r.state.is_final() for r in runs) or time.monotonic() > deadline:
+            return {r.name: r.state.name for r in sorted(steps, key=lambda r: r.created)}
 
 
 def read(href: str) -> str:
