@@ -101,9 +101,9 @@ def publish(store: ResultsStore, task: str, title: str | None, description: str 
     item_document = item.to_dict(include_self_link=False, transform_hrefs=False)
     ItemModel.model_validate(item_document)
     item_uri = store.write_json(layout.item_document(task, item.id), item_document)
-    # One writer per task at a time: threads of this process, then processes sharing a local results folder.
-    with _collection_locks[task], store.exclusive(layout.collection_document(task)):
-        collection = _load_collection(store, task, title, description)
+
+    def add_item(found: dict[str, Any] | None) -> dict[str, Any]:
+        collection = found or _new_collection(task, title, description)
         target = layout.item_link_from_collection(item.id)
         linked = {link["href"] for link in collection["links"] if link["rel"] == "item"}
         new_link = {"rel": "item", "href": target, "type": pystac.MediaType.GEOJSON.value}
@@ -113,36 +113,38 @@ def publish(store: ResultsStore, task: str, title: str | None, description: str 
         # The Item links already there were validated when they were added.
         other_links = [link for link in collection["links"] if link["rel"] != "item"]
         CollectionModel.model_validate({**collection, "links": [*other_links, new_link]})
-        store.write_json(layout.collection_document(task), collection, indent=None)
+        return collection
+
+    # One writer per task at a time among this process's threads; between processes, the store's update.
+    with _collection_locks[task]:
+        store.update_json(layout.collection_document(task), add_item)
     return item_uri
 
 
 def unpublish(store: ResultsStore, task: str, execution_ids: set[str]) -> None:
     """Take removed executions' Items out of the task's Collection (its extent is left as it was)."""
     targets = {layout.item_link_from_collection(execution_id) for execution_id in execution_ids}
-    with _collection_locks[task], store.exclusive(layout.collection_document(task)):
-        try:
-            document = store.read_json(layout.collection_document(task))
-        except FileNotFoundError:
-            return
-        document["links"] = [link for link in document.get("links", []) if link.get("href") not in targets]
-        store.write_json(layout.collection_document(task), document, indent=None)
+
+    def remove_items(found: dict[str, Any] | None) -> dict[str, Any] | None:
+        if found is not None:
+            found["links"] = [link for link in found.get("links", []) if link.get("href") not in targets]
+        return found
+
+    with _collection_locks[task]:
+        store.update_json(layout.collection_document(task), remove_items)
 
 
-def _load_collection(store: ResultsStore, task: str, title: str | None, description: str | None) -> dict[str, Any]:
-    try:
-        return store.read_json(layout.collection_document(task))
-    except FileNotFoundError:
-        return pystac.Collection(
-            id=task,
-            title=title,
-            description=description or f"Results of the {task} task",
-            extent=pystac.Extent(
-                pystac.SpatialExtent([list(WHOLE_WORLD)]),
-                pystac.TemporalExtent([[None, None]]),  # type: ignore[arg-type]
-            ),
-            license="other",
-        ).to_dict(include_self_link=False, transform_hrefs=False)
+def _new_collection(task: str, title: str | None, description: str | None) -> dict[str, Any]:
+    return pystac.Collection(
+        id=task,
+        title=title,
+        description=description or f"Results of the {task} task",
+        extent=pystac.Extent(
+            pystac.SpatialExtent([list(WHOLE_WORLD)]),
+            pystac.TemporalExtent([[None, None]]),  # type: ignore[arg-type]
+        ),
+        license="other",
+    ).to_dict(include_self_link=False, transform_hrefs=False)
 
 
 def _extend(extent: dict[str, Any], item: pystac.Item, first: bool) -> None:

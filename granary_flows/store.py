@@ -8,13 +8,15 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import BotoCoreError, ClientError
 from fsspec.core import url_to_fs
 from pydantic import BaseModel
 
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from granary_flows.outputs import WrittenFile
 
 RESULTS_BLOCK_VARIABLE = "GRANARY_RESULTS_BLOCK"
+UPDATE_TRIES = 50  # conditional writes of a shared document before giving up (each after a short random wait)
 # What a file system raises when a store is unreachable or refuses: s3fs lets botocore's own errors through.
 STORE_ERRORS = (OSError, ValueError, BotoCoreError)
 
@@ -254,17 +257,55 @@ class ResultsStore:
         """Every JSON document directly under `<root>/<folder>`."""
         return self.find_json(f"{folder}/*.json")
 
-    @contextmanager
-    def exclusive(self, relative: str) -> Iterator[None]:
-        """Hold a lock on `<root>/<relative>` across processes, for a read-modify-write of a shared document.
+    def update_json(self, relative: str, change: Callable[[Any], Any], indent: int | None = None) -> Any:
+        """Read-modify-write of a document that several processes change (a task's STAC Collection): `change` is
+        given the document (None when there is none yet) and returns it changed, or None to leave it as it is.
+        Returns what was written.
 
-        Local roots only: on S3 this holds nothing, and two processes updating one document at the same moment may
-        each drop the other's change.
+        On a local root a file lock holds the other writers off. On S3 the write is conditional (If-Match the ETag
+        read, If-None-Match for a new document): when another process wrote first, S3 refuses it and `change` is
+        made again on what that one wrote, so no writer's change is ever lost.
+
+        Raises:
+            StorageError: naming the path, when the store fails or others kept writing first UPDATE_TRIES times.
         """
-        if self.is_s3:
-            yield
-            return
-        lock_path = Path(f"{self._root_path}/{relative}.lock")
+        path = f"{self._root_path}/{relative}"
+        if not self.is_s3:
+            with self._locked(path):
+                try:
+                    current = self.read_json(relative)
+                except FileNotFoundError:
+                    current = None
+                updated = change(current)
+                if updated is not None:
+                    self.write_json(relative, updated, indent)
+                return updated
+        bucket, key = path.split("/", 1)
+        for attempt in range(UPDATE_TRIES):
+            self.fs.invalidate_cache(path)
+            try:
+                etag = self.fs.info(path)["ETag"]
+                current = json.loads(self.fs.cat_file(path))
+                condition = {"IfMatch": etag}
+            except FileNotFoundError:
+                current, condition = None, {"IfNoneMatch": "*"}
+            updated = change(current)
+            if updated is None:
+                return None
+            data = json.dumps(updated, indent=indent, default=str).encode()
+            try:
+                self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
+                return updated
+            except STORE_ERRORS as err:
+                if not _written_first(err):
+                    raise StorageError(f"writing {path} failed: {err}") from err
+            time.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # another writer came first: try again on theirs
+        raise StorageError(f"writing {path} failed: other writers came first {UPDATE_TRIES} times")
+
+    @contextmanager
+    def _locked(self, path: str) -> Iterator[None]:
+        """A lock on a local document (`<path>.lock`) across processes."""
+        lock_path = Path(f"{path}.lock")
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -308,8 +349,17 @@ class ResultsStore:
         """
         path = f"{self._root_path}/{relative}"
         self.fs.invalidate_cache(path)  # another process may have written it since this one last looked
-        with self.fs.open(path, "rb") as handle:
-            return json.load(handle)
+        return json.loads(self.fs.cat_file(path))  # one GET: a document replaced meanwhile is read whole, old or new
+
+
+def _written_first(err: BaseException) -> bool:
+    """Whether S3 refused a conditional write because the object changed since it was read (412) or another
+    conditional write to it was under way (409). s3fs turns botocore's error into an OSError; the cause stays."""
+    while err is not None:
+        if isinstance(err, ClientError):
+            return err.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict")
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+    return False
 
 
 def _from_s3_bucket_block(name: str) -> tuple[str, dict[str, Any]]:

@@ -550,3 +550,13 @@ def test_cancelling_a_mapped_step_terminates_its_array_job_and_every_child(clien
 def flow_run_id_in(aws: SimpleNamespace, key: str, flow_run_id: Any) -> bool:
     record = json.loads(aws.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
     return record.get("flow_run_id") == str(flow_run_id)
+
+
+def test_a_shared_document_on_s3_changed_by_many_writers_at_once_keeps_every_change(aws):
+    """S3's conditional writes (If-Match, If-None-Match) in place of the local folder's file lock: many writers
+    adding to one document at once (executions of one task adding their Items to its Collection) lose nothing."""
+    from test_store import assert_no_change_lost
+
+    from granary_flows.store import ResultsStore
+
+    assert_no_change_lost(ResultsStore(f"s3://{BUCKET}/shared-{time.time_ns()}"))

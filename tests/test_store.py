@@ -57,3 +57,21 @@ def test_links_are_presigned_only_for_the_executions_own_objects():
     for other in (f"{own}/../e2/ndvi.tif", "s3://private-bucket/secret.txt", "s3://results/runs/ndvi/e10/x"):
         assert store.presign(other, own) is None, other
     assert ResultsStore("/tmp/x").presign(f"{own}/ndvi.tif", own) is None  # a local root has no links to sign
+
+
+def test_a_shared_document_changed_by_many_writers_at_once_keeps_every_change(tmp_path):
+    """Each writer adds its own entries to one document at the same time (as executions add their Items to their
+    task's STAC Collection): none is lost. (On S3, tests/test_batch.py.)"""
+    assert_no_change_lost(ResultsStore(str(tmp_path)))
+
+
+def assert_no_change_lost(store: ResultsStore, writers: int = 6, each: int = 15) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def add(entry: str) -> None:
+        store.update_json("t/shared.json", lambda found: {"entries": [*(found or {"entries": []})["entries"], entry]})
+
+    with ThreadPoolExecutor(writers) as pool:
+        list(pool.map(add, [f"{writer}-{n}" for writer in range(writers) for n in range(each)]))
+    entries = store.read_json("t/shared.json")["entries"]
+    assert sorted(entries) == sorted(f"{writer}-{n}" for writer in range(writers) for n in range(each))
