@@ -105,6 +105,7 @@ class Execution:
         self.secrets = seed.resolve_secrets(definition.seed) if definition.seed else {}
         self.mask = Masker([*self.secrets.values(), *uri_credentials(arguments)])
         self.progress = artifacts.ProgressArtifact(definition.name)
+        self.last_attempt: Attempt | None = None
 
     def run(self) -> dict[str, Any]:
         """Run it to its end.
@@ -137,6 +138,8 @@ class Execution:
                 raise
             return self._report_success(arguments, attempted)
         finally:
+            if self.last_attempt is not None:  # its outcome is stored now (or it failed): its container can go
+                self.runtime.release(self.last_attempt)
             shutil.rmtree(self.work, ignore_errors=True)
 
     def _stage(self, arguments: dict[str, Any]) -> list[StagedInput]:
@@ -241,12 +244,19 @@ class Execution:
         outcome = self.runtime.run(attempt, lines)
         lines.close()
         delivered = self._delivered(attempt)  # read now, whatever the outcome: the next attempt may post its own
-        self.cancel.check(f"execution {self.execution_id}")
-        self._raise_for_failure(outcome)
+        try:
+            self.cancel.check(f"execution {self.execution_id}")
+            self._raise_for_failure(outcome)
+            return self._collected(attempt, outcome, delivered)
+        except Exception:
+            self.runtime.release(attempt)  # failed: a retry starts a container of its own
+            raise
+
+    def _collected(self, attempt: Attempt, outcome: AttemptOutcome, delivered: Any) -> Attempted:
+        """What a successful attempt wrote, in the results store and read as its results."""
         started = time.perf_counter()
         collected = self.runtime.collect(attempt, self.store, self.policy)
         collected.stored = self._masked_names(collected.stored)
-        self.last_attempt = attempt
         self.logger.info(
             "outputs: %d file(s), %.1f MiB, collected in %.1f s",
             len(collected.stored.uris),

@@ -26,10 +26,11 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
-from prefect.states import Cancelled, Crashed, Scheduled
+from prefect.states import Cancelled, Completed, Crashed, Scheduled
 
 from granary_flows import layout
 from granary_flows.runtimes.base import Runtime
+from granary_flows.store import ResultsStore
 
 logger = logging.getLogger("granary.runner")
 CLAIM = "claimed by granary runner "
@@ -46,21 +47,31 @@ def new_runner_id() -> str:
 class Settled(NamedTuple):
     """What `reconcile` did with one execution."""
 
-    action: str  # crashed, rescheduled, cancelled, or found (its run was gone or already final)
+    action: str  # crashed, rescheduled, completed, cancelled, or found (its run was gone or already final)
     execution_id: str
     reason: str
 
 
-def reconcile(client: SyncPrefectClient, runtimes: list[Runtime], deployment_ids: list[UUID] | None) -> list[Settled]:
-    """Settle what runners on this host that died left behind, before a new runner starts.
+def reconcile(
+    client: SyncPrefectClient,
+    runtimes: list[Runtime],
+    deployment_ids: list[UUID] | None,
+    store: ResultsStore | None = None,
+) -> list[Settled]:
+    """Settle what runners on this host that died left behind, before a new runner starts, so that no run is lost
+    and none runs twice.
 
-    - A container or Batch job whose run still waits for it goes on; its run is scheduled again, and running it
-      re-attaches to the container or job. One whose run has ended is removed.
-    - A run that a dead runner had claimed but not started is scheduled again; one it was running, Crashed.
+    - A container or Batch job whose run still waits for it goes on (a container that ended is kept until its
+      outcome is stored); its run is scheduled again, and running it re-attaches to the container or job. One whose
+      run has ended is removed.
+    - A run that a dead runner had claimed but not started is scheduled again. One it was running with nothing left
+      of it is Completed when its results document is in the store (it ended, and only its state was not said),
+      else scheduled again.
     - Work folders of runs that have ended are removed.
 
     Args:
         deployment_ids: the deployments whose runs to look at; None for all of them.
+        store: the results store the dead runner used (default: as configured).
 
     Returns:
         One `Settled` per execution found.
@@ -92,12 +103,29 @@ def reconcile(client: SyncPrefectClient, runtimes: list[Runtime], deployment_ids
             state = Scheduled(message=f"runner {claimer} stopped before starting it; scheduled again")
         elif flow_run.state.type == StateType.CANCELLING:
             state = Cancelled(message=f"runner {claimer} stopped while it was being cancelled")
+        elif _results_stored(client, store or ResultsStore(), flow_run):
+            state = Completed(message=f"runner {claimer} stopped after storing its results, before saying so")
         else:
-            state = Crashed(message=f"runner {claimer} stopped while it ran")
+            state = Scheduled(message=f"runner {claimer} stopped while it ran, nothing of it left; scheduled again")
         client.set_flow_run_state(flow_run.id, state, force=True)
         settled.append(Settled(_verb(state), str(flow_run.id), state.message))
     _remove_ended_work(client)
     return settled
+
+
+def _results_stored(client: SyncPrefectClient, store: ResultsStore, flow_run: FlowRun) -> bool:
+    """Whether the run's results document (a task's or a pipeline's) is in the store: written last, once the
+    execution's outputs are stored."""
+    try:
+        name = client.read_flow(flow_run.flow_id).name
+        documents = (
+            layout.execution_document(name, str(flow_run.id)),
+            layout.pipeline_document(name, str(flow_run.id)),
+        )
+        return any(store.exists(document) for document in documents)
+    except Exception as err:  # a store that cannot be read: the run is run again rather than left
+        logger.warning("the results of flow run %s could not be looked for (%s)", flow_run.id, err)
+        return False
 
 
 def _remove_ended_work(client: SyncPrefectClient) -> None:
@@ -135,7 +163,8 @@ def _settle(client: SyncPrefectClient, execution_id: str, state: Any) -> bool:
 
 
 def _verb(state: Any) -> str:
-    return {StateType.SCHEDULED: "rescheduled", StateType.CANCELLED: "cancelled"}.get(state.type, "crashed")
+    verbs = {StateType.SCHEDULED: "rescheduled", StateType.CANCELLED: "cancelled", StateType.COMPLETED: "completed"}
+    return verbs.get(state.type, "crashed")
 
 
 def _unfinished_runs(client: SyncPrefectClient, deployment_ids: list[UUID] | None) -> list[FlowRun]:

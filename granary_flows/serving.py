@@ -142,7 +142,7 @@ def _serve_in_process(
         registered = [registry.register(entry, also=also) for entry in loaded]
         if options.work_pool and not catalog.deployment_ids(client):
             _ensure_pool(client, options.work_pool)
-        settled = reconcile(client, list(runtimes.values()), None)
+        settled = reconcile(client, list(runtimes.values()), None, store)
     runner = InProcessRunner(
         catalog,
         store,

@@ -99,13 +99,14 @@ def test_log_lines_reach_the_caller_while_the_container_still_runs(docker_runtim
     )
     seen: list[tuple[str, float]] = []
     started = time.monotonic()
-    outcome = docker_runtime.run(
-        bare_attempt(task, "live-logs-test", tmp_path, docker_runtime),
-        lambda line: seen.append((line, time.monotonic() - started)),
-    )
+    attempt = bare_attempt(task, "live-logs-test", tmp_path, docker_runtime)
+    outcome = docker_runtime.run(attempt, lambda line: seen.append((line, time.monotonic() - started)))
     assert [line for line, _ in seen] == ["first", "second"]
     assert seen[0][1] < seen[1][1] - 1.5  # "first" arrived before the container slept
     assert outcome.exit_code == 0 and outcome.last_stdout_line == "second"
+    # Kept until its outcome is stored, for a runner that dies meanwhile to re-attach to; then removed.
+    assert attempt.container_id and docker_runtime.resuming(attempt.execution_id) == attempt.number
+    docker_runtime.release(attempt)
     assert docker_runtime.stop("live-logs-test") == 0  # the container was removed
 
 

@@ -226,21 +226,29 @@ def test_a_restarted_serve_re_attaches_to_its_containers_and_settles_what_its_pr
     while containers_for(docker_runtime, ending.id, running_only=True):
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    # Two more runs a dead runner had claimed: one not started yet, one started with no container left.
-    claimed = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 0.5})
-    client.set_flow_run_state(claimed.id, Pending(message=CLAIM + DEAD_RUNNER), force=True)
-    started = client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 0.5})
-    client.set_flow_run_state(started.id, Pending(message=CLAIM + DEAD_RUNNER), force=True)
-    client.set_flow_run_state(started.id, Running(), force=True)
+    # Three more runs a dead runner had claimed: one not started yet; one started with nothing left of it; one whose
+    # results it stored before it died, without saying so.
+    claimed, started, stored = (
+        client.create_flow_run_from_deployment(deployment.id, parameters={"duration": 0.5}) for _ in range(3)
+    )
+    for flow_run in (claimed, started, stored):
+        client.set_flow_run_state(flow_run.id, Pending(message=CLAIM + DEAD_RUNNER), force=True)
+    for flow_run in (started, stored):
+        client.set_flow_run_state(flow_run.id, Running(), force=True)
+    document = results_root / "restart-sleeper" / str(stored.id) / "granary-execution.json"
+    document.parent.mkdir(parents=True)
+    document.write_text('{"status": "successful"}')
 
     with serving_a_sleeper(client, tmp_path, "restart-sleeper") as (second, _):
         output = "".join(second.output)
         for resumed in (running, ending):
             assert f"rescheduled {resumed.id}: the process running it died; its container" in output
         assert f"rescheduled {claimed.id}: runner {DEAD_RUNNER} stopped before starting it" in output
-        assert f"crashed {started.id}: runner {DEAD_RUNNER} stopped while it ran" in output
-        assert client.read_flow_run(started.id).state.is_crashed()
-        for resumed in (running, ending, claimed):
+        assert f"rescheduled {started.id}: runner {DEAD_RUNNER} stopped while it ran, nothing of it left" in output
+        assert f"completed {stored.id}: runner {DEAD_RUNNER} stopped after storing its results" in output
+        assert client.read_flow_run(stored.id).state.is_completed()
+        assert containers_of(docker_runtime, stored.id, since) == []
+        for resumed in (running, ending, claimed, started):
             final = wait_final(client, resumed.id, timeout=180)
             assert final.state.is_completed(), final.state.message
             assert len(containers_of(docker_runtime, resumed.id, since)) == 1  # re-attached: no second container

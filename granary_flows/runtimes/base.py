@@ -64,6 +64,7 @@ class Attempt(BaseModel):
     output_uri: str | None = None  # Batch: where the job writes its outputs itself
     input_dir: Path | None = None  # Docker: the staged inputs, mounted read-only
     left_container: str | None = None  # Docker: this attempt's container that a dead runner left, found by prepare
+    container_id: str | None = None  # Docker: the container that ran, kept until the outcome is stored (`release`)
     cancel: CancelToken = Field(default_factory=CancelToken)
     image_digest: str | None = None  # the image id a Docker attempt ran
 
@@ -118,6 +119,12 @@ class Runtime(ABC):
         Raises:
             ExecutionFailed: a `system` error when the outputs exceed the cap or cannot be stored.
         """
+
+    def release(self, attempt: Attempt) -> None:
+        """Let go of what an attempt that ran to its end leaves for a runner that dies before its outcome is stored
+        to re-attach to (a Docker container, kept until then). Called once the outcome is stored, or the attempt
+        failed; nothing for runtimes whose work outlives the runner anyway (Batch)."""
+        return None
 
     def submits_together(self, task: TaskDefinition) -> bool:
         """Whether several executions of this task can start as one submission (`submit_together`)."""

@@ -125,12 +125,15 @@ class DockerRuntime(Runtime):
             raise RuntimeUnavailable("DockerRuntime runs Docker tasks, prepared (DockerRuntime.prepare) first")
         say_since: int | None = None
         container = self._found(attempt.left_container) if attempt.left_container else None
-        if container is not None:
+        if container is not None and container.status == "created":  # its runner died before starting it
+            run_logger().info("starting container %s, created before this process", container.name)
+        elif container is not None:
             run_logger().info("re-attaching to container %s, started before this process", container.name)
             say_since = int(time.time())
         else:
             container = self._create(attempt)
         tail: deque[str] = deque(maxlen=LOG_TAIL)
+        kept = False
         try:
             if say_since is None:
                 self._start(container, attempt.invocation.stdin)
@@ -152,14 +155,25 @@ class DockerRuntime(Runtime):
                     container.reload()
                     if container.attrs["State"].get("OOMKilled"):
                         killed_reason = f"killed: out of memory (limit {attempt.task.resources.memory} MiB)"
-            return AttemptOutcome(
+            outcome = AttemptOutcome(
                 exit_code=exit_code,
                 killed_reason=killed_reason,
                 last_stdout_line=self._last_stdout_line(container),
                 log_tail=list(tail),
             )
+            # A container that ended by itself is kept until its outcome is stored (`release`): a runner that dies
+            # meanwhile is followed by one that re-attaches to it and stores it, rather than running it again.
+            kept = exit_code is not None and killed_reason is None
+            attempt.container_id = container.id if kept else None
+            return outcome
         finally:
-            self._remove(container)
+            if not kept:
+                self._remove(container)
+
+    def release(self, attempt: Attempt) -> None:
+        if attempt.container_id:
+            self._remove(self.client.containers.prepare_model({"Id": attempt.container_id}))
+            attempt.container_id = None
 
     def collect(self, attempt: Attempt, store: ResultsStore, policy: Policy) -> Collected:
         assert attempt.output_dir is not None
