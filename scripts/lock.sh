@@ -12,7 +12,7 @@ lock() {  # lock FILE HEADER [PIN...]
   local venv; venv=$(mktemp -d)
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q -e ".[test,dev]" "$@"
+  "$venv/bin/pip" install -q -e ".[test,dev,scale]" "$@"
   {
     printf '%s\n' "$header"
     "$venv/bin/pip" freeze --exclude-editable | grep -v -i '^granary-flows'

@@ -138,6 +138,8 @@ install_test_tools() {
   fi
   # The tests start their own PostgreSQL cluster for the session's Prefect server; only the programs are needed.
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { log "installing PostgreSQL (the tests' Prefect server runs on it)"; apt_install postgresql; }
+  # The production topology's test: Redis as Prefect's broker and cache, HAProxy in front of the API replicas.
+  command -v redis-server >/dev/null && command -v haproxy >/dev/null || { log "installing Redis and HAProxy (the topology test)"; apt_install redis-server haproxy; }
 }
 
 build_seed_example() {
@@ -156,8 +158,8 @@ start_docker
 build_hello
 build_ndvi
 build_conventions
-if $TEST; then install_package .venv constraints.txt "[test,dev]"; else install_package .venv constraints.txt ""; fi
+if $TEST; then install_package .venv constraints.txt "[test,dev,scale]"; else install_package .venv constraints.txt ""; fi
 build_seed_example
 if $TEST; then install_test_tools; fi
-if $NEWEST; then install_package .venv-newest constraints-newest.txt "[test,dev]"; fi
+if $NEWEST; then install_package .venv-newest constraints-newest.txt "[test,dev,scale]"; fi
 log "ready"

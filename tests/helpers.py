@@ -227,12 +227,14 @@ def granary_serve(
 
 
 def task_copy(source: str, folder: Path, name: str, **fields: Any) -> Path:
-    """Write tests/tasks/`source`.yaml (or deployments/) under a new `name`, with top-level `fields` replaced:
-    a deployment of its own, which the session's runner does not serve. The one way tests write a task file."""
+    """Write tests/tasks/`source`.yaml (or tests/batch/tasks/, deployments/) under a new `name`, with top-level
+    `fields` replaced: a deployment of its own, which the session's runner does not serve. The one way tests write a
+    task file."""
     import yaml
 
-    path = TEST_TASKS / f"{source}.yaml"
-    document = yaml.safe_load((path if path.exists() else DEPLOYMENTS / f"{source}.yaml").read_text())
+    folders = (TEST_TASKS, TEST_TASKS.parent / "batch" / "tasks", DEPLOYMENTS)
+    path = next(folder / f"{source}.yaml" for folder in folders if (folder / f"{source}.yaml").exists())
+    document = yaml.safe_load(path.read_text())
     document |= {"name": name} | fields
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.yaml"
