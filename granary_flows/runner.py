@@ -73,11 +73,16 @@ from granary_flows.store import ResultsStore
 from granary_flows.validation import INT64, unstorable
 
 logger = logging.getLogger("granary.runner")
-WATCH_INTERVAL = 0.1  # how often in-flight runs are checked for cancellation, at most every CANCEL_CHECK seconds
+WATCH_INTERVAL = 0.1  # how often the loop looks at what changed
+# In-flight runs are looked at for a cancellation this often while the event stream is down; while it is up, its
+# Cancelling events say at once, and this look is only a fallback.
 CANCEL_CHECK = 0.5
+CANCEL_CHECK_WITH_EVENTS = 5.0
 HEARTBEAT_INTERVAL = 30.0  # a work-pool worker's heartbeat, which shows it online in the UI
 # The server's events for a run that became due: each wakes the runner at once, rather than at its next poll.
 DUE_EVENTS = ["prefect.flow-run.Scheduled", "prefect.flow-run.AwaitingRetry"]
+CANCELLING_EVENT = "prefect.flow-run.Cancelling"
+POLL_WITH_EVENTS = 5.0
 MIN_POLL_GAP = 0.25  # a burst of due events (a hundred runs created at once) wakes at most one look per gap
 ADOPT_INTERVAL = 10.0  # how often the runner looks for claims of its own whose answer it lost
 
@@ -91,7 +96,8 @@ class InProcessRunner:
         runtimes: one per kind of task; also used to stop the containers and jobs of cancelled runs.
         runner_id: carried by every container this runner starts and by every claim it makes (`new_runner_id()`).
         limit: how many runs at once.
-        poll_interval: seconds between looks for due runs.
+        poll_interval: seconds between looks for due runs while the event stream is down (while it is up, its events
+            say when a run falls due, and a look every POLL_WITH_EVENTS seconds is the fallback).
         work_pool: poll this work pool (as `granary worker --pool` does) rather than the deployments themselves.
     """
 
@@ -120,6 +126,8 @@ class InProcessRunner:
         self._wake = threading.Event()  # something below changed: the loop looks now, not at its next tick
         self._told_due = threading.Event()  # the server said a run became due
         self._freed = threading.Event()  # a run ended: a place is free
+        self._told_cancelling = threading.Event()  # the server said a run in flight is being cancelled
+        self._events_up = False  # the event stream is connected
         self._due = DueRuns()
         self._server_away = False
         self._claims_unsure = threading.Event()  # a claim's answer was lost: the server may hold it as ours
@@ -169,13 +177,14 @@ class InProcessRunner:
                         self._told_due.clear()
                         last_told = now
                     self._freed.clear()
-                    next_poll = now + self.poll_interval
+                    next_poll = now + self._poll_every()
                     self._attempt(self._claim_due_runs, client, pool, True)
                 elif self._freed.is_set():
                     self._freed.clear()
                     self._attempt(self._claim_due_runs, client, pool, False)
-                if now >= next_check:
-                    next_check = now + CANCEL_CHECK
+                if now >= next_check or self._told_cancelling.is_set():
+                    self._told_cancelling.clear()
+                    next_check = now + (CANCEL_CHECK_WITH_EVENTS if self._events_up else CANCEL_CHECK)
                     self._attempt(self._stop_cancelling_runs, client)
                 if now >= next_adopt or self._claims_unsure.is_set():
                     next_adopt = now + ADOPT_INTERVAL
@@ -195,13 +204,21 @@ class InProcessRunner:
         self._hurry.set()
 
     def _listen_for_due_runs(self, stop: threading.Event) -> None:
-        """Wake the loop when the server says a run of a deployment became due: ~30 ms instead of up to a poll
-        interval. Polling goes on regardless; while the event stream is unavailable it is all there is."""
+        """Wake the loop when the server says a run of a deployment became due, or a run in flight is being
+        cancelled: ~30 ms instead of up to a poll. Polling goes on regardless, more often while the event stream is
+        unavailable, when it is all there is."""
+        names = EventNameFilter(name=[*DUE_EVENTS, CANCELLING_EVENT])
 
         async def listen() -> None:
-            async with get_events_subscriber(filter=EventFilter(event=EventNameFilter(name=DUE_EVENTS))) as events:
+            async with get_events_subscriber(filter=EventFilter(event=names)) as events:
+                self._events_up = True
                 async for event in events:
-                    if any(related.id.startswith("prefect.deployment.") for related in event.related):
+                    if event.event == CANCELLING_EVENT:
+                        run = event.resource.id.removeprefix("prefect.flow-run.")
+                        if any(str(flow_run_id) == run for flow_run_id in list(self.in_flight)):
+                            self._told_cancelling.set()
+                            self._wake.set()
+                    elif any(related.id.startswith("prefect.deployment.") for related in event.related):
                         self._told_due.set()
                         self._wake.set()
 
@@ -210,6 +227,7 @@ class InProcessRunner:
                 asyncio.run(listen())
             except Exception as err:  # a server away, or one without an event stream
                 logger.debug("the event stream is unavailable (%s); polling only", err)
+            self._events_up = False
             stop.wait(5)
 
     def _attempt(self, call: Any, *arguments: Any) -> None:
@@ -233,6 +251,8 @@ class InProcessRunner:
         """Claim due runs while there is a free place. With `look` (a run became due, or the poll interval passed),
         the server is asked first; otherwise (a place came free) the runs the last look found due are taken, and the
         server is asked only when it had more."""
+        if len(self.in_flight) >= self.limit:
+            return  # no place: the next look is when one frees up
         if look or self._due.stale(self.poll_interval):
             self._look(client)
         looked_again = False
@@ -257,11 +277,14 @@ class InProcessRunner:
                 self.tokens[claimed.id] = CancelToken()
             pool.submit(self._execute, claimed, definition)
 
+    def _poll_every(self) -> float:
+        return max(self.poll_interval, POLL_WITH_EVENTS) if self._events_up else self.poll_interval
+
     def _look(self, client: SyncPrefectClient) -> None:
         """Ask the server for the runs due now and those due before the next poll (whose time then wakes the
         loop), twice as many as this runner runs at once: the places that free up next are filled without asking."""
         now = datetime.now(timezone.utc)
-        before = now + timedelta(seconds=self.poll_interval)
+        before = now + timedelta(seconds=self._poll_every())
         asked = 2 * self.limit
         if self.work_pool:
             answer = client.request(
