@@ -152,7 +152,7 @@ class DockerRuntime(Runtime):
                 )
             if exit_code != 0:  # only a failed container may have been killed for its memory
                 with contextlib.suppress(NotFound):
-                    container.reload()
+                    _once_more_if_broken(container.reload)
                     if container.attrs["State"].get("OOMKilled"):
                         killed_reason = f"killed: out of memory (limit {attempt.task.resources.memory} MiB)"
             outcome = AttemptOutcome(
@@ -444,17 +444,26 @@ class DockerRuntime(Runtime):
     @staticmethod
     def _kill(container: Any) -> None:
         with contextlib.suppress(NotFound, APIError):
-            container.kill()
+            _once_more_if_broken(container.kill)
 
     @staticmethod
     def _remove(container: Any) -> None:
         try:
-            container.remove(force=True)
+            _once_more_if_broken(lambda: container.remove(force=True))
         except NotFound:
             pass
         except APIError as err:
             if err.status_code != 409:  # removal already in progress
                 raise
+
+
+def _once_more_if_broken(call: Callable[[], Any]) -> Any:
+    """`call`, tried again once if the engine's connection breaks: when one connection broke (an engine restart, a
+    dropped network), the first call after it may take a pooled connection that broke with it."""
+    try:
+        return call()
+    except (RequestsConnectionError, ChunkedEncodingError):
+        return call()
 
 
 def _interruptible(call: Callable[[], Any], attempt: Attempt, cleanup: Callable[[], None]) -> Any:
