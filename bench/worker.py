@@ -1,30 +1,35 @@
-"""granary's in-process worker against Prefect's own `serve()` and a bare `docker run`, in one run, per database.
+"""granary's runner against bare `docker run`s, in one run, on the Prefect servers granary starts and documents.
 
-    .venv/bin/python bench/worker.py [--runs 10] [--burst 100] [--memory 1000] [--databases sqlite,postgres]
-                                     [--depths 100,2000] [--batch 5] [--s3 3]
+    .venv/bin/python bench/worker.py [--configs sqlite-prefect,sqlite,postgres-prefect,postgres] [--depths 100,2000]
+                                     [--calls 50] [--latency 10] [--topology] [--batch 5] [--s3 3]
+                                     [--compare-prefect-runner 10] [--memory 1000]
 
-For each database (a local Prefect server on SQLite, then one on PostgreSQL from Debian's programs), the same `hello`
-execution is run by `granary serve --subprocess` (Prefect's Runner: a Python process per flow run, polling every
-second) and by `granary serve` (granary's in-process runner), each a process of its own. Printed per database and
-runner: the median latency of `--runs` executions one after the other (creation -> Completed, from the server's own
-timestamps), CPU-seconds per execution of the runner's process and the processes it started (from /proc), and the
-throughput of `--burst` executions due at the same moment. The baseline is the median of `--runs` bare `docker run`s
-of the same image, command, output mount and sandbox, through the docker SDK. Last, granary's runner executes `--memory`
-executions on PostgreSQL and its resident memory is printed every tenth of the way.
+Server configurations (`--configs`), each a server of its own started as `granary_flows.server.local_server` starts
+it: `sqlite` is the embedded default (`granary serve`, `granary server start`: granary's lean services, uvloop and
+httptools), `postgres` the production guide's (the same, on PostgreSQL); `sqlite-prefect` and `postgres-prefect` are
+Prefect's own defaults (`GRANARY_SERVER_SERVICES=prefect`), what granary started before, measured at the first depth
+only. For each configuration and depth (`--depths`): that many executions of `hello` due at the same moment, run by
+`granary serve` 8 at a time, against as many sandboxed bare `docker run`s 8 at a time measured just before in the
+same round: throughput of each and their ratio, then CPU-seconds per execution of the machine, the Docker daemons,
+the runner, the Prefect server and PostgreSQL, and the client errors (creations or reads that failed or timed out).
+Then (`--latency`) that many executions one after the other: the median latency (the run's creation to its Completed
+state, from the server's timestamps) over the median bare `docker run`.
 
-First, before those: for each of `--depths`, that many executions due at the same moment on PostgreSQL, run by
-granary's runner 8 at a time, against as many sandboxed bare `docker run`s 8 at a time (throughput of each, the
-runner's and the Prefect server's CPU per execution, the runner's memory once 200 are done); and `--batch` executions
-of hello on moto's Batch against a bare boto3 SubmitJob + DescribeJobs loop at the same backoff (median wall time and
-Batch calls of each); and `--s3` times a Docker task writing 1 GiB of outputs (9 files) to an S3 root on moto, the
-store step as its run logs it, against a raw s3fs `put` of the same files written by the same command in the same
-sandbox, at granary's part size and at s3fs's default (MiB/s of each, and moto's CPU meanwhile). An empty
-`--databases` runs only these.
+`--calls N`: N executions due at once on the embedded default, with the server's access log on, and the HTTP calls
+each execution made of the server, by route, with what each is for. `--topology`: the depths on Prefect's scale-out
+topology (tests/topology.py: two API replicas behind HAProxy, a services process, PostgreSQL, Redis, two
+`granary worker`s of 8), beside the single server's figure.
+
+Older comparisons, each skipped at 0: `--batch` executions on moto's Batch against a bare boto3 SubmitJob +
+DescribeJobs loop at the same backoff; `--s3` times a Docker task writing 1 GiB of outputs to an S3 root on moto
+against a raw s3fs `put`; `--compare-prefect-runner` runs of Prefect's own `serve()` against granary's runner (latency,
+CPU, throughput of a burst of 100); `--memory` executions while the runner's resident memory is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -35,6 +40,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta, timezone
@@ -79,7 +86,7 @@ def bare_docker_run(
 def bare_docker_runs(runs: int) -> list[float]:
     engine = docker_client()
     out = WORK / "bare"
-    out.mkdir()
+    out.mkdir(exist_ok=True)
     times = []
     for _ in range(runs + 1):  # the first one warms the engine up and is not counted
         started = time.perf_counter()
@@ -93,7 +100,7 @@ def bare_docker_throughput(count: int, concurrency: int = 8) -> float:
     limit on this machine, which granary's runner is measured against."""
     engine = docker_client(max_pool_size=concurrency * 2)
     out = WORK / f"bare-{count}"
-    out.mkdir()
+    out.mkdir(exist_ok=True)
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(lambda _: bare_docker_run(engine, out), range(count)))
@@ -126,45 +133,174 @@ def _session(pid: int) -> int | None:
         return None
 
 
-def depth_series(api: str, depths: list[int]) -> list[dict[str, float]]:
-    """granary's runner at each depth (that many executions due at the same moment) against bare `docker run`s of
-    as many, both 8 at a time; with the runner's and the server's CPU per execution."""
-    found = []
-    for depth in depths:
-        bare = bare_docker_throughput(depth)
-        print(f"measured bare docker runs, {depth:,} 8 at a time: {bare:.0f} per minute", flush=True)
-        with runner_process(api, f"hello-depth-{depth}", False) as (process, deployment_id):
-            finished(api, [create(api, deployment_id, {"name": "warm"})])
-            due = datetime.now(timezone.utc) + timedelta(seconds=10 + depth * 0.1)
-            ids = [create(api, deployment_id, {"name": f"deep {i}"}, due) for i in range(depth)]
-            assert datetime.now(timezone.utc) < due, "the executions took longer to create than their lead time"
-            runner_cpu, server_cpu = cpu_seconds(process.pid), server_cpu_seconds(api)
-            memory: list[tuple[int, float]] = []
-            watching = threading.Event()
-            watcher = threading.Thread(target=_watch_memory, args=(api, deployment_id, process.pid, memory, watching))
-            watcher.start()
-            done = finished(api, ids)
-            watching.set()
-            watcher.join()
-            last = max(seconds(f["state"]["timestamp"]) for f in done.values())
-            later = [mib for count, mib in memory if count >= 200]
-            found.append({
-                "depth": depth, "bare": bare, "granary": depth / (last - due.timestamp()) * 60,
-                "runner_cpu": (cpu_seconds(process.pid) - runner_cpu) / depth,
-                "server_cpu": (server_cpu_seconds(api) - server_cpu) / depth,
-                "memory_from": min(later, default=0.0), "memory_to": max(later, default=0.0),
-            })  # fmt: skip
-        print(f"measured depth {depth}: {found[-1]}", flush=True)
+CONFIGS = {
+    "sqlite-prefect": ("sqlite", {"GRANARY_SERVER_SERVICES": "prefect"}, "SQLite, Prefect's defaults (before)"),
+    "sqlite": ("sqlite", {}, "SQLite, the embedded default"),
+    "postgres-prefect": ("postgres", {"GRANARY_SERVER_SERVICES": "prefect"}, "PostgreSQL, Prefect's defaults (before)"),
+    "postgres": ("postgres", {}, "PostgreSQL, the production guide's"),
+}
+DAEMONS = ("dockerd", "containerd", "containerd-shim-runc-v2")
+
+
+def machine_cpu_seconds() -> float:
+    """CPU-seconds the whole machine has been busy (every core, /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / TICKS
+
+
+def programs_cpu_seconds(names: tuple[str, ...]) -> float:
+    """CPU-seconds of every process running one of these programs."""
+    total = 0.0
+    for pid, command in _processes():
+        if command.split("\0")[0].rsplit("/", 1)[-1] in names:
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(pid)
+    return total
+
+
+class Meters:
+    """CPU-seconds of the machine, the Docker daemons, PostgreSQL, the runner processes and the Prefect server
+    processes, between `start()` and `per(n)`."""
+
+    def __init__(self, runners: list[int], servers: Callable[[], float]):
+        self.runners, self.servers = runners, servers
+
+    def read(self) -> dict[str, float]:
+        return {
+            "machine": machine_cpu_seconds(),
+            "docker": programs_cpu_seconds(DAEMONS),
+            "postgres": programs_cpu_seconds(("postgres",)),
+            "runner": sum(cpu_seconds(pid) for pid in self.runners if Path(f"/proc/{pid}").exists()),
+            "server": self.servers(),
+        }
+
+    def start(self) -> None:
+        self.before = self.read()
+
+    def per(self, executions: int) -> dict[str, float]:
+        after = self.read()
+        return {name: (after[name] - self.before[name]) / executions for name in after}
+
+
+def depth_round(api: str, depth: int, runner_pids: list[int], deployment_id: str, servers: Callable[[], float]) -> dict:
+    """`depth` executions due at once against as many bare `docker run`s, measured just before."""
+    meters = Meters(runner_pids, servers)
+    meters.start()
+    bare = bare_docker_throughput(depth)
+    bare_cpu = meters.per(depth)
+    errors: list[str] = []
+    due = datetime.now(timezone.utc) + timedelta(seconds=10 + depth * 0.05)
+    ids = [i for i in (create(api, deployment_id, {"name": f"deep {n}"}, due, errors) for n in range(depth)) if i]
+    late = datetime.now(timezone.utc) > due
+    time.sleep(max(0.0, due.timestamp() - time.time() - 0.5))
+    meters.start()
+    done = finished(api, ids, errors)
+    cpu = meters.per(len(ids))
+    last = max(seconds(f["state"]["timestamp"]) for f in done.values())
+    granary = len(ids) / (last - max(due.timestamp(), seconds(min(f["created"] for f in done.values())))) * 60
+    return {"depth": depth, "bare": bare, "granary": granary, "cpu": cpu, "bare_cpu": bare_cpu, "errors": errors,
+            "late": late, "created": len(ids)}  # fmt: skip
+
+
+def latency_round(api: str, deployment_id: str, runs: int) -> dict[str, float]:
+    """Median seconds from creation to Completed of `runs` executions one after the other, and of bare runs."""
+    finished(api, [create(api, deployment_id, {"name": "warm"})])
+    latencies = []
+    for _ in range(runs):
+        [flow_run] = finished(api, [create(api, deployment_id, {"name": "one"})]).values()
+        latencies.append(seconds(flow_run["state"]["timestamp"]) - seconds(flow_run["created"]))
+    return {"granary": statistics.median(latencies), "bare": statistics.median(bare_docker_runs(runs))}
+
+
+def run_configuration(name: str, depths: list[int], latency: int) -> dict[str, Any]:
+    """The rounds of one server configuration: its depths, then its latency."""
+    database, environment, _ = CONFIGS[name]
+    rounds: list[dict] = []
+    found: dict[str, Any] = {"rounds": rounds}
+    with prefect_server(database, environment, name) as api:
+        port = api.rsplit(":", 1)[1].split("/")[0]
+        with runner_process(api, f"hello-{name}", False) as (process, deployment_id):
+            for depth in depths:
+                try:
+                    rounds.append(depth_round(api, depth, [process.pid], deployment_id, lambda: _server_cpu(port)))
+                except Exception as err:  # a server that gives up under the load is a figure too
+                    rounds.append({"depth": depth, "failed": f"{type(err).__name__}: {str(err)[:300]}"})
+                print(f"measured {name} at {depth}: {rounds[-1]}", flush=True)
+            if latency:
+                found["latency"] = latency_round(api, deployment_id, latency)
+                print(f"measured {name} latency: {found['latency']}", flush=True)
     return found
 
 
-def _watch_memory(api: str, deployment_id: str, pid: int, into: list[tuple[int, float]], stop: threading.Event) -> None:
-    """(executions completed, the runner's resident MiB) every 2 s until `stop`."""
-    body = {"deployments": {"id": {"any_": [deployment_id]}}, "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}
-    while not stop.wait(2):
-        response = httpx.post(f"{api}/flow_runs/count", json=body, timeout=60)
-        if response.status_code == 200:
-            into.append((int(response.json()), resident_mib(pid)))
+def _server_cpu(port: str) -> float:
+    return server_cpu_seconds(f"http://127.0.0.1:{port}/api")
+
+
+def topology_rounds(depths: list[int]) -> list[dict]:
+    """The depths on Prefect's scale-out topology (tests/topology.py), two workers of 8."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from topology import running_topology
+
+    rounds = []
+    import yaml
+
+    with running_topology(WORK / "topology", worker_environment={"GRANARY_RESULTS_URI": str(WORK / "results")}) as top:
+        tasks = WORK / "topology-tasks"
+        tasks.mkdir()
+        hello = yaml.safe_load((ROOT / "deployments" / "hello.yaml").read_text()) | {"name": "hello-topology"}
+        (tasks / "hello-topology.yaml").write_text(yaml.safe_dump(hello))
+        deployed = top.granary("deploy", "--pool", top.pool, "-d", str(tasks))
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        workers = [top.start_worker(0).pid, top.start_worker(1).pid]
+        deployment_id = httpx.get(f"{top.api}/deployments/name/hello-topology/hello-topology").json()["id"]
+        pids = [p.pid for p in top.processes() if p.pid not in workers]
+        for depth in depths:
+            rounds.append(depth_round(top.api, depth, workers, deployment_id, lambda: _sessions_cpu(pids)))
+            print(f"measured the topology at {depth}: {rounds[-1]}", flush=True)
+    return rounds
+
+
+def _sessions_cpu(leaders: list[int]) -> float:
+    """CPU-seconds of the processes of these sessions (the topology's API replicas, services, HAProxy)."""
+    return sum(cpu_seconds(pid) for pid, _ in _processes() if _session(pid) in leaders)
+
+
+def calls_per_execution(executions: int) -> tuple[Counter[tuple[str, str]], int]:
+    """(method, route) -> calls the runner made for `executions` due at once on the embedded default (its access log
+    on; the benchmark's own calls, its creations and its reads, left out)."""
+    log = WORK / "access.log"
+    with (
+        prefect_server("sqlite", {"PREFECT_SERVER_LOGGING_LEVEL": "INFO"}, "calls", log_file=log) as api,
+        runner_process(api, "hello-calls", False) as (_, deployment_id),
+    ):
+        finished(api, [create(api, deployment_id, {"name": "warm"})])
+        time.sleep(6)  # past the runner's fallback look: what follows is the executions' own
+        before = len(log.read_text().splitlines())
+        due = datetime.now(timezone.utc) + timedelta(seconds=3)
+        ids = [create(api, deployment_id, {"name": f"c{i}"}, due) for i in range(executions)]
+        finished(api, ids)
+        time.sleep(2)  # logs arrive last
+        lines = log.read_text().splitlines()[before:]
+    calls: Counter[tuple[str, str]] = Counter()
+    for line in lines:
+        found = re.search(r'"(\w+) /api(/[^ ?]*)[^"]*" \d+', line)
+        if found and BY_BENCH not in line:
+            route = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}", "{id}", found.group(2))
+            calls[found.group(1), route] += 1
+    return calls, executions
+
+
+# What each call a run makes buys, in the words of what a user sees.
+CALLS = {
+    ("POST", "/flow_runs/{id}/set_state"): "the claim (Pending, exactly once), Running and Completed: the run page",
+    ("PATCH", "/flow_runs/{id}"): "Prefect's engine records the flow's version and retry policy on the run",
+    ("GET", "/flow_runs/{id}"): "Prefect's engine reads the run it starts (its setup_run_context)",
+    ("POST", "/artifacts/"): "the run's report: results, links, quicklooks, summary (one artifact)",
+    ("POST", "/deployments/get_scheduled_flow_runs"): "looks for due runs: each fills the places that free up next",
+    ("POST", "/flow_runs/filter"): "the runner's look for cancellations it was not told of (every 5 s)",
+    ("POST", "/logs/"): "the run's log lines, in batches",
+    ("GET", "/block_types/slug/granary-task/block_documents"): "the registry, read every 5 s (new registrations)",
+}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -231,49 +367,62 @@ def runner_process(
             process.kill()
 
 
-def create(api: str, deployment_id: str, parameters: dict[str, Any], due: datetime | None = None) -> str:
+def create(
+    api: str,
+    deployment_id: str,
+    parameters: dict[str, Any],
+    due: datetime | None = None,
+    errors: list[str] | None = None,
+) -> str | None:
+    """A flow run of the deployment; with `errors`, a creation that fails is said there (None) instead of raised."""
     body: dict[str, Any] = {"parameters": parameters}
     if due:
         body["state"] = {"type": "SCHEDULED", "state_details": {"scheduled_time": due.isoformat()}}
-    url = f"{api}/deployments/{deployment_id}/create_flow_run"
-    return request("POST", url, body, timeout=60).json()["id"]
+    url = f"{api}/deployments/{deployment_id}/create_flow_run?{BY_BENCH}"
+    try:
+        return str(request("POST", url, body, timeout=60).json()["id"])
+    except Exception as err:
+        if errors is None:
+            raise
+        errors.append(f"create: {type(err).__name__}: {str(err)[:200]}")
+        return None
 
 
 FINAL = ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]
+BY_BENCH = "by=bench"  # in the server's access log, the benchmark's own calls, left out of the runner's
 
 
-def finished(api: str, flow_run_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """id -> flow run, once every one of them is final.
+def finished(api: str, flow_run_ids: list[str], errors: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """id -> flow run, once every one of them is final (each must be Completed).
 
     Only runs that became final are read, and a large set is looked at once a second: reading every pending run ten
     times a second made the server serialize 2,000 runs a second at a depth of 2,000, and it was the harness, not
-    the runner, that slowed the server down as the queue deepened.
+    the runner, that slowed the server down as the queue deepened. A read the server fails is said in `errors`.
     """
     done: dict[str, dict[str, Any]] = {}
     pause = 0.1 if len(flow_run_ids) <= 10 else 1.0
     while len(done) < len(flow_run_ids):
         pending = [i for i in flow_run_ids if i not in done]
-        response = httpx.post(
-            f"{api}/flow_runs/filter",
-            json={"flow_runs": {"id": {"any_": pending}, "state": {"type": {"any_": FINAL}}}, "limit": 200},
-            timeout=60,
-        )
-        if response.status_code != 200:  # a busy SQLite server answers 503, or an empty 500, now and then
+        try:
+            response = httpx.post(
+                f"{api}/flow_runs/filter?{BY_BENCH}",
+                json={"flow_runs": {"id": {"any_": pending}, "state": {"type": {"any_": FINAL}}}, "limit": 200},
+                timeout=60,
+            )
+            response.raise_for_status()
+        except httpx.HTTPError as err:  # a busy SQLite server answers 503, or an empty 500, now and then
+            if errors is not None:
+                errors.append(f"read: {type(err).__name__}: {str(err)[:200]}")
             time.sleep(0.2)
             continue
         for flow_run in response.json():
-            if flow_run["state"]["type"] in FINAL:
-                if flow_run["state"]["type"] != "COMPLETED":
-                    logs = httpx.post(
-                        f"{api}/logs/filter",
-                        json={
-                            "logs": {"flow_run_id": {"any_": [flow_run["id"]]}},
-                            "limit": 200,
-                            "sort": "TIMESTAMP_ASC",
-                        },
-                    ).json()
-                    raise RuntimeError("\n".join([str(flow_run["state"])] + [log["message"] for log in logs]))
-                done[flow_run["id"]] = flow_run
+            if flow_run["state"]["type"] != "COMPLETED":
+                logs = httpx.post(
+                    f"{api}/logs/filter",
+                    json={"logs": {"flow_run_id": {"any_": [flow_run["id"]]}}, "limit": 200, "sort": "TIMESTAMP_ASC"},
+                ).json()
+                raise RuntimeError("\n".join([str(flow_run["state"])] + [log["message"] for log in logs]))
+            done[flow_run["id"]] = flow_run
         if len(response.json()) < 200:
             time.sleep(pause)
     return done
@@ -491,106 +640,146 @@ def _batch_calls(moto_log: Path) -> int:
 
 
 @contextmanager
-def prefect_server(database: str) -> Any:
+def prefect_server(
+    database: str, environment: dict[str, str] | None = None, name: str | None = None, log_file: Path | None = None
+) -> Any:
+    """A Prefect server as granary starts it (`local_server`), on SQLite or on a PostgreSQL cluster of its own, with
+    extra `environment` (`GRANARY_SERVER_SERVICES=prefect`: Prefect's defaults)."""
+    name = name or database
     with ExitStack() as stack:
-        extra = {"PREFECT_HOME": str(WORK / f"prefect-{database}")}
+        extra = {"PREFECT_HOME": str(WORK / f"prefect-{name}")} | (environment or {})
         if database == "postgres":
             extra["PREFECT_API_DATABASE_CONNECTION_URL"] = stack.enter_context(local_postgres(free_port()))
-        yield stack.enter_context(local_server(port=free_port(), extra_env=extra, log_file=WORK / f"{database}.log"))
+        log = log_file or WORK / f"server-{name}.log"
+        yield stack.enter_context(local_server(port=free_port(), extra_env=extra, log_file=log))
+
+
+def print_rounds(title: str, rounds: list[dict], places: int = 8) -> None:
+    print(f"\n{title}\n")
+    print(
+        f"| due at once | bare docker run, 8 at a time | granary, {places} at a time | ratio | CPU-s per execution: "
+        "machine (bare) | Docker daemons (bare) | runner | Prefect server | PostgreSQL | client errors |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rounds:
+        if "failed" in r:
+            print(f"| {r['depth']:,} | | failed: {r['failed']} | | | | | | | |")
+            continue
+        cpu, bare = r["cpu"], r["bare_cpu"]
+        note = " (created after they were due)" if r["late"] else ""
+        print(f"| {r['created']:,}{note} | {r['bare']:.0f} per minute | {r['granary']:.0f} per minute "
+              f"| {r['granary'] / r['bare']:.2f}x | {cpu['machine']:.3f} ({bare['machine']:.3f}) "
+              f"| {cpu['docker']:.3f} ({bare['docker']:.3f}) | {cpu['runner']:.3f} | {cpu['server']:.3f} "
+              f"| {cpu['postgres']:.3f} | {len(r['errors'])} |")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=10, help="executions one after the other, for the latency")
-    parser.add_argument("--burst", type=int, default=100, help="executions due at the same moment")
-    parser.add_argument("--memory", type=int, default=1000, help="executions while memory is watched (0: skip)")
-    parser.add_argument("--databases", default="sqlite,postgres")
-    parser.add_argument(
-        "--batch", type=int, default=5, help="executions on moto's Batch, against a bare loop (0: skip)"
-    )
-    parser.add_argument("--s3", type=int, default=3, help="1 GiB stores to S3 on moto, against s3fs (0: skip)")
-    parser.add_argument("--depths", default="100,2000", help="executions due at once, on PostgreSQL (empty: skip)")
+    parser.add_argument("--configs", default="sqlite-prefect,sqlite,postgres-prefect,postgres",
+                        help=f"server configurations, of {', '.join(CONFIGS)} (empty: skip)")  # fmt: skip
+    parser.add_argument("--depths", default="100,2000", help="executions due at once")
+    parser.add_argument("--latency", type=int, default=10, help="executions one after the other (0: skip)")
+    parser.add_argument("--calls", type=int, default=50, help="executions whose Prefect calls are counted (0: skip)")
+    parser.add_argument("--topology", action="store_true", help="the depths on the scale-out topology too")
+    parser.add_argument("--batch", type=int, default=0, help="executions on moto's Batch, against a bare loop")
+    parser.add_argument("--s3", type=int, default=0, help="1 GiB stores to S3 on moto, against s3fs")
+    parser.add_argument("--compare-prefect-runner", type=int, default=0, metavar="RUNS",
+                        help="Prefect's serve() against granary's runner, on SQLite and PostgreSQL")  # fmt: skip
+    parser.add_argument("--memory", type=int, default=0, help="executions while memory is watched")
     args = parser.parse_args()
 
     depths = [int(depth) for depth in args.depths.split(",") if depth]
-    if depths:
-        with prefect_server("postgres") as api:
-            series = depth_series(api, depths)
-        print("\n| due at once (PostgreSQL) | bare docker run, 8 at a time | granary runner, 8 at a time | ratio "
-              "| runner CPU-s / execution | server CPU-s / execution | runner memory after 200 done |")  # fmt: skip
-        print("| --- | --- | --- | --- | --- | --- | --- |")
-        for row in series:
-            print(f"| {row['depth']:,} | {row['bare']:.0f} per minute | {row['granary']:.0f} per minute "
-                  f"| {row['granary'] / row['bare']:.2f}x | {row['runner_cpu']:.3f} | {row['server_cpu']:.3f} "
-                  f"| {row['memory_from']:.0f}-{row['memory_to']:.0f} MiB |")  # fmt: skip
-        if len(series) > 1:
-            print(
-                f"granary at {series[-1]['depth']:,} / at {series[0]['depth']:,}: "
-                f"{series[-1]['granary'] / series[0]['granary']:.2f}x (target: at least 0.9x)\n",
-                flush=True,
-            )
+    found: dict[str, Any] = {}
+    for name in [c for c in args.configs.split(",") if c]:
+        # Prefect's defaults are the baseline, at the first depth: the SQLite one stalls at a hundred already.
+        found[name] = run_configuration(name, depths if not name.endswith("-prefect") else depths[:1], args.latency)
+    for name, result in found.items():
+        print_rounds(f"{CONFIGS[name][2]} ({name})", result["rounds"])
+        if "latency" in result:
+            lat = result["latency"]
+            over = lat["granary"] - lat["bare"]
+            print(f"\nlatency, median of {args.latency} one after the other: granary {lat['granary']:.2f} s, bare "
+                  f"docker run {lat['bare']:.2f} s: +{over:.2f} s (target: at most +0.2 s)")  # fmt: skip
+        ok = [r for r in result["rounds"] if "failed" not in r]
+        if len(ok) > 1:
+            print(f"at {ok[-1]['depth']:,} / at {ok[0]['depth']:,}: {ok[-1]['granary'] / ok[0]['granary']:.2f}x "
+                  "(target: at least 0.9x)")  # fmt: skip
+
+    if args.topology:
+        rounds = topology_rounds(depths)
+        print_rounds("The scale-out topology: two API replicas, services, PostgreSQL, Redis, two workers of 8",
+                     rounds, places=16)  # fmt: skip
+        single = found.get("postgres", {}).get("rounds", [])
+        for top, one in zip(rounds, single, strict=False):
+            if "failed" not in one:
+                print(f"at {top['depth']:,}: the topology {top['granary']:.0f} per minute "
+                      f"({top['granary'] / top['bare']:.2f}x bare), one PostgreSQL server {one['granary']:.0f} "
+                      f"({one['granary'] / one['bare']:.2f}x bare)")  # fmt: skip
+
+    if args.calls:
+        calls, executions = calls_per_execution(args.calls)
+        total = sum(calls.values()) / executions
+        print(f"\nThe runner's Prefect calls per execution on the embedded default ({executions} due at once, "
+              f"each created by a call of the user's besides): {total:.2f}\n")  # fmt: skip
+        print("| calls per execution | call | what it buys |")
+        print("| --- | --- | --- |")
+        for (method, route), count in calls.most_common():
+            print(f"| {count / executions:.2f} | `{method} {route}` | {CALLS.get((method, route), '')} |")
 
     if args.batch:
-        found = batch_comparison(args.batch)
+        result = batch_comparison(args.batch)
         print(
             f"\nAWS Batch on moto, median of {args.batch}: bare boto3 SubmitJob + DescribeJobs loop "
-            f"{found['bare']:.2f} s ({found['bare_calls']:.1f} Batch calls); granary execution "
-            f"{found['granary']:.2f} s ({found['granary_calls']:.1f} Batch calls): "
-            f"{found['granary'] / found['bare']:.2f}x (target: at most 1.2x)\n",
+            f"{result['bare']:.2f} s ({result['bare_calls']:.1f} Batch calls); granary execution "
+            f"{result['granary']:.2f} s ({result['granary_calls']:.1f} Batch calls): "
+            f"{result['granary'] / result['bare']:.2f}x (target: at most 1.2x)\n",
             flush=True,
         )
 
     if args.s3:
-        found = s3_comparison(args.s3)
+        result = s3_comparison(args.s3)
         print(
             f"\nStoring {sum(OUTPUT_FILES.values()):,} MiB of a Docker task's outputs ({len(OUTPUT_FILES)} files) "
-            f"to S3 on moto, median of {args.s3}: granary {found['granary']:.0f} MiB/s; raw s3fs put at the same "
-            f"{found['part_mib']:.0f} MiB parts {found['same part size']:.0f} MiB/s "
-            f"({found['granary'] / found['same part size']:.2f}x, target: at least 1.0x); at s3fs's default part "
-            f"size {found['s3fs default']:.0f} MiB/s ({found['granary'] / found['s3fs default']:.2f}x). moto's "
-            "CPU-s meanwhile: "
-            f"{found['moto granary']:.1f}, {found['moto same part size']:.1f} and {found['moto s3fs default']:.1f}\n",
+            f"to S3 on moto, median of {args.s3}: granary {result['granary']:.0f} MiB/s; raw s3fs put at the same "
+            f"{result['part_mib']:.0f} MiB parts {result['same part size']:.0f} MiB/s "
+            f"({result['granary'] / result['same part size']:.2f}x, target: at least 1.0x); at s3fs's default part "
+            f"size {result['s3fs default']:.0f} MiB/s ({result['granary'] / result['s3fs default']:.2f}x). moto's "
+            f"CPU-s meanwhile: {result['moto granary']:.1f}, {result['moto same part size']:.1f} and "
+            f"{result['moto s3fs default']:.1f}\n",
             flush=True,
         )
 
-    databases = [database for database in args.databases.split(",") if database]
-    if not databases:
-        return
-    bare = statistics.median(bare_docker_runs(args.runs))
+    if args.compare_prefect_runner:
+        compare_runners(args.compare_prefect_runner)
+
+    if args.memory:
+        with prefect_server("postgres") as api:
+            series = memory_series(api, args.memory)
+        print(f"\ngranary worker resident memory over {args.memory} executions (PostgreSQL):")
+        print("  " + "  ".join(f"{done}: {mib:.0f} MiB" for done, mib in series))
+        later = [mib for done, mib in series if done >= args.memory // 5]
+        print(f"  from a fifth of the way on: {min(later):.0f}-{max(later):.0f} MiB ({max(later) / min(later):.2f}x)")
+
+
+def compare_runners(runs: int, burst: int = 100) -> None:
+    """Prefect's own serve() against granary's runner, on SQLite and PostgreSQL."""
+    bare = statistics.median(bare_docker_runs(runs))
     results = {}
-    for database in databases:
+    for database in ("sqlite", "postgres"):
         with prefect_server(database) as api:
             for runner, prefect_runner in (("Prefect serve()", True), ("granary worker", False)):
                 name = f"hello-{database}-{'prefect' if prefect_runner else 'granary'}"
-                results[database, runner] = measure(api, name, prefect_runner, args.runs, args.burst)
+                results[database, runner] = measure(api, name, prefect_runner, runs, burst)
                 print(f"measured {runner} on {database}: {results[database, runner]}", flush=True)
-
-    print(f"\nbare docker run of granary/hello:1: median {bare:.3f} s over {args.runs}\n")
-    header = f"| database | runner | latency (median of {args.runs}) | over bare docker run |"
-    header += f" CPU-s per execution (sequential / burst) | {args.burst} due at once |"
-    print(header)
+    print(f"\nbare docker run of granary/hello:1: median {bare:.3f} s over {runs}\n")
+    print(f"| database | runner | latency (median of {runs}) | over bare docker run "
+          f"| CPU-s per execution (sequential / burst) | {burst} due at once |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- |")
     for (database, runner), r in results.items():
         print(
             f"| {database} | {runner} | {r['latency']:.2f} s | +{r['latency'] - bare:.2f} s "
             f"| {r['cpu']:.3f} / {r['cpu_burst']:.3f} | {r['per_minute']:.0f} per minute |"
         )
-    for database in databases:
-        prefect, granary = results[database, "Prefect serve()"], results[database, "granary worker"]
-        print(
-            f"\n{database}: granary / Prefect serve(): latency {granary['latency'] / prefect['latency']:.2f}x, "
-            f"CPU {granary['cpu_burst'] / prefect['cpu_burst']:.2f}x, "
-            f"throughput {granary['per_minute'] / prefect['per_minute']:.1f}x"
-        )
-
-    if args.memory:
-        database = "postgres" if "postgres" in args.databases else "sqlite"
-        with prefect_server(database) as api:
-            series = memory_series(api, args.memory)
-        print(f"\ngranary worker resident memory over {args.memory} executions ({database}):")
-        print("  " + "  ".join(f"{done}: {mib:.0f} MiB" for done, mib in series))
-        later = [mib for done, mib in series if done >= args.memory // 5]
-        print(f"  from a fifth of the way on: {min(later):.0f}-{max(later):.0f} MiB ({max(later) / min(later):.2f}x)")
 
 
 if __name__ == "__main__":
