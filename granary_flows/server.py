@@ -70,8 +70,7 @@ def local_server(
     """
     port = port or free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    env = server_environment(os.environ) | {"PREFECT_UI_API_URL": api_url} | (extra_env or {})
-    env.pop("PREFECT_API_URL", None)
+    env = started_environment(api_url, extra_env or {})
     log = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115  (closed in the finally below)
     process = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -91,6 +90,20 @@ def local_server(
             process.kill()
         if log_file:
             log.close()  # type: ignore[union-attr]
+
+
+def started_environment(api_url: str, extra_env: dict[str, str]) -> dict[str, str]:
+    """The environment of a server `local_server` starts: this process's, with `extra_env` taken into account before
+    the service set is decided (so `GRANARY_SERVER_SERVICES=prefect` there gives Prefect's defaults).
+
+    Example:
+        >>> started_environment("http://h/api", {"GRANARY_SERVER_SERVICES": "prefect"}).get(
+        ...     "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED", "Prefect's default")
+        "Prefect's default"
+    """
+    env = server_environment(os.environ | extra_env) | {"PREFECT_UI_API_URL": api_url}
+    env.pop("PREFECT_API_URL", None)
+    return env
 
 
 def server_environment(environ: Any) -> dict[str, str]:
