@@ -139,6 +139,7 @@ CONFIGS = {
     "postgres-prefect": ("postgres", {"GRANARY_SERVER_SERVICES": "prefect"}, "PostgreSQL, Prefect's defaults (before)"),
     "postgres": ("postgres", {}, "PostgreSQL, the production guide's"),
 }
+STALL = 180  # seconds without a run ending after which a round is said to have stalled
 DAEMONS = ("dockerd", "containerd", "containerd-shim-runc-v2")
 
 
@@ -401,7 +402,10 @@ def finished(api: str, flow_run_ids: list[str], errors: list[str] | None = None)
     """
     done: dict[str, dict[str, Any]] = {}
     pause = 0.1 if len(flow_run_ids) <= 10 else 1.0
+    moved = time.monotonic()
     while len(done) < len(flow_run_ids):
+        if time.monotonic() - moved > STALL:  # a server that stops moving runs: its figure is that it stalled
+            raise TimeoutError(f"no run ended for {STALL} s, after {len(done)} of {len(flow_run_ids)}")
         pending = [i for i in flow_run_ids if i not in done]
         try:
             response = httpx.post(
@@ -423,6 +427,7 @@ def finished(api: str, flow_run_ids: list[str], errors: list[str] | None = None)
                 ).json()
                 raise RuntimeError("\n".join([str(flow_run["state"])] + [log["message"] for log in logs]))
             done[flow_run["id"]] = flow_run
+            moved = time.monotonic()
         if len(response.json()) < 200:
             time.sleep(pause)
     return done
