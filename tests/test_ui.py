@@ -78,21 +78,44 @@ def test_retry_in_the_ui_resumes_a_failed_pipeline_from_its_failed_step(
     assert len(containers_of(docker_runtime, failed.id, retried_at)) == 1  # the third step's alone
 
 
-def test_the_apis_form_runs_a_job_whose_page_and_prefect_run_page_show_its_quicklook(
-    api, runner, prefect_server, tmp_path
+def test_the_apis_form_runs_a_job_whose_page_and_prefect_run_page_show_its_quicklook_and_open_its_result(
+    api, runner, prefect_server, results_root, tmp_path
 ):
     """In Chromium: sign in to `granary api`, run ndvi from its HTML form, see the job completed with its picture, and
-    the same picture on Prefect's page of the run, which opens it from another origin without the API's cookie."""
+    the same picture on Prefect's page of the run, which opens it from another origin without the API's cookie; a
+    click on the ndvi result's link, on either page, downloads the GeoTIFF itself."""
     inputs = {"Red band": 3, "Near-infrared band": 4, "GeoTIFF": SAMPLE_TIFF.as_uri()}
     seen = drive("api_form.mjs", api.url, prefect_server.removesuffix("/api"), api.tokens["bob"], "ndvi",
-                 json.dumps(inputs), tmp_path, timeout=300)  # fmt: skip
+                 json.dumps(inputs), tmp_path, r"\.tif$", timeout=300)  # fmt: skip
     assert seen["job"]["status"] == "successful", seen["job"]["text"]
     assert "submitted by\tbob" in seen["job"]["text"]
+    stored = next((results_root / "ndvi" / seen["jobId"]).glob("*.tif")).read_bytes()
     for page in ("job", "prefect"):
         picture = seen[page]["picture"]
         assert picture["width"] > 0 and picture["height"] > 0, (page, picture)  # it loaded: a real PNG
         assert picture["src"].startswith(api.url) and "signature=" in picture["src"], (page, picture)
+        download = seen[page]["download"]
+        assert download["url"].startswith(f"{api.url}/jobs/{seen['jobId']}/outputs/"), (page, download)
+        assert download["head"] in ("49492a00", "4d4d002a") and download["size"] == len(stored), (page, download)
+    assert "signature=" in seen["prefect"]["download"]["url"]  # Prefect's page has no cookie of the API's
     assert seen["outside"] == []  # nothing fetched from anywhere but this machine
+
+
+def test_the_apis_form_draws_and_sends_every_shape_of_argument(api, runner, tmp_path):
+    """In Chromium, a process with an argument of every shape: the form shows each default selected and nothing in
+    an optional field; rows added and removed, a multi-select, a nested field and a checkbox are sent as the values
+    they show, optional fields left empty are left out (never "None"), and the completed job's page links the file
+    the container wrote."""
+    seen = drive("form_shapes.mjs", api.url, api.tokens["bob"], tmp_path, timeout=240)
+    assert seen["shown"] == {
+        "scale": "10", "note": "", "label": "", "method": ["bilinear"], "classes": ["water", "field"],
+        "mask": False, "thresholdRows": 0,
+    }  # fmt: skip
+    assert seen["status"] == "successful", seen["text"]
+    assert seen["given"] == {
+        "scale": 7, "method": "cubic", "classes": ["water", "field", "forest"], "thresholds": [0.1, 0.9],
+        "window": {"width": 256}, "mask": True, "label": None,  # a nullable argument left out is null, not "None"
+    }, (seen["given"], seen["links"])  # fmt: skip
 
 
 ATTACK = """<!doctype html><html><body>

@@ -1,8 +1,9 @@
 """Process descriptions (OGC API - Processes): a registered task or pipeline as OGC clients see it.
 
-Inputs come from the argument schema (an array argument becomes an input with `maxOccurs`, its items the schema;
-`minOccurs` from `required`); outputs from the task's declared output files (by reference or value) and value outputs
-(`plugin_results`, Seed's JSON outputs); with none declared, `results` (the result files) and `value`.
+Inputs come from the argument schema (an array argument becomes an input with `maxOccurs`, its items the schema,
+and its default list the input's `default`, an extension; `minOccurs` from `required`); outputs from the task's
+declared output files (by reference or value) and value outputs (`plugin_results`, Seed's JSON outputs); with none
+declared, `results` (the result files) and `value`.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ def inputs_of(schema: dict[str, Any]) -> dict[str, Any]:
             described["schema"] = ogc_schema(_inlined(spec["items"], definitions))
             described["minOccurs"] = max(int(spec.get("minItems", 1)), 1) if name in required else 0
             described["maxOccurs"] = spec.get("maxItems", "unbounded")
+            if "default" in spec:  # the list's default, which the schema of its items cannot say
+                described["default"] = spec["default"]
         else:
             described["schema"] = ogc_schema({k: v for k, v in spec.items() if k not in ("title", "description")})
             described["minOccurs"] = 1 if name in required else 0

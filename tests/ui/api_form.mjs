@@ -1,11 +1,13 @@
 // Signs in to granary api with a token, runs a process from its HTML form, waits on the job page until the job has
-// completed, and looks at its quicklook picture there and on the Prefect UI's page of the same run (its Artifacts
-// tab, then the quicklook artifact's card).
-// Usage: node api_form.mjs API_URL PREFECT_UI TOKEN PROCESS INPUTS_JSON SCREENSHOT_DIR
+// completed, looks at its quicklook picture there and on the Prefect UI's page of the same run (its Artifacts tab,
+// then the report's card), and clicks the first result link matching RESULT_PATTERN on both pages, downloading it
+// (the Prefect UI's page in a browser that never signed in to the API).
+// Usage: node api_form.mjs API_URL PREFECT_UI TOKEN PROCESS INPUTS_JSON SCREENSHOT_DIR RESULT_PATTERN
 // (INPUTS_JSON maps each field's label to its value; prints one JSON document of what was seen)
+import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
-const [api, ui, token, processId, inputsJson, shots] = process.argv.slice(2);
+const [api, ui, token, processId, inputsJson, shots, resultPattern] = process.argv.slice(2);
 const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
@@ -17,9 +19,35 @@ async function picture(page, selector) {
   return image.evaluate((i) => ({ src: i.src, alt: i.alt, width: i.naturalWidth, height: i.naturalHeight }));
 }
 
+// Click what `click` clicks and give what the browser downloaded (in this tab or one the link opened).
+async function downloaded(context, click) {
+  const seen = new Promise((resolve) => {
+    const watch = (page) => page.on("download", resolve);
+    context.pages().forEach(watch);
+    context.on("page", watch);
+  });
+  await click();
+  const download = await Promise.race([seen, new Promise((_, reject) =>
+    setTimeout(() => reject(new Error("nothing was downloaded within 30 s")), 30000))]);
+  const bytes = readFileSync(await download.path());
+  return { url: download.url(), name: download.suggestedFilename(), size: bytes.length,
+    head: bytes.subarray(0, 4).toString("hex") };
+}
+
+// The first link to one of the job's outputs whose path matches RESULT_PATTERN.
+async function resultLink(page) {
+  const anchors = page.locator("a[href*='/outputs/']");
+  await anchors.first().waitFor({ timeout: 30000 });
+  const paths = await anchors.evaluateAll((all) => all.map((a) => new URL(a.href).pathname));
+  const index = paths.findIndex((path) => new RegExp(resultPattern).test(path));
+  if (index < 0) throw new Error(`no result link matches ${resultPattern}: ${paths.join(", ")}`);
+  return anchors.nth(index);
+}
+
 const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const signedIn = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+  const page = await signedIn.newPage();
   const outside = [];
   page.on("request", (r) => { const u = new URL(r.url()); if (!["127.0.0.1", "localhost"].includes(u.hostname)) outside.push(r.url()); });
 
@@ -43,14 +71,17 @@ try {
   }
   const job = { status, text: await page.locator("main").innerText(), picture: await picture(page, "img.quicklook") };
   await page.screenshot({ path: `${shots}/job.png`, fullPage: true });
+  job.download = await downloaded(signedIn, async () => (await resultLink(page)).click());
 
-  const run = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const anonymous = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+  const run = await anonymous.newPage();
   await run.goto(`${ui}/runs/flow-run/${jobId}`);
   let prefect;
   try {
     await run.getByText("Artifacts", { exact: true }).first().click({ timeout: 30000 });
     await run.getByText(`${processId}-results`, { exact: true }).click({ timeout: 30000 });  // the report's card
     prefect = { url: run.url(), picture: await picture(run, "img[alt^='quicklook of']") };
+    prefect.download = await downloaded(anonymous, async () => (await resultLink(run)).click());
   } finally {
     await run.screenshot({ path: `${shots}/prefect-run.png`, fullPage: true });
   }

@@ -160,8 +160,7 @@ function list(items, schema, label, help, required, id, wrap) {
 const inputs = Object.entries(description.inputs || {}).map(([name, input]) => {
   const required = (input.minOccurs ?? 1) > 0;
   const many = input.maxOccurs === "unbounded" || (input.maxOccurs ?? 1) > 1;
-  const schema = many ? { type: "array", items: input.schema, default: input.schema && input.schema.default }
-    : input.schema;
+  const schema = many ? { type: "array", items: input.schema, default: input.default } : input.schema;
   const part = field(schema, input.title || name, input.description, required);
   document.getElementById("fields").append(part.node);
   return [name, part];
