@@ -52,6 +52,7 @@ LOG_DRAIN = 60  # seconds the log stream may take to deliver its last lines once
 UNIX_SOCKET_URL = "http+docker://localhost"  # the docker SDK's base URL for an engine on a unix socket
 PIDS_LIMIT = 512
 TMP_SIZE = "256m"
+LISTED_KEPT = 64  # listings `resuming` keeps for `prepare`: well past the executions one runner runs at once
 
 
 def docker_client(max_pool_size: int = 32, host_block: str | None = None) -> docker.DockerClient:
@@ -197,6 +198,8 @@ class DockerRuntime(Runtime):
     def resuming(self, execution_id: str) -> int | None:
         listed = self._labelled(f"{LABEL_EXECUTION}={execution_id}")
         self._listed[execution_id] = listed  # `prepare`, which comes next, looks at the same list
+        if len(self._listed) > LISTED_KEPT:  # an execution that failed before `prepare` never takes its list
+            del self._listed[next(iter(self._listed))]
         for container in listed:
             labels = container.attrs.get("Labels") or {}
             if labels.get(LABEL_SERVER) == current_server() and labels.get(LABEL_ATTEMPT, "").isdigit():
