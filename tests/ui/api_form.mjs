@@ -5,11 +5,9 @@
 // Usage: node api_form.mjs API_URL PREFECT_UI TOKEN PROCESS INPUTS_JSON SCREENSHOT_DIR RESULT_PATTERN
 // (INPUTS_JSON maps each field's label to its value; prints one JSON document of what was seen)
 import { readFileSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { launch, signIn, executeAndWait } from "./browser.mjs";
 
 const [api, ui, token, processId, inputsJson, shots, resultPattern] = process.argv.slice(2);
-const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
 async function picture(page, selector) {
   const image = page.locator(selector).first();
@@ -44,31 +42,20 @@ async function resultLink(page) {
   return anchors.nth(index);
 }
 
-const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
+const browser = await launch();
 try {
   const signedIn = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
   const page = await signedIn.newPage();
   const outside = [];
   page.on("request", (r) => { const u = new URL(r.url()); if (!["127.0.0.1", "localhost"].includes(u.hostname)) outside.push(r.url()); });
 
-  await page.goto(`${api}/login`);
-  await page.getByLabel("API token").fill(token);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByText("signed in as").waitFor({ timeout: 10000 });
+  await signIn(page, api, token);
 
   await page.goto(`${api}/processes/${processId}?f=html`);
   for (const [label, value] of Object.entries(JSON.parse(inputsJson))) {
     await page.getByLabel(label, { exact: true }).fill(String(value));
   }
-  await page.getByRole("button", { name: "Execute" }).click();
-  await page.waitForURL(/\/jobs\/[0-9a-f-]+\?f=html$/, { timeout: 30000 });
-  const jobId = new URL(page.url()).pathname.split("/").pop();
-  let status = "";
-  for (let waited = 0; waited < 180 && !["successful", "failed", "dismissed"].includes(status); waited++) {
-    await page.waitForTimeout(1000);
-    await page.reload();
-    status = (await page.locator("#status").textContent()).trim();
-  }
+  const { jobId, status } = await executeAndWait(page, 180);
   const job = { status, text: await page.locator("main").innerText(), picture: await picture(page, "img.quicklook") };
   await page.screenshot({ path: `${shots}/job.png`, fullPage: true });
   job.download = await downloaded(signedIn, async () => (await resultLink(page)).click());

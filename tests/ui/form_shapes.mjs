@@ -4,20 +4,15 @@
 // job page until the job has completed, and reads back the arguments the container was given through the page's
 // result link.
 // Usage: node form_shapes.mjs API_URL TOKEN SCREENSHOT_DIR   (prints one JSON document of what was seen)
-import { chromium } from "playwright-core";
+import { launch, signIn, executeAndWait } from "./browser.mjs";
 
 const [api, token, shots] = process.argv.slice(2);
-const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
-const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
+const browser = await launch();
 try {
   const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
   const page = await context.newPage();
-  await page.goto(`${api}/login`);
-  await page.getByLabel("API token").fill(token);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByText("signed in as").waitFor({ timeout: 10000 });
+  await signIn(page, api, token);
 
   await page.goto(`${api}/processes/form-shapes?f=html`);
   const field = (label) => page.getByLabel(new RegExp(`^${label}( \\(optional\\))?$`));
@@ -43,15 +38,8 @@ try {
   await page.getByRole("button", { name: "remove Thresholds item" }).nth(1).click();
   await field("Width").fill("256");
   await field("Mask clouds").check();
-  await page.getByRole("button", { name: "Execute" }).click();
-  await page.waitForURL(/\/jobs\/[0-9a-f-]+\?f=html$/, { timeout: 30000 });
 
-  let status = "";
-  for (let waited = 0; waited < 120 && !["successful", "failed", "dismissed"].includes(status); waited++) {
-    await page.waitForTimeout(1000);
-    await page.reload();
-    status = (await page.locator("#status").textContent()).trim();
-  }
+  const { status } = await executeAndWait(page, 120);
   await page.screenshot({ path: `${shots}/form-shapes-job.png`, fullPage: true });
   const links = await page.locator("#results a").evaluateAll((all) => all.map((a) => a.href));
   const argumentsLink = links.find((href) => new URL(href).pathname.endsWith("/arguments.json"));

@@ -2,23 +2,16 @@
 // opened from the API, and pages of other origins (another port of the same host, and another site) that try to act
 // with the admin's sign-in cookie or to frame the API's pages. Prints one JSON document of what happened.
 // Usage: node hostile_pages.mjs API_URL ADMIN_TOKEN JOB_ID ATTACKER_PORT
-import { chromium } from "playwright-core";
+import { launch, signIn } from "./browser.mjs";
 
 const [api, token, jobId, attackerPort] = process.argv.slice(2);
-const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  "--host-resolver-rules=MAP evil.example 127.0.0.1"];
-
-const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
+const browser = await launch(["--host-resolver-rules=MAP evil.example 127.0.0.1"]);
 const seen = { outputs: {}, attacks: {}, requests: [] };
 try {
   const context = await browser.newContext({ acceptDownloads: true });
   context.on("request", (r) => seen.requests.push(`${r.method()} ${r.url()}`));
   const page = await context.newPage();
-  await page.goto(`${api}/login`);
-  await page.getByLabel("API token").fill(token);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByText("signed in as").waitFor({ timeout: 10000 });
+  await signIn(page, api, token);
 
   // The container's outputs, opened as an admin would from a result link.
   for (const name of ["report.html", "map.svg", "notes.txt"]) {

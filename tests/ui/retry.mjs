@@ -1,13 +1,11 @@
 // Presses Retry on a flow run's page in Prefect's UI, and confirms it in the dialog, as a user does.
 // Usage: node retry.mjs UI_URL FLOW_RUN_ID SCREENSHOT_DIR   (prints one JSON document: the server's answer to the
 // retry, and the API calls that failed)
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const [ui, flowRunId, shots] = process.argv.slice(2);
-const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
-const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
   const problems = [];

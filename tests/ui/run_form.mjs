@@ -1,11 +1,9 @@
 // Opens a deployment's custom-run form in both of Prefect's UIs, in Debian's Chromium, and reports what a user sees:
 // the field labels, where a valid submission leads, and what an invalid one shows.
 // Usage: node run_form.mjs UI_URL DEPLOYMENT_ID SCREENSHOT_DIR VALID_JSON INVALID_JSON   (prints one JSON document)
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const [ui, deploymentId, shots, validJson, invalidJson] = process.argv.slice(2);
-const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 const FORMS = { v1: `${ui}/deployments/deployment/${deploymentId}/run`, v2: `${ui}/v2/deployments/deployment/${deploymentId}/run` };
 
 async function field(page, label) {
@@ -49,7 +47,7 @@ async function submit(page) {
   await page.waitForTimeout(2500);
 }
 
-const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
+const browser = await launch();
 const report = {};
 try {
   for (const [name, url] of Object.entries(FORMS)) {
