@@ -18,6 +18,7 @@ from rich.text import Text
 
 from granary_flows.errors import GranaryError
 from granary_flows.loading import read_files
+from granary_flows.server_auth import use_for_client
 
 app = typer.Typer(
     help="Run containerized geospatial algorithms as Prefect flows.",
@@ -40,6 +41,17 @@ DeploymentsOption = typer.Option(
     envvar="GRANARY_DEPLOYMENTS",
     help="Folder or file of task definitions.",
 )
+
+
+@app.callback()
+def main() -> None:
+    """Run containerized geospatial algorithms as Prefect flows."""
+    # Before any command imports Prefect, which fixes its settings then: a server granary started on this machine
+    # requires its credential, and every command finds it.
+    try:
+        use_for_client(os.environ.get("PREFECT_API_URL"))
+    except GranaryError as err:
+        raise fail(str(err)) from err
 
 
 def deployments_folder() -> Path:
@@ -235,13 +247,45 @@ def server_start(
     port: int = typer.Option(4200, help="The port to listen on."),
     no_services: bool = typer.Option(False, "--no-services", help="An API replica: the services run elsewhere."),
 ) -> None:
-    """Prefect's server (`prefect server start`), without the services granary does not need."""
+    """Prefect's server (`prefect server start`), without the services granary does not need, requiring its
+    credential (`granary server credentials` prints it; GRANARY_SERVER_AUTH=off, on 127.0.0.1 only, does not)."""
     import sys
 
     from granary_flows.server import server_environment
+    from granary_flows.server_auth import SERVER_VARIABLE, check_listening
 
+    try:
+        environment = server_environment(os.environ)
+        check_listening(host, environment.get(SERVER_VARIABLE))
+    except GranaryError as err:
+        raise fail(str(err)) from err
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
-    os.execve(sys.executable, command + (["--no-services"] if no_services else []), server_environment(os.environ))
+    os.execve(sys.executable, command + (["--no-services"] if no_services else []), environment)
+
+
+@server_app.command("credentials")
+def server_credentials(
+    shell: bool = typer.Option(False, "--shell", help="As `export` lines for a shell, with the server's address."),
+) -> None:
+    """The credential of the Prefect server granary starts on this machine (for PREFECT_HOME): Prefect's UI asks for
+    it, and scripts give it to Prefect's client as PREFECT_API_AUTH_STRING. Made when there is none yet."""
+    import shlex
+
+    from granary_flows.server import local_port
+    from granary_flows.server_auth import server_credential
+
+    try:
+        credential = server_credential()
+    except GranaryError as err:
+        raise fail(str(err)) from err
+    if credential is None:
+        raise fail("GRANARY_SERVER_AUTH=off: the servers granary starts here take no credential")
+    if not shell:
+        typer.echo(credential)
+        return
+    api_url = os.environ.get("PREFECT_API_URL") or f"http://127.0.0.1:{local_port()}/api"
+    typer.echo(f"export PREFECT_API_URL={shlex.quote(api_url)}")
+    typer.echo(f"export PREFECT_API_AUTH_STRING={shlex.quote(credential)}")
 
 
 @server_app.command("services")

@@ -23,7 +23,12 @@ from typing import Any
 import httpx
 
 from granary_flows.errors import GranaryError
+from granary_flows.server_auth import SERVER_VARIABLE, server_credential, use_for_client
 
+CREDENTIAL_HINT = (
+    "it requires credentials: set PREFECT_API_AUTH_STRING (`granary server credentials` prints those of a server "
+    "granary started on this machine)"
+)
 QUIET = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
 # The Prefect services granary's servers run without, and what a user loses with each.
 LEAN_SERVICES = {
@@ -97,25 +102,33 @@ def started_environment(api_url: str, extra_env: dict[str, str]) -> dict[str, st
     the service set is decided (so `GRANARY_SERVER_SERVICES=prefect` there gives Prefect's defaults).
 
     Example:
-        >>> started_environment("http://h/api", {"GRANARY_SERVER_SERVICES": "prefect"}).get(
+        >>> given = {"GRANARY_SERVER_SERVICES": "prefect", "PREFECT_SERVER_API_AUTH_STRING": "granary:secret"}
+        >>> started_environment("http://h/api", given).get(
         ...     "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED", "Prefect's default")
         "Prefect's default"
     """
     env = server_environment(os.environ | extra_env) | {"PREFECT_UI_API_URL": api_url}
     env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_API_AUTH_STRING", None)
     return env
 
 
 def server_environment(environ: Any) -> dict[str, str]:
-    """The environment a Prefect server granary starts runs with: `environ`, quiet, without LEAN_SERVICES and with the
-    TUNED settings (unless `GRANARY_SERVER_SERVICES=prefect`; a variable already set is kept).
+    """The environment a Prefect server granary starts runs with: `environ`, quiet, requiring its credential
+    (`server_auth`), without LEAN_SERVICES and with the TUNED settings (unless `GRANARY_SERVER_SERVICES=prefect`; a
+    variable already set is kept).
 
     Example:
-        >>> server_environment({})["PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED"]
+        >>> given = {"PREFECT_SERVER_API_AUTH_STRING": "granary:secret"}
+        >>> server_environment(given)["PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED"]
         'false'
-        >>> server_environment({"GRANARY_SERVER_SERVICES": "prefect"}).get("PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED")
+        >>> server_environment(given | {"GRANARY_SERVER_SERVICES": "prefect"}).get(
+        ...     "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED")
     """
     env = dict(environ) | QUIET
+    credential = server_credential(env)
+    if credential:
+        env[SERVER_VARIABLE] = credential
     if env.get("GRANARY_SERVER_SERVICES", "lean") == "lean":
         for service in LEAN_SERVICES:
             env.setdefault(f"PREFECT_SERVER_SERVICES_{service.upper()}_ENABLED", "false")
@@ -165,13 +178,16 @@ def configured_api_url(port: int | None = None) -> str | None:
     """`PREFECT_API_URL`, else the local server on `port` (default `GRANARY_LOCAL_PORT`, 4200) if one answers there.
 
     Without either, Prefect would start a throwaway server inside this process, with none of our deployments. A
-    server on any other port is never used: `granary serve --port P` means the server on P.
+    server on any other port is never used: `granary serve --port P` means the server on P. A server on this machine
+    is given its credential (`server_auth.use_for_client`).
     """
     url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        local_api = f"http://127.0.0.1:{port or local_port()}/api"
+        url = local_api if is_healthy(local_api) else None
     if url:
-        return url
-    local_api = f"http://127.0.0.1:{port or local_port()}/api"
-    return local_api if is_healthy(local_api) else None
+        use_for_client(url)
+    return url
 
 
 @contextmanager
@@ -182,7 +198,7 @@ def prefect_client() -> Iterator[Any]:
         GranaryError: when no server is configured or it does not answer.
     """
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     url = configured_api_url()
     if not url:
@@ -190,15 +206,19 @@ def prefect_client() -> Iterator[Any]:
             "no Prefect server: set PREFECT_API_URL, or start `granary serve`, "
             f"which starts one on 127.0.0.1:{local_port()}"
         )
-    with temporary_settings(updates={PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+    updates: dict[Any, Any] = {PREFECT_API_URL: url}
+    if os.environ.get("PREFECT_API_AUTH_STRING"):
+        updates[PREFECT_API_AUTH_STRING] = os.environ["PREFECT_API_AUTH_STRING"]
+    with temporary_settings(updates=updates), get_client(sync_client=True) as client:
         try:
             yield client
         except httpx.HTTPStatusError as err:
             from granary_flows.submission import server_reason
 
             status = err.response.status_code
+            hint = f"; {CREDENTIAL_HINT}" if status == 401 else ""
             raise GranaryError(
-                f"the Prefect server at {url} refused the request ({status}): {server_reason(err.response)}"
+                f"the Prefect server at {url} refused the request ({status}): {server_reason(err.response)}{hint}"
             ) from err
         except httpx.HTTPError as err:
             raise GranaryError(f"the Prefect server at {url} did not answer: {err}") from err

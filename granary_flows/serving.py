@@ -54,10 +54,12 @@ class Served(BaseModel):
 @contextmanager
 def prefect_server(port: int | None = None) -> Iterator[ServerChoice]:
     """The Prefect server to use: `PREFECT_API_URL`, else the local one on `port` (default `GRANARY_LOCAL_PORT`),
-    else one started here (SQLite) for as long as this lasts. `PREFECT_API_URL` is set for this process before
-    Prefect is imported: it fixes its settings then, and threads without a settings context of their own (the
-    runner's, the log and event workers) would otherwise start a throwaway server of their own."""
+    else one started here (SQLite, requiring its credential) for as long as this lasts. `PREFECT_API_URL` and the
+    credential are set for this process before Prefect is imported: it fixes its settings then, and threads without a
+    settings context of their own (the runner's, the log and event workers) would otherwise start a throwaway server
+    of their own, or be refused."""
     from granary_flows.server import configured_api_url, local_port, local_server
+    from granary_flows.server_auth import use_for_client
 
     with ExitStack() as stack:
         api_url = configured_api_url(port)
@@ -69,6 +71,7 @@ def prefect_server(port: int | None = None) -> Iterator[ServerChoice]:
             started = stack.enter_context(local_server(port=port or local_port()))
             choice = ServerChoice(api_url=started, how="started here, SQLite; stops with this command")
         os.environ["PREFECT_API_URL"] = choice.api_url
+        use_for_client(choice.api_url)
         # A long-lived runner waits out a server restart (about 8 minutes of retries) instead of losing a run.
         os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "8")
         yield choice

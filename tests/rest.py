@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -14,10 +15,19 @@ def request(method: str, url: str, body: Any = None, patience: float = 120, time
     deadline = time.monotonic() + patience
     wait = 0.5
     while True:
-        response = httpx.request(method, url, json=body, timeout=timeout)
+        response = httpx.request(method, url, json=body, timeout=timeout, auth=prefect_auth())
         if response.status_code != 503 or time.monotonic() + wait > deadline:
             break
         time.sleep(wait)
         wait = min(wait * 2, 8)
     response.raise_for_status()
     return response
+
+
+def prefect_auth() -> httpx.BasicAuth | None:
+    """The credential the tests' Prefect servers require (`PREFECT_API_AUTH_STRING`), for calls made with httpx."""
+    credential = os.environ.get("PREFECT_API_AUTH_STRING")
+    if not credential:
+        return None
+    user, _, password = credential.partition(":")
+    return httpx.BasicAuth(user, password)

@@ -155,6 +155,7 @@ def test_serve_starts_its_own_server_reaps_orphans_runs_and_stops_on_sigint(dock
         try:
             output = read_until(serve, "waiting for runs", timeout=180)
             assert output.startswith(f"Prefect server: {api} (started here")  # said first
+            assert httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).status_code == 401  # closed
             assert f"UI: http://127.0.0.1:{port}" in output
             found = "found 00000000-0000-0000-0000-000000000000: the process running it died; container removed"
             assert found in output

@@ -11,8 +11,11 @@ import httpx
 import pytest
 from helpers import ROOT, granary_serve, read_until, stop_process, task_copy
 from postgres import local_postgres, query
+from rest import prefect_auth
 
 from granary_flows.server import free_port, local_server
+
+prefect_api = httpx.Client(auth=prefect_auth())  # the servers these tests start require the session's credential
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +62,16 @@ def test_a_prefect_server_on_postgresql_runs_a_burst_of_executions_through_grana
                 **client_env,
             )
             read_until(worker, "waiting for runs", timeout=180)
-            deployment = httpx.get(f"{api}/deployments/name/pg-hello/pg-hello").json()
+            deployment = prefect_api.get(f"{api}/deployments/name/pg-hello/pg-hello").json()
             runs = [
-                httpx.post(
+                prefect_api.post(
                     f"{api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": {"name": f"pg {i}"}}
                 ).json()
                 for i in range(30)
             ]
             deadline = time.monotonic() + 180
             for flow_run in runs:
-                while httpx.get(f"{api}/flow_runs/{flow_run['id']}").json()["state"]["type"] != "COMPLETED":
+                while prefect_api.get(f"{api}/flow_runs/{flow_run['id']}").json()["state"]["type"] != "COMPLETED":
                     assert time.monotonic() < deadline, "not every execution completed"
                     time.sleep(0.5)
             for i, flow_run in enumerate(runs):

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import BUCKET, TOKENS, read_until, stop_process, task_copy
+from rest import prefect_auth
 from topology import completed, running_topology, wait_for
 
 from granary_flows.runtimes.base import LABEL_FLOW_RUN, LABEL_RUNNER
@@ -22,6 +23,8 @@ from granary_flows.runtimes.base import LABEL_FLOW_RUN, LABEL_RUNNER
 pytestmark = pytest.mark.topology
 EXECUTIONS = 1000
 FINAL = ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]
+
+prefect_api = httpx.Client(auth=prefect_auth())  # the servers these tests start require the session's credential
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +68,12 @@ class ContainerCreations:
 
 
 def create_runs(api: str, deployment: str, count: int, due: datetime, parameters: dict[str, Any]) -> list[str]:
-    deployment_id = httpx.get(f"{api}/deployments/name/{deployment}/{deployment}", timeout=60).json()["id"]
+    deployment_id = prefect_api.get(f"{api}/deployments/name/{deployment}/{deployment}", timeout=60).json()["id"]
     scheduled = {"type": "SCHEDULED", "state_details": {"scheduled_time": due.isoformat()}}
     body = {"parameters": parameters, "state": scheduled}
 
     def create(_: int) -> str:
-        answer = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json=body, timeout=120)
+        answer = prefect_api.post(f"{api}/deployments/{deployment_id}/create_flow_run", json=body, timeout=120)
         answer.raise_for_status()
         return str(answer.json()["id"])
 
@@ -82,7 +85,7 @@ def final_runs(api: str, flow_run_ids: list[str]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for start in range(0, len(flow_run_ids), 200):
         body = {"flow_runs": {"id": {"any_": flow_run_ids[start : start + 200]}}, "limit": 200}
-        found += httpx.post(f"{api}/flow_runs/filter", json=body, timeout=120).json()
+        found += prefect_api.post(f"{api}/flow_runs/filter", json=body, timeout=120).json()
     return found
 
 
@@ -139,7 +142,7 @@ def _final(api: str, flow_run_ids: list[str]) -> list[str]:
     for start in range(0, len(flow_run_ids), 200):
         chunk = flow_run_ids[start : start + 200]
         body = {"flow_runs": {"id": {"any_": chunk}, "state": {"type": {"any_": FINAL}}}, "limit": 200}
-        answer = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=120)
+        answer = prefect_api.post(f"{api}/flow_runs/filter", json=body, timeout=120)
         if answer.status_code == 200:
             done += [run["id"] for run in answer.json()]
     return done
@@ -151,17 +154,17 @@ def test_a_schedule_fires_once_per_time_not_once_per_replica(topology):
     registered = topology.granary("deploy", "--pool", topology.pool, "-d", str(tasks))
     assert registered.returncode == 0, registered.stdout + registered.stderr
     api = topology.api
-    deployment = httpx.get(f"{api}/deployments/name/topology-ticks/topology-ticks", timeout=60).json()
+    deployment = prefect_api.get(f"{api}/deployments/name/topology-ticks/topology-ticks", timeout=60).json()
     of_it = {"deployments": {"id": {"any_": [deployment["id"]]}}}
     done = {"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}
 
     def completed_ticks() -> int:
-        return int(httpx.post(f"{api}/flow_runs/count", json=of_it | done, timeout=60).json())
+        return int(prefect_api.post(f"{api}/flow_runs/count", json=of_it | done, timeout=60).json())
 
     creations = ContainerCreations()
     try:
         wait_for(lambda: completed_ticks() >= 5, "five scheduled runs completed", 180)
-        runs = httpx.post(f"{api}/flow_runs/filter", json=of_it | {"limit": 200}, timeout=60).json()
+        runs = prefect_api.post(f"{api}/flow_runs/filter", json=of_it | {"limit": 200}, timeout=60).json()
     finally:
         creations.close()
         removed = topology.granary("tasks", "remove", "topology-ticks")  # its runs to come go with it

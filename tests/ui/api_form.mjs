@@ -5,7 +5,7 @@
 // Usage: node api_form.mjs API_URL PREFECT_UI TOKEN PROCESS INPUTS_JSON SCREENSHOT_DIR RESULT_PATTERN
 // (INPUTS_JSON maps each field's label to its value; prints one JSON document of what was seen)
 import { readFileSync } from "node:fs";
-import { launch, signIn, executeAndWait } from "./browser.mjs";
+import { launch, signIn, signInToPrefect, executeAndWait } from "./browser.mjs";
 
 const [api, ui, token, processId, inputsJson, shots, resultPattern] = process.argv.slice(2);
 
@@ -62,6 +62,7 @@ try {
 
   const anonymous = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
   const run = await anonymous.newPage();
+  await signInToPrefect(run, ui);
   await run.goto(`${ui}/runs/flow-run/${jobId}`);
   let prefect;
   try {

@@ -1,7 +1,7 @@
 // Presses Retry on a flow run's page in Prefect's UI, and confirms it in the dialog, as a user does.
 // Usage: node retry.mjs UI_URL FLOW_RUN_ID SCREENSHOT_DIR   (prints one JSON document: the server's answer to the
 // retry, and the API calls that failed)
-import { launch } from "./browser.mjs";
+import { launch, signInToPrefect } from "./browser.mjs";
 
 const [ui, flowRunId, shots] = process.argv.slice(2);
 
@@ -11,6 +11,8 @@ try {
   const problems = [];
   // API calls only: the UI also asks for an icon it does not ship (/ico/undefined.svg), beside the point here.
   page.on("response", (r) => { if (r.status() >= 400 && r.url().startsWith(`${ui}/api/`)) problems.push(`${r.status()} ${r.request().method()} ${r.url()}`); });
+  await signInToPrefect(page, ui);
+  problems.length = 0;  // the sign-in page's own calls before the credential is given answer 401
   await page.goto(`${ui}/runs/flow-run/${flowRunId}`);
   await page.getByRole("button", { name: "Retry" }).first().click({ timeout: 30000 });
   const answered = page.waitForResponse((r) => r.url().endsWith(`/flow_runs/${flowRunId}/set_state`), { timeout: 15000 });

@@ -1,7 +1,7 @@
 // Opens a deployment's custom-run form in both of Prefect's UIs, in Debian's Chromium, and reports what a user sees:
 // the field labels, where a valid submission leads, and what an invalid one shows.
 // Usage: node run_form.mjs UI_URL DEPLOYMENT_ID SCREENSHOT_DIR VALID_JSON INVALID_JSON   (prints one JSON document)
-import { launch } from "./browser.mjs";
+import { launch, prefectAuthorization, signInToPrefect } from "./browser.mjs";
 
 const [ui, deploymentId, shots, validJson, invalidJson] = process.argv.slice(2);
 const FORMS = { v1: `${ui}/deployments/deployment/${deploymentId}/run`, v2: `${ui}/v2/deployments/deployment/${deploymentId}/run` };
@@ -36,7 +36,7 @@ async function validationMessages(page, labels) {
 async function untilFinished(page, runUrl) {
   const id = runUrl.match(/flow-run\/([0-9a-f-]{36})/)?.[1];
   for (let waited = 0; id && waited < 120000; waited += 500) {
-    const run = await (await page.request.get(`${ui}/api/flow_runs/${id}`)).json();
+    const run = await (await page.request.get(`${ui}/api/flow_runs/${id}`, { headers: prefectAuthorization() })).json();
     if (["COMPLETED", "FAILED", "CRASHED", "CANCELLED"].includes(run.state?.type)) return;
     await page.waitForTimeout(500);
   }
@@ -60,6 +60,8 @@ try {
     page.on("requestfailed", (r) => { if (ours(r.url())) problems.push(`failed ${r.method()} ${r.url()}: ${r.failure()?.errorText}`); });
     page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
     const valid = JSON.parse(validJson), invalid = JSON.parse(invalidJson);
+    await signInToPrefect(page, ui);
+    problems.length = 0;  // the sign-in page's own calls before the credential is given answer 401
     await open(page, url, Object.keys(valid)[0]);
     const labels = await page.locator("label").allInnerTexts();
     const text = await page.locator("body").innerText();
