@@ -265,18 +265,20 @@ class Execution:
         )
         for warning in collected.warnings:
             self.logger.warning(warning)
-        results = collect(
-            collected.stored,
-            self.store.read_bytes,
-            outcome.last_stdout_line,
-            self.definition.outputs.files,
-            self.definition.input_names,
-            attempt.invocation.output_path,
-            webhook=delivered,
-            clean=self.mask.document,
-        )
+        try:
+            results = collect(
+                collected.stored,
+                self.store.read_bytes,
+                outcome.last_stdout_line,
+                self.definition.outputs.files,
+                self.definition.input_names,
+                attempt.invocation.output_path,
+                webhook=delivered,
+                clean=self.mask.document,
+            )
+        finally:  # read, whether it reports success or failure: its text reaches a person only masked, from here
+            self._drop_results_file(collected.stored)
         outputs = self._seed_outputs(collected.stored.uris)
-        self._drop_results_file(collected.stored)
         return Attempted(outcome=outcome, results=results, outputs=outputs, warnings=collected.warnings)
 
     def _drop_results_file(self, stored: StoredOutputs) -> None:
@@ -432,7 +434,8 @@ class Execution:
         document.warnings += warnings
         name = self.definition.name
         document.quicklooks = self._quicklooks(document.results)
-        item = self.mask.document(stac.execution_item(self.mask.document(document.model_dump(mode="json")), sidecars))
+        described = [self.mask.model(sidecar) for sidecar in sidecars]  # their properties are the container's text
+        item = stac.execution_item(self.mask.document(document.model_dump(mode="json")), described)
         document.stac_item = stac.publish(
             store=self.store, task=name, title=self.definition.title, description=self.definition.description, item=item
         )

@@ -13,10 +13,13 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from pydantic import BaseModel
+
 MASK = "****"
+ModelT = TypeVar("ModelT", bound=BaseModel)
 _CREDENTIALS_IN_URI = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
 
 
@@ -42,6 +45,10 @@ class Masker:
         for secret in self.secrets:
             value = value.replace(secret, MASK)
         return _CREDENTIALS_IN_URI.sub(lambda m: f"{m.group('scheme')}{MASK}@", value)
+
+    def model(self, value: ModelT) -> ModelT:
+        """A copy of a pydantic model with every string of it masked."""
+        return type(value).model_validate(self.document(value.model_dump(mode="json")))
 
     def document(self, value: Any) -> Any:
         """A JSON-like value with every string masked (keys included); the input is not changed."""

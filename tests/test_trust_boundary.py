@@ -313,9 +313,10 @@ def test_an_output_named_in_something_else_than_utf8_is_left_out_and_said(client
 
 def test_no_secret_leaves_by_any_way_out(client, runner, api, results_root, monkeypatch):
     """The operator's variable a task asks for and the credentials a user wrote into a URI, planted by the container
-    in every place it can put text (a log line, a progress message, an output's name, its side-car, results.json's
-    titles and descriptions): none of them shows in any log line, artifact, state message, document the runner wrote,
-    stored name, or answer of the HTTP API."""
+    in every place it can put text (a log line, a progress message, an output's name, a side-car's properties,
+    results.json's titles and descriptions, and the message of a failing results.json): none of them shows in any log
+    line, artifact, state message, document the runner wrote (the STAC Item among them), stored name, or answer of the
+    HTTP API; a failed job's results.json is neither kept nor served."""
     import httpx
 
     password, in_uri = "pw-0f-the-operator", "pw-in-the-uri"
@@ -323,21 +324,30 @@ def test_no_secret_leaves_by_any_way_out(client, runner, api, results_root, monk
     monkeypatch.setenv("GRANARY_PASS_ENVIRONMENT", "GRANARY_TEST_PASSWORD")
     admin = {"Authorization": f"Bearer {api.tokens['admin']}"}
     source = f"https://ada:{in_uri}@scenes.example/tile.tif"
-    answered = httpx.post(f"{api.url}/processes/leaky-env/execution", headers=admin,
-                          json={"inputs": {"source": source}}, timeout=120)  # fmt: skip
-    assert answered.status_code == 200, answered.text
-    job = answered.headers["Location"].rsplit("/", 1)[1]
-    flow_run = wait_final(client, job)
-    assert flow_run.state.is_completed(), flow_run.state.message
-    visible = [flow_run.state.message or "", json.dumps(flow_run.state.result()), *logs_of(client, job)]
-    visible += [json.dumps(a.data) + (a.description or "") for a in artifacts_of(client, job)]
-    runner_documents = stored(results_root, "leaky-env", job)
-    visible += list(runner_documents)  # every stored name
-    visible += [content.decode(errors="replace") for name, content in runner_documents.items() if "granary-" in name]
+    visible: list[str] = []
+    for fail in (False, True):
+        answered = httpx.post(f"{api.url}/processes/leaky-env/execution", headers=admin,
+                              json={"inputs": {"source": source, "fail": fail}}, timeout=120)  # fmt: skip
+        assert answered.status_code == (500 if fail else 200), answered.text
+        visible.append(answered.text)
+        job = answered.headers["Location"].rsplit("/", 1)[1]
+        flow_run = wait_final(client, job)
+        assert flow_run.state.is_failed() if fail else flow_run.state.is_completed(), flow_run.state.message
+        visible += [flow_run.state.message or "", *logs_of(client, job)]
+        if not fail:
+            visible.append(json.dumps(flow_run.state.result()))
+            item = json.loads((results_root / "leaky-env" / job / "granary-item.json").read_text())
+            assert item["assets"]["plain.txt"]["p"] == "****"  # the side-car's properties reached the Item, masked
+        visible += [json.dumps(a.data) + (a.description or "") for a in artifacts_of(client, job)]
+        runner_documents = stored(results_root, "leaky-env", job)
+        visible += list(runner_documents)  # every stored name
+        visible += [content.decode(errors="replace") for name, content in runner_documents.items()
+                    if "granary-" in name or name == "results.json"]  # fmt: skip
+        for path in ("", "/results", "/logs", "/metadata", "?f=html", "/results?f=html"):
+            visible.append(httpx.get(f"{api.url}/jobs/{job}{path}", headers=admin).text)
+        assert httpx.get(f"{api.url}/jobs/{job}/outputs/results.json", headers=admin).status_code == 404
+        visible.append(httpx.get(f"{api.url}/api/executions/{job}", headers=admin).text)
     visible.append((results_root / "leaky-env" / "collection.json").read_text())
-    for path in ("", "/results", "/logs", "/metadata", "?f=html", "/results?f=html"):
-        visible.append(httpx.get(f"{api.url}/jobs/{job}{path}", headers=admin).text)
-    visible.append(httpx.get(f"{api.url}/api/executions/{job}", headers=admin).text)
     visible.append(httpx.get(f"{api.url}/jobs?f=html&limit=50", headers=admin).text)
     leaked = [text[:300] for text in visible for secret in (password, in_uri) if secret in text]
     assert leaked == []
