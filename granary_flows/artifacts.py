@@ -4,9 +4,11 @@ its STAC Item and a summary), and live progress while the container reports some
 Every artifact passes through `_publish`, which masks every text with the execution's masker: no secret reaches an
 artifact, whatever wrote it.
 
-Links open in a browser: on S3 a presigned https link; on a local results root a link `granary api` serves
-(`GRANARY_API_URL`), signed for that one file, since Prefect's UI is another origin than the API's; without an API, the
-file's own `file://` address, shown as text (a browser refuses to open it).
+Links open in a browser, at any later time, for whoever may see the execution: a link `granary api` serves
+(`GRANARY_API_URL`), on a local root and on S3 alike, signed for that one file so that it opens by itself for
+`GRANARY_LINK_SECONDS` (7 days; Prefect's UI is another origin than the API's) and after a sign-in once that has passed.
+Without an API: on S3 a presigned https link that works as long; on a local root the file's own `file://` address,
+shown as text (a browser refuses to open it).
 """
 
 from __future__ import annotations
@@ -50,13 +52,10 @@ class Links:
 
     def __call__(self, href: str) -> str | None:
         """A link that opens `href` in a browser, or None when there is none."""
-        presigned = self.presign(href)
-        if presigned:
-            return presigned
         relative = output_path_in(href, self.own) if href.startswith(self.own + "/") else None
         if self.api and relative is not None:
             return output_link(self.api, self.execution_id, relative)
-        return None
+        return self.presign(href)
 
 
 def record_report(document: dict[str, Any], links: Links, log_tail: list[str]) -> None:

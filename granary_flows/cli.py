@@ -32,6 +32,8 @@ server_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(server_app, name="server")
+keys_app = typer.Typer(help="The keys granary signs result links, sessions and webhooks with.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console()
 err_console = Console(stderr=True)
 DeploymentsOption = typer.Option(
@@ -300,11 +302,33 @@ def server_services() -> None:
     os.execve(sys.executable, command, server_environment(os.environ))
 
 
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """A new signing key: result links signed before stop opening by themselves (whoever may see the job signs in to
+    the API and lands on the file), everyone signed in to the API signs in again, and jobs running now keep their
+    webhooks. Every runner and API uses the new key within 30 seconds."""
+    from granary_flows.keys import rotate
+    from granary_flows.server import prefect_client
+
+    try:
+        with prefect_client():
+            keys = rotate()
+    except GranaryError as err:
+        raise fail(str(err)) from err
+    console.print(f"signing key rotated at {keys.rotated:%Y-%m-%d %H:%M:%S} UTC", highlight=False)
+
+
 @app.command()
 def api(
     host: str = typer.Option("127.0.0.1", help="The address to listen on."),
     port: int = typer.Option(5050, help="The port to listen on."),
     results: str | None = ResultsOption,
+    trusted_proxies: str = typer.Option(
+        "",
+        envvar="GRANARY_API_TRUSTED_PROXIES",
+        help="Addresses of the reverse proxies whose X-Forwarded-Proto and X-Forwarded-For are believed (comma "
+        "separated); none by default. Behind a proxy that ends TLS, the sign-in cookie is then marked Secure.",
+    ),
 ) -> None:
     """Serve OGC API - Processes (Parts 1 and 2) and Granary's REST API over the registered tasks and their runs."""
     import uvicorn
@@ -331,7 +355,15 @@ def api(
     style = "yellow" if authenticator.settings.off else None
     console.print(authenticator.describe(), style=style, highlight=False, soft_wrap=True, markup=False)
     console.print(f"granary api: http://{host}:{port}/ (OpenAPI: http://{host}:{port}/openapi.json)", highlight=False)
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    proxies = [address.strip() for address in trusted_proxies.split(",") if address.strip()]
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+    )
 
 
 @app.command()
@@ -470,9 +502,7 @@ def run(
     from granary_flows.server import prefect_client
 
     try:
-        arguments = (json.loads(params) if params else {}) | submission.parse_parameters(param)
-        if not isinstance(arguments, dict):
-            raise GranaryError("--params must be a JSON object")
+        arguments = (submission.parse_params(params) if params else {}) | submission.parse_parameters(param)
         with prefect_client() as client:
             definition = Registry(client).definition(task)
             submission.validate(definition, arguments)

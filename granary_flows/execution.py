@@ -42,7 +42,7 @@ from granary_flows.sidecars import read_sidecars
 from granary_flows.staging import StagedInput, container_arguments, stage_inputs, uri_arguments
 from granary_flows.store import ResultsStore, StoredOutputs
 from granary_flows.validation import prepare_arguments
-from granary_flows.webhooks import webhook_url
+from granary_flows.webhooks import link_seconds, webhook_url
 
 
 class Attempted(BaseModel):
@@ -448,7 +448,7 @@ class Execution:
 
     def _links(self) -> artifacts.Links:
         own = self.store.execution_uri(self.definition.name, self.execution_id)
-        return artifacts.Links(own, self.execution_id, lambda uri: self.store.presign(uri, own))
+        return artifacts.Links(own, self.execution_id, lambda uri: self.store.presign(uri, own, link_seconds()))
 
     def _masked_names(self, stored: StoredOutputs) -> StoredOutputs:
         """The outputs, none of them named with a secret: such a file is moved to its masked name in the store (one

@@ -75,12 +75,52 @@ def parse_text(text: str, source: str) -> tuple[Any, yaml.Node | None]:
         root = yaml.compose(text, Loader=_Loader)
         if root is not None and _expanded_size(root, {}) > MAX_NODES:
             raise DefinitionError(source, [f"the document expands to more than {MAX_NODES:,} values (YAML aliases)"])
+        repeated = _repeated_keys(root, set()) if root is not None else []
+        if repeated:
+            raise DefinitionError(source, repeated)
         return yaml.load(text, Loader=_Loader), root
     except yaml.MarkedYAMLError as err:
         line = err.problem_mark.line + 1 if err.problem_mark else "?"
         raise DefinitionError(source, [f"line {line}: {err.problem}"]) from err
     except RecursionError as err:
         raise DefinitionError(source, [f"the document nests too deeply; at most {MAX_DEPTH} levels are read"]) from err
+
+
+def refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json.loads`'s `object_pairs_hook` that refuses a key given twice in one object, naming it.
+
+    Example:
+        >>> json.loads('{"a": 1, "a": 2}', object_pairs_hook=refuse_repeated_keys)
+        Traceback (most recent call last):
+        ValueError: the key 'a' is given twice in one object
+    """
+    document = dict(pairs)
+    if len(document) < len(pairs):
+        keys = [key for key, _ in pairs]
+        repeated = next(key for index, key in enumerate(keys) if key in keys[:index])
+        raise ValueError(f"the key {repeated!r} is given twice in one object")
+    return document
+
+
+def _repeated_keys(node: yaml.Node, seen: set[int]) -> list[str]:
+    """Every key given twice in one mapping, with its line: YAML and JSON parsers keep the last one silently, and a
+    setting given twice is a mistake to say, not to guess at."""
+    if id(node) in seen:
+        return []
+    seen.add(id(node))
+    problems: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        keys: set[str] = set()
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                if key.value in keys:
+                    problems.append(f"line {key.start_mark.line + 1}: the key {key.value!r} is given twice")
+                keys.add(key.value)
+            problems += _repeated_keys(value, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            problems += _repeated_keys(item, seen)
+    return problems
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
@@ -194,10 +234,17 @@ def _seed_manifest(deployment: dict[str, Any], source: str, root: yaml.Node | No
         return seed_format.parse_manifest(manifest, source, root, within=("seed", "manifest"))
     path = Path(_local_path(manifest, folder, source, ("seed", "manifest")))
     try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
+        document = json.loads(_read_manifest(path, source), object_pairs_hook=refuse_repeated_keys)
+    except ValueError as err:
         raise DefinitionError(source, [f"seed.manifest: cannot read {path}: {err}"]) from err
     return seed_format.parse_manifest(document, str(path))
+
+
+def _read_manifest(path: Path, source: str) -> str:
+    try:
+        return path.read_text()
+    except OSError as err:
+        raise DefinitionError(source, [f"seed.manifest: cannot read {path}: {err}"]) from err
 
 
 def _local_path(value: Any, folder: Path | None, source: str, location: tuple[Any, ...]) -> str:

@@ -20,9 +20,28 @@ from prefect.states import Scheduled
 
 from granary_flows.documents import ResultsDocument, parse_results, read_results
 from granary_flows.errors import GranaryError, UnknownTask
-from granary_flows.loading import Definition
+from granary_flows.loading import Definition, refuse_repeated_keys
 from granary_flows.store import ResultsStore
 from granary_flows.validation import prepare_arguments
+
+
+def parse_params(text: str) -> dict[str, Any]:
+    """`--params`: every argument as one JSON object.
+
+    Example:
+        >>> parse_params('{"redBand": 3}')
+        {'redBand': 3}
+
+    Raises:
+        GranaryError: naming `--params`, for what is not one JSON object, or one with a key given twice.
+    """
+    try:
+        document = json.loads(text, object_pairs_hook=refuse_repeated_keys)
+    except ValueError as err:
+        raise GranaryError(f"--params is not valid JSON: {err}") from err
+    if not isinstance(document, dict):
+        raise GranaryError("--params must be a JSON object")
+    return document
 
 
 def parse_parameters(pairs: list[str]) -> dict[str, Any]:
@@ -38,9 +57,11 @@ def parse_parameters(pairs: list[str]) -> dict[str, Any]:
         if not sep or not name:
             raise GranaryError(f"parameter {pair!r} must be NAME=VALUE")
         try:
-            parameters[name] = json.loads(value)
-        except ValueError:
+            parameters[name] = json.loads(value, object_pairs_hook=refuse_repeated_keys)
+        except json.JSONDecodeError:
             parameters[name] = value
+        except ValueError as err:
+            raise GranaryError(f"parameter {name}: {err}") from err
     return parameters
 
 

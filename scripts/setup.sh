@@ -136,6 +136,8 @@ install_test_tools() {
     log "installing playwright-core (no browser download: it drives Debian's Chromium)"
     (cd tests/ui && npm ci --no-audit --no-fund >"$CACHE/npm.log" 2>&1) || { cat "$CACHE/npm.log" >&2; exit 1; }
   fi
+  # The link test runs `granary api` a day and a week ahead of the machine's clock.
+  command -v faketime >/dev/null || { log "installing faketime (a later clock for the result-link test)"; apt_install faketime; }
   # The tests start their own PostgreSQL cluster for the session's Prefect server; only the programs are needed.
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { log "installing PostgreSQL (the tests' Prefect server runs on it)"; apt_install postgresql; }
   # The production topology's test: Redis as Prefect's broker and cache, HAProxy in front of the API replicas.

@@ -485,9 +485,11 @@ def test_no_request_the_api_document_allows_makes_the_server_fail(api, people):
         no_server_error()
 
 
-def test_a_signed_picture_link_opens_that_picture_alone(api, people, runner, client):
-    """The quicklook link on Prefect's run page needs no token; its signature opens that one file and nothing else."""
+def test_a_signed_picture_link_opens_that_picture_alone_until_it_expires(api, people, runner, client):
+    """The quicklook link on Prefect's run page needs no token; its signature opens that one file, until its expiry,
+    and nothing else: another file, another job, a later expiry or a forged signature are each refused."""
     import re
+    from urllib.parse import parse_qs, urlsplit
 
     from helpers import SAMPLE_TIFF, artifacts_of
 
@@ -498,11 +500,16 @@ def test_a_signed_picture_link_opens_that_picture_alone(api, people, runner, cli
     [link] = re.findall(r"!\[quicklook of ndvi\]\((http[^)]+signature=[0-9a-f]+)\)", markdown)
     picture = http.get(link)  # no token
     assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
-    path, signature = link.split("?signature=")
-    assert http.get(f"{path.rsplit('/', 1)[0]}/ndvi.tif?signature={signature}").status_code == 401
-    assert http.get(f"{path}?signature={'0' * 64}").status_code == 401
+    path = link.split("?")[0]
+    query = {name: values[0] for name, values in parse_qs(urlsplit(link).query).items()}
+    expires, signature = int(query["expires"]), query["signature"]
+    assert 6.9 * 86400 < expires - time.time() <= 7 * 86400  # a week, S3's longest presigned link
+    signed = f"expires={expires}&signature={signature}"
+    assert http.get(f"{path.rsplit('/', 1)[0]}/ndvi.tif?{signed}").status_code == 401
+    assert http.get(f"{path}?expires={expires}&signature={'0' * 64}").status_code == 401
+    assert http.get(f"{path}?expires={expires + 86400}&signature={signature}").status_code == 401
     other = execute(api, people["alice"], "hello", {"name": "alice"}).headers["Location"].rsplit("/", 1)[1]
-    assert http.get(f"{api.url}/jobs/{other}/outputs/{path.rsplit('/', 1)[1]}?signature={signature}").status_code == 401
+    assert http.get(f"{api.url}/jobs/{other}/outputs/{path.rsplit('/', 1)[1]}?{signed}").status_code == 401
 
 
 def test_a_block_named_in_the_environment_overrides_the_environments_own_settings(client, monkeypatch):
@@ -543,3 +550,167 @@ def test_a_stored_token_digest_is_not_a_credential(api):
         answered = http.get(f"{api.url}/processes", headers=bearer(credential))
         assert answered.status_code == 401, (credential, answered.status_code)
     assert http.get(f"{api.url}/processes", headers=bearer(TOKENS["admin"])).status_code == 200  # the token is
+
+
+def sign_in(url: str, headers: dict[str, str], data: dict[str, str]) -> httpx.Response:
+    """A browser's sign-in, kept out of the module's client (whose jar would send its cookie with every later call)."""
+    return httpx.post(url, headers=headers, data=data, timeout=60)
+
+
+def test_a_submitted_by_tag_written_in_prefect_makes_nobody_an_owner(api, people, client, runner):
+    """A run created in Prefect with alice's `submitted-by` tag (the API's own tag, copied) is not alice's job: she
+    neither lists nor opens it, and the admin sees it as started from Prefect. Her own job, through the API, is."""
+    from helpers import wait_final
+
+    deployment = client.read_deployment_by_name("hello/hello")
+    forged = client.create_flow_run_from_deployment(
+        deployment.id, parameters={"name": "forged"}, tags=["granary-api", "submitted-by:alice"]
+    )
+    hers = execute(api, people["alice"], "hello", {"name": "hers"}).headers["Location"].rsplit("/", 1)[1]
+    wait_final(client, forged.id)
+    listed = http.get(f"{api.url}/jobs", headers=people["alice"], params={"limit": 1000}).json()["jobs"]
+    assert hers in [job["jobID"] for job in listed] and str(forged.id) not in [job["jobID"] for job in listed]
+    assert http.get(f"{api.url}/jobs/{forged.id}", headers=people["alice"]).status_code == 404
+    assert http.get(f"{api.url}/jobs/{hers}", headers=people["alice"]).json()["submitter"] == "alice"
+    seen = http.get(f"{api.url}/jobs/{forged.id}", headers=people["admin"]).json()
+    assert "submitter" not in seen
+    provenance = http.get(f"{api.url}/jobs/{forged.id}/metadata", headers=people["admin"]).json()
+    assert provenance["submitter"] == "prefect"
+    body = {"taskId": str(deployment.id), "arguments": {"name": "x"}, "tags": ["granary-owner:x"]}
+    asked = http.post(f"{api.url}/api/executions", headers=people["bob"], json=body)
+    assert asked.status_code == 400 and "the API's own" in asked.json()["msg"]
+
+
+def test_two_users_idempotency_keys_never_meet(api):
+    """User `a:b` sending key `Z` and user `a` sending key `b:Z` once made one key: each now gets a job of their own."""
+    first = bearer(oidc_token(api, "a:b", []))
+    second = bearer(oidc_token(api, "a", []))
+    created = [
+        http.post(f"{api.url}/processes/hello/execution", json={"inputs": {"name": who}},
+                  headers=headers | {"Prefer": "respond-async", "Idempotency-Key": key}).json()["jobID"]
+        for who, headers, key in (("a:b", first, "Z"), ("a", second, "b:Z"))
+    ]  # fmt: skip
+    assert created[0] != created[1]
+    assert http.get(f"{api.url}/jobs/{created[0]}", headers=second).status_code == 404
+
+
+def test_another_users_job_and_a_missing_one_take_as_long_to_refuse(api, people, restricted):
+    """Over 100 interleaved tries, bob asking for alice's job and for one that never was: both 404, and their median
+    times differ by less than the noise between two halves of the same kind of request."""
+    import statistics
+    import uuid
+
+    def timed(job: str) -> float:
+        started = time.perf_counter()
+        answer = http.get(f"{api.url}/jobs/{job}", headers=people["bob"])
+        assert answer.status_code == 404
+        return time.perf_counter() - started
+
+    hers, missing = [], []
+    for _ in range(110):
+        hers.append(timed(restricted.ended))
+        missing.append(timed(str(uuid.uuid4())))
+    hers, missing = hers[10:], missing[10:]  # the first few warm the connection
+    difference = abs(statistics.median(hers) - statistics.median(missing))
+    noise = abs(statistics.median(missing[::2]) - statistics.median(missing[1::2])) + 0.001
+    print(f"median 404: another's {statistics.median(hers) * 1000:.2f} ms, missing "
+          f"{statistics.median(missing) * 1000:.2f} ms")  # fmt: skip
+    assert difference < max(3 * noise, 0.15 * statistics.median(missing)), (difference, noise)
+
+
+def test_a_key_given_twice_is_refused_naming_it(api, people, tmp_path):
+    from typer.testing import CliRunner
+
+    from granary_flows.cli import app
+
+    body = b'{"inputs": {"name": "first", "name": "second"}}'
+    as_json = people["bob"] | {"Content-Type": "application/json"}
+    answered = http.post(f"{api.url}/processes/hello/execution", headers=as_json, content=body)
+    assert answered.status_code == 400 and "'name' is given twice" in answered.json()["detail"]
+    document = (ROOT / "deployments" / "hello.yaml").read_text() + "\nversion: 9.9.9\n"
+    registered = http.post(f"{api.url}/processes", headers=people["admin"] | {"Content-Type": "application/yaml"},
+                           content=document)  # fmt: skip
+    assert registered.status_code == 400 and "the key 'version' is given twice" in registered.json()["detail"]
+    (tmp_path / "twice.yaml").write_text(document)
+    checked = CliRunner().invoke(app, ["check", str(tmp_path / "twice.yaml")])
+    assert checked.exit_code == 1 and "the key 'version' is given twice" in checked.output
+    given = CliRunner().invoke(app, ["run", "hello", "--params", '{"name": "a", "name": "b"}'])
+    assert given.exit_code == 1 and "--params" in given.output and "'name' is given twice" in given.output
+
+
+def test_the_sign_in_cookie_is_a_session_that_expires_and_that_logout_ends(api):
+    """The cookie holds no token, lives for the session's hours, is HTTP-only and same-site; it opens the pages until
+    /logout ends it, after which the same cookie opens nothing; a cookie changed by one letter opens nothing."""
+    own = {"Origin": api.url}
+    signed_in = sign_in(f"{api.url}/login", headers=own, data={"token": TOKENS["bob"]})
+    assert signed_in.status_code == 200
+    cookie = signed_in.headers["set-cookie"]
+    session = signed_in.cookies["granary_session"]
+    assert (
+        TOKENS["bob"] not in cookie
+        and "bob-token" not in base64.urlsafe_b64decode(session.split(".")[0] + "==").decode()
+    )
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
+    assert {"httponly", "max-age", "path", "samesite"} <= attributes and "secure" not in attributes
+    assert "Max-Age=43200" in cookie and "SameSite=strict" in cookie
+    browser = {"Cookie": f"granary_session={session}"}
+    page = http.get(f"{api.url}/jobs?f=html", headers=browser)
+    assert page.status_code == 200 and "signed in as bob" in page.text and "sign out" in page.text
+    forged = session[:-1] + ("0" if session[-1] != "0" else "1")
+    assert http.get(f"{api.url}/jobs", headers={"Cookie": f"granary_session={forged}"}).status_code == 401
+    assert http.post(f"{api.url}/logout", headers={"Origin": "http://evil.example"} | browser).status_code == 403
+    ended = http.post(f"{api.url}/logout", headers=own | browser)
+    assert ended.status_code == 200 and 'granary_session=""' in ended.headers["set-cookie"]
+    assert http.get(f"{api.url}/jobs", headers=browser).status_code == 401
+    asked = http.get(f"{api.url}/jobs/x?f=html", headers=browser, follow_redirects=False)
+    assert asked.status_code == 303 and asked.headers["location"].endswith("/login?next=%2Fjobs%2Fx%3Ff%3Dhtml")
+
+
+def test_the_cookie_is_secure_over_https_behind_a_proxy_the_operator_trusts(api, identities):
+    from helpers import granary_serve, read_until
+
+    from granary_flows.server import free_port, wait_until
+
+    port = free_port()
+    trusted = granary_serve("--port", str(port), command="api", GRANARY_API_AUTH="tokens",
+                            GRANARY_API_TOKENS_FILE=str(identities.tokens_file),
+                            GRANARY_API_TRUSTED_PROXIES="127.0.0.1")  # fmt: skip
+    try:
+        read_until(trusted, "granary api:", timeout=180)
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http.get(f"{url}/conformance").status_code == 200, "api", trusted)
+        proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": f"127.0.0.1:{port}"}
+        behind = sign_in(f"{url}/login", headers=proxied | {"Origin": f"https://127.0.0.1:{port}"},
+                           data={"token": TOKENS["bob"]})  # fmt: skip
+        assert behind.status_code == 200 and "; secure" in behind.headers["set-cookie"].lower()
+    finally:
+        stop_process(trusted)
+    spoofed = sign_in(f"{api.url}/login", headers={"X-Forwarded-Proto": "https", "Origin": api.url},
+                        data={"token": TOKENS["bob"]})  # fmt: skip
+    assert spoofed.status_code == 200 and "secure" not in spoofed.headers["set-cookie"].lower()  # not trusted there
+
+
+def test_rotating_the_signing_key_ends_old_links_and_sessions_and_spares_running_jobs_webhooks(api, restricted):
+    """`granary keys rotate`: within the keys' 30 s, a link signed before no longer opens by itself and every session
+    signs in again; a job that was running keeps its webhook; links signed after open."""
+    from granary_flows import keys
+    from granary_flows.webhooks import output_link, webhook_url
+
+    before = output_link(api.url, restricted.ended, restricted.output)
+    assert http.get(before).status_code == 200
+    hook = webhook_url(restricted.running)
+    session = sign_in(f"{api.url}/login", headers={"Origin": api.url}, data={"token": TOKENS["bob"]}).cookies
+    assert http.get(f"{api.url}/jobs", cookies=session).status_code == 200
+
+    rotated = granary("keys", "rotate")
+    assert rotated.returncode == 0 and "signing key rotated" in rotated.stdout, rotated.stderr
+    keys._cache.clear()  # this process's runner signs with the new key at once
+    deadline = time.monotonic() + keys.KEYS_TTL + 15
+    while http.get(before).status_code == 200:
+        assert time.monotonic() < deadline, "the old key still opens links"
+        time.sleep(1)
+    assert http.get(before, headers={"Accept": "text/html"}, follow_redirects=False).status_code == 303  # sign in
+    assert http.get(f"{api.url}/jobs", cookies=session).status_code == 401
+    assert http.get(output_link(api.url, restricted.ended, restricted.output)).status_code == 200
+    assert hook is not None and webhook_url(restricted.running) != hook
+    assert http.post(hook, json={"message": "still mine"}).status_code == 200

@@ -1,10 +1,24 @@
 """The run form a user sees in both of Prefect's UIs, driven in Debian's Chromium by playwright-core."""
 
+import glob
 import json
 import subprocess
 import time
 
-from helpers import ROOT, SAMPLE_TIFF, containers_of, execute, wait_final
+import httpx
+import pytest
+from helpers import (
+    BUCKET,
+    ROOT,
+    SAMPLE_TIFF,
+    TOKENS,
+    containers_of,
+    execute,
+    granary_serve,
+    read_until,
+    stop_process,
+    wait_final,
+)
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.sorting import FlowRunSort
 
@@ -207,3 +221,61 @@ def test_hostile_outputs_and_other_sites_cannot_act_as_the_signed_in_admin(api, 
         assert "Execute" not in attack["frameText"] and "hello" not in attack["frameText"], (where, attack)
     assert seen["stillAdmin"] == 200
     assert not [r for r in seen["requests"] if r.startswith("POST") and r.endswith("/processes")]
+
+
+FAKETIME = next(iter(glob.glob("/usr/lib/*/faketime/libfaketime.so.1")), "")
+
+
+def api_later(days: int, port: int, results: str, tokens_file: str) -> subprocess.Popen:
+    """`granary api` on `port`, its clock `days` ahead (libfaketime; its monotonic clock left alone): the API a person
+    reaches that much later."""
+    from granary_flows.server import wait_until
+
+    process = granary_serve("--port", str(port), command="api", GRANARY_API_AUTH="tokens",
+                            GRANARY_API_TOKENS_FILE=tokens_file, GRANARY_RESULTS_URI=results,
+                            GRANARY_API_URL=f"http://127.0.0.1:{port}", LD_PRELOAD=FAKETIME, FAKETIME=f"+{days}d",
+                            FAKETIME_DONT_FAKE_MONOTONIC="1")  # fmt: skip
+    read_until(process, "granary api:", timeout=180)
+    wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/conformance").status_code == 200, "granary api", process)
+    return process
+
+
+@pytest.mark.parametrize("root", ["local", "s3"])
+def test_a_result_link_on_prefects_run_page_opens_a_day_later_and_after_a_sign_in_a_week_later(
+    root, request, api, client, prefect_server, results_root, tmp_path, monkeypatch
+):
+    """In Chromium, a week's link: a day after the run, the result link on Prefect's run page downloads the file at
+    once; eight days after, it leads to the API's sign-in, and the job's owner lands on the file once signed in, while
+    another user signed in finds no such job. On a local results root and on S3 (moto) alike."""
+    from granary_flows.server import free_port
+
+    assert FAKETIME, "libfaketime is missing: scripts/setup.sh --test installs Debian's faketime"
+    if root == "s3":
+        request.getfixturevalue("batch_runner")
+        results, process, inputs, pattern = f"s3://{BUCKET}/runs", "s3-writer", {"sizes": [1]}, r"part-1\.bin$"
+    else:
+        request.getfixturevalue("runner")
+        inputs = {"redBand": 3, "nirBand": 4, "tiffLocation": SAMPLE_TIFF.as_uri()}
+        results, process, pattern = str(results_root), "ndvi", r"\.tif$"
+    port = free_port()
+    later = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("GRANARY_API_URL", later)  # where the runner points the links it shows in Prefect's UI
+    bob = {"Authorization": f"Bearer {TOKENS['bob']}", "Prefer": "respond-async"}
+    job = httpx.post(f"{api.url}/processes/{process}/execution", headers=bob, json={"inputs": inputs}).json()["jobID"]
+    assert wait_final(client, job).state.is_completed()
+    size = 2**20 if root == "s3" else next((results_root / "ndvi" / job).glob("*.tif")).stat().st_size
+
+    for days, signs_in in ((1, False), (8, True)):
+        served = api_later(days, port, results, str(api.tokens_file))
+        try:
+            seen = drive("link_later.mjs", prefect_server.removesuffix("/api"), job, process, pattern, TOKENS["bob"],
+                         tmp_path, timeout=240)  # fmt: skip
+            assert seen["href"].startswith(f"{later}/jobs/{job}/outputs/"), seen
+            assert seen["askedToSignIn"] is signs_in, seen
+            assert seen.get("download", {}).get("size") == size, seen
+            if signs_in:  # another user, signed in, is not given bob's file
+                alice = httpx.post(f"{later}/login", data={"token": TOKENS["alice"]}, headers={"Origin": later})
+                opened = httpx.get(seen["href"], cookies=alice.cookies, follow_redirects=False)
+                assert opened.status_code == 404, opened.text
+        finally:
+            stop_process(served)

@@ -15,12 +15,12 @@ from urllib.parse import unquote_plus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from prefect.client.orchestration import get_client
 
-from granary_flows.api.context import ApiError, ApiSettings, Context, answer
+from granary_flows.api.context import ApiError, ApiSettings, Context, answer, wants_html
 from granary_flows.api.identity import Authenticator, Forbidden, record
-from granary_flows.api.protection import TOKEN_COOKIE, BodyLimit, CookieSession, SecurityHeaders
+from granary_flows.api.protection import BodyLimit, CookieSession, SecurityHeaders
 from granary_flows.auth import AuthSettings, current_auth
 from granary_flows.errors import GranaryError
 
@@ -39,11 +39,11 @@ def create_app(settings: ApiSettings | None = None, auth: AuthSettings | None = 
         from starlette.concurrency import run_in_threadpool
 
         from granary_flows.api.callbacks import Callbacks
-        from granary_flows.webhooks import webhook_secret
+        from granary_flows.keys import current_keys
 
         with get_client(sync_client=True) as client:
             app.state.context = Context(client, settings, authenticator)
-            await run_in_threadpool(webhook_secret, True)  # Prefect's blocks load synchronously off the event loop
+            await run_in_threadpool(current_keys, True)  # Prefect's blocks load synchronously off the event loop
             app.state.callbacks = Callbacks(app.state.context)
             app.state.callbacks.start()
             try:
@@ -104,6 +104,8 @@ def _errors(app: FastAPI) -> None:
         if err.status in (401, 403):
             identity = getattr(request.state, "identity", None)
             record(identity, request.method, request.url.path, "refused", status=err.status, client=_client(request))
+        if err.status == 401 and request.method == "GET" and wants_html(request):
+            return sign_in_first(request)
         return answer(request, err.document(), "error", status=err.status, headers=err.headers)
 
     @app.exception_handler(Forbidden)
@@ -151,23 +153,83 @@ def _client(request: Request) -> str | None:
 
 
 def _login(app: FastAPI) -> None:
-    """A browser's pages cannot send a bearer token: /login keeps it in an HTTP-only, same-site cookie, which
-    `protection.CookieSession` turns into the token for this API's own pages."""
+    """A browser's pages cannot send a bearer token: /login takes one once and answers with a session cookie
+    (`sessions`), which `protection.CookieSession` lets act only for this API's own pages; /logout's form ends it (a
+    form, so that no other site can sign anybody out). A sign-in leads back to where the person was going (`next`, a
+    path of this API only)."""
 
     @app.get("/login", include_in_schema=False)
-    def login_page(request: Request) -> HTMLResponse:
+    def login_page(request: Request, next: str = "") -> HTMLResponse:
         from granary_flows.api.html import render_page
 
-        return HTMLResponse(render_page("login", request))
+        return HTMLResponse(render_page("login", request, next=_own_path(next)))
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Any:
         from urllib.parse import parse_qs
 
+        from starlette.concurrency import run_in_threadpool
+
+        from granary_flows.api.html import render_page
+        from granary_flows.api.sessions import set_session_cookie, token_digest, unverified_expiry
+
+        form = parse_qs((await request.body()).decode(errors="replace"))
+        token, going = form.get("token", [""])[0], _own_path(form.get("next", [""])[0])
+        context = request.app.state.context
+        identity = context.identify_token(token)
+        cookie = await run_in_threadpool(
+            context.sessions.issue,
+            identity.subject,
+            identity.roles,
+            identity.via,
+            token_digest(token) if identity.via == "token" else None,
+            unverified_expiry(token) if identity.via == "oidc" else None,
+        )
+        # A page that goes on to `next` by itself, rather than a redirect: the pages' form-action policy would stop a
+        # form's redirect that ends on another origin (a presigned S3 link).
+        response = HTMLResponse(render_page("signed-in", request, who=identity, subject=identity.subject, next=going))
+        set_session_cookie(response, cookie, secure=request.url.scheme == "https")
+        record(identity, "sign-in", "/login", "signed in", client=_client(request))
+        return response
+
+    @app.get("/logout", include_in_schema=False)
+    def logout_page(request: Request) -> HTMLResponse:
         from granary_flows.api.html import render_page
 
-        token = parse_qs((await request.body()).decode(errors="replace")).get("token", [""])[0]
-        identity = request.app.state.context.identify_token(token)
-        response = HTMLResponse(render_page("signed-in", request, subject=identity.subject))
-        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return HTMLResponse(render_page("logout", request))
+
+    @app.post("/logout", include_in_schema=False)
+    async def logout(request: Request) -> Any:
+        from starlette.concurrency import run_in_threadpool
+
+        from granary_flows.api.html import render_page
+        from granary_flows.api.sessions import SESSION_COOKIE, end_session_cookie
+
+        cookie = request.cookies.get(SESSION_COOKIE)
+        ended = await run_in_threadpool(request.app.state.context.sessions.end, cookie) if cookie else None
+        response = HTMLResponse(render_page("signed-out", request))
+        end_session_cookie(response)
+        if ended is not None:
+            record(None, "sign-out", "/logout", "signed out", subject=ended.subject, client=_client(request))
         return response
+
+
+def _own_path(going: str) -> str:
+    """`going` when it is a path of this API (`/jobs/...`), else nothing: a sign-in never leads elsewhere.
+
+    Example:
+        >>> [_own_path(p) for p in ("/jobs/1?f=html", "//evil.example/", "https://evil.example/", "/\\evil")]
+        ['/jobs/1?f=html', '', '', '']
+    """
+    if not going.startswith("/") or going.startswith("//") or "\\" in going or any(c < " " for c in going):
+        return ""
+    return going
+
+
+def sign_in_first(request: Request) -> RedirectResponse:
+    """A browser that asked for a page it must sign in for goes to /login, and back afterwards."""
+    from urllib.parse import urlencode
+
+    going = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    base = request.app.state.context.base_url(request)
+    return RedirectResponse(f"{base}/login?{urlencode({'next': going})}", status_code=303)

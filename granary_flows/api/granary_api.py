@@ -21,12 +21,13 @@ from granary_flows.api.protection import parse_json
 from granary_flows.blocks import Entry
 from granary_flows.documents import ExecutionDocument
 from granary_flows.errors import ArgumentsInvalid, DefinitionError, GranaryError
+from granary_flows.keys import current_keys
 from granary_flows.layout import output_path_in
 from granary_flows.loading import read_definition
 from granary_flows.masking import Masker
-from granary_flows.provenance import SUBMITTER_TAG, submitter_tag
+from granary_flows.provenance import RESERVED_TAGS
 from granary_flows.validation import prepare_arguments, unstorable
-from granary_flows.webhooks import same, webhook_id, webhook_secret
+from granary_flows.webhooks import webhook_holds, webhook_id
 
 router = APIRouter(prefix="/api", tags=["Granary"], responses=ANSWERS)
 STATUS = {  # Granary's JobStatus words
@@ -120,7 +121,7 @@ def execution_document(ctx: Context, flow_run: FlowRun, task: Entry) -> dict[str
                 | {"href": ctx.store.presign(asset.href, own) or asset.href}
                 for asset in document.results
             ]
-    key = webhook_secret()
+    keys = current_keys()
     reason = flow_run.state.message if flow_run.state and status == "FAILED" else None
     return {
         "id": str(flow_run.id),
@@ -132,10 +133,10 @@ def execution_document(ctx: Context, flow_run: FlowRun, task: Entry) -> dict[str
         "status": status,
         "statusReason": reason,
         "results": results,
-        "webhookId": webhook_id(str(flow_run.id), key) if key and status in ("CREATED", "STARTED") else None,
+        "webhookId": webhook_id(str(flow_run.id), keys) if keys and status in ("CREATED", "STARTED") else None,
         "owner": None,
         "name": flow_run.name,
-        "tags": [t for t in flow_run.tags if t != API_TAG and not t.startswith(SUBMITTER_TAG)],
+        "tags": [t for t in flow_run.tags if t != API_TAG and not t.startswith(RESERVED_TAGS)],
     }
 
 
@@ -168,9 +169,10 @@ def _create_execution(request: Request, body: Any, ctx: Context, who: Identity) 
     unstored = unstorable({"name": body.get("name"), "tags": asked_tags}, "$")
     if unstored:
         return JSONResponse({"msg": "; ".join(unstored), "errors": unstored}, status_code=400)
-    if any(t.startswith(SUBMITTER_TAG) for t in asked_tags):
-        return JSONResponse({"msg": f"tags starting with {SUBMITTER_TAG!r} are the API's own"}, status_code=400)
-    tags = [API_TAG, submitter_tag(who.subject), *asked_tags]
+    if any(t.startswith(RESERVED_TAGS) for t in asked_tags):
+        reserved = " or ".join(repr(prefix) for prefix in RESERVED_TAGS)
+        return JSONResponse({"msg": f"tags starting with {reserved} are the API's own"}, status_code=400)
+    tags = [API_TAG, *asked_tags]
     name = str(body["name"]) if body.get("name") else None
     flow_run = create_job(ctx, request, who, task.name, body["arguments"], tags, name=name)
     return execution_document(ctx, flow_run, task)
@@ -218,10 +220,10 @@ def get_execution(execution_id: str, ctx: Context = Depends(context), who: Ident
 
 @router.post("/executions/{execution_id}/results/{hook}", summary="Granary's single-use results webhook")
 async def results_webhook(request: Request, execution_id: str, hook: str, ctx: Context = Depends(context)) -> Any:
-    """No bearer token: the webhook id is the credential, as in Granary. It works once, while the execution runs."""
+    """No bearer token: the webhook id is the credential, as in Granary. It works once, while the execution runs, and
+    its answer says only that it was taken: the webhook id opens nothing else of the job."""
     absent = ApiError(404, "not-found", "no such webhook", "it does not exist or was used already")
-    key = webhook_secret()
-    if key is None or not same(webhook_id(execution_id, key), hook):
+    if not webhook_holds(execution_id, hook):
         raise absent
     try:
         body = parse_json(await request.body())
@@ -248,7 +250,7 @@ def _deliver(execution_id: str, body: Any, ctx: Context, absent: ApiError) -> An
         return JSONResponse({"msg": problem}, status_code=400)
     ctx.store.write_json(document, body)
     record(None, "webhook", execution_id, "delivered", kind="results" if "results" in body else "message")
-    return execution_document(ctx, ctx.client.read_flow_run(flow_run.id), ctx.entry(process))
+    return {"id": execution_id, "accepted": True}
 
 
 def _webhook_problem(body: Any, own: str) -> str | None:

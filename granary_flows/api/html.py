@@ -17,11 +17,13 @@ from markupsafe import Markup
 
 BASE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{% block title %}granary-flows{% endblock %}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="viewport" content="width=device-width, initial-scale=1">{% block head %}{% endblock %}
 <link rel="stylesheet" href="{{ base }}/static/granary.css">
 </head><body><header><a href="{{ base }}/?f=html">granary-flows</a><a href="{{ base }}/processes?f=html">processes</a>
-<a href="{{ base }}/jobs?f=html">jobs</a><a href="{{ base }}/api.html">API</a><a href="{{ base }}/login">sign in</a>
-</header><main>{% block body %}{% endblock %}</main></body></html>"""
+<a href="{{ base }}/jobs?f=html">jobs</a><a href="{{ base }}/api.html">API</a>
+{% if who %}<span class="who">signed in as {{ who.subject }}</span><a href="{{ base }}/logout">sign out</a>
+{% else %}<a href="{{ base }}/login">sign in</a>{% endif %}</header>
+<main>{% block body %}{% endblock %}</main></body></html>"""
 
 PAGES = {
     "base": BASE,
@@ -80,10 +82,16 @@ doc.items() %}<tr><td>{{ name }}</td><td>{% for one in as_list(value) %}{% if on
 {% if doc.status == 401 %}<p><a href="{{ base }}/login">Sign in</a> with an API token, then come back.</p>{% endif %}
 <p class="hint">{{ doc.type }} ({{ doc.status }})</p>{% endblock %}""",
     "login": """{% extends "base" %}{% block body %}<h1>Sign in</h1><form method="post" action="{{ base }}/login">
-<label for="token">API token</label><input id="token" name="token" type="password" autocomplete="off">
+<label for="token">API token</label><input id="token" name="token" type="password" autocomplete="off" required>
+<input type="hidden" name="next" value="{{ next }}">
 <p><button>Sign in</button></p></form>{% endblock %}""",
-    "signed-in": """{% extends "base" %}{% block body %}<p>signed in as {{ subject }}:
-<a href="{{ base }}/processes?f=html">go on</a></p>{% endblock %}""",
+    "signed-in": """{% extends "base" %}{% block head %}{% if next %}
+<meta http-equiv="refresh" content="0; url={{ base }}{{ next }}">{% endif %}{% endblock %}{% block body %}
+<p>signed in as {{ subject }}: <a href="{{ base }}{{ next or '/processes?f=html' }}">go on</a></p>{% endblock %}""",
+    "logout": """{% extends "base" %}{% block body %}<h1>Sign out</h1>{% if who %}<p>Signed in as {{ who.subject }}.</p>
+{% endif %}<form method="post" action="{{ base }}/logout"><p><button>Sign out</button></p></form>{% endblock %}""",
+    "signed-out": """{% extends "base" %}{% block body %}<p>signed out.
+<a href="{{ base }}/login">Sign in</a> again.</p>{% endblock %}""",
 }
 
 _environment = Environment(
@@ -122,12 +130,18 @@ def render(page: str, document: Any, request: Request, **extra: Any) -> str:
     if page == "process":
         # Read by static/form.js; `<` is escaped so that no text of a schema can end the script element.
         extra["description"] = Markup(json.dumps(document).replace("<", "\\u003c"))
-    return _environment.get_template(page).render(doc=_attributes(document), base=context.base_url(request), **extra)
+    base = context.base_url(request)
+    return _environment.get_template(page).render(
+        doc=_attributes(document), base=base, who=context.signed_in(request), **extra
+    )
 
 
-def render_page(page: str, request: Request, **values: Any) -> str:
-    """A page without a document of its own (sign-in)."""
-    return _environment.get_template(page).render(doc={}, base=request.app.state.context.base_url(request), **values)
+def render_page(page: str, request: Request, who: Any = None, **values: Any) -> str:
+    """A page without a document of its own (sign-in, sign-out), shown to `who` (else whoever signed in)."""
+    context = request.app.state.context
+    if who is None and page != "signed-out":
+        who = context.signed_in(request)
+    return _environment.get_template(page).render(doc={}, base=context.base_url(request), who=who, **values)
 
 
 def _job_extras(document: dict[str, Any], request: Request) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import jwt
 import yaml
 from pydantic import BaseModel
 
+from granary_flows.api.sessions import Session
 from granary_flows.auth import AuthSettings
 from granary_flows.errors import GranaryError
 
@@ -114,6 +115,18 @@ class Authenticator:
             return self._oidc(credential)
         raise Unauthenticated("the bearer token is not valid", invalid=True)
 
+    def identify_session(self, session: Session) -> Identity | None:
+        """The identity a browser's session stands for: a static token's as the tokens file says now (None once the
+        token is taken out of it), an OIDC user's as the token it signed in with said."""
+        if self.settings.off:
+            return Identity(subject="anonymous", roles=[self.settings.admin_role], via="off", admin=True)
+        if session.via == "token" and session.token and "tokens" in self.settings.modes:
+            return self._by_digest(session.token)
+        if session.via == "oidc" and "oidc" in self.settings.modes:
+            roles = session.roles
+            return Identity(subject=session.subject, roles=roles, via="oidc", admin=self.settings.admin_role in roles)
+        return None
+
     def _read_tokens(self) -> list[dict[str, Any]]:
         path = self.settings.tokens_file
         if not path:
@@ -138,7 +151,9 @@ class Authenticator:
     def _static(self, credential: str) -> Identity | None:
         """The identity whose token this is. The credential is always hashed first, so that a stored digest is never
         itself a credential; every entry is compared, in constant time, whichever matches."""
-        digest = hashlib.sha256(credential.encode(errors="surrogatepass")).hexdigest()
+        return self._by_digest(hashlib.sha256(credential.encode(errors="surrogatepass")).hexdigest())
+
+    def _by_digest(self, digest: str) -> Identity | None:
         found = None
         for entry in self._tokens:
             if hmac.compare_digest(entry["digest"], digest) and found is None:

@@ -26,7 +26,8 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from pydantic import BaseModel
 
-from granary_flows.provenance import api_submitter, submitter_tag
+from granary_flows.keys import current_keys
+from granary_flows.provenance import OWNER_TAG, api_submitter, owner_tags
 from granary_flows.words import SpecWord
 
 RESULTS_REL = "http://www.opengis.net/def/rel/ogc/1.0/results"
@@ -160,12 +161,20 @@ def flow_run_filter(query: JobQuery) -> FlowRunFilter:
     if query.min_duration is not None:  # it lasted at least so long, so it started at least that long ago
         started_before = now - timedelta(seconds=query.min_duration)
         fields["start_time"] = FlowRunFilterStartTime.model_validate({"before_": started_before})
-    tags = [*query.tags, *([submitter_tag(query.submitter)] if query.submitter is not None else [])]
+    tags = [*query.tags, *(submitter_tags(query.submitter) if query.submitter is not None else [])]
     if tags:
         fields["tags"] = FlowRunFilterTags(all_=tags)
     if query.names:
         fields["name"] = FlowRunFilterName(any_=query.names)
     return FlowRunFilter.model_validate(fields)
+
+
+def submitter_tags(subject: str) -> list[str]:
+    """The tags every job of `subject` has: its submitter and owner mark (`provenance`)."""
+    keys = current_keys()
+    if keys is None:  # no keys, so no run was ever marked as anybody's
+        return [f"{OWNER_TAG}none"]
+    return owner_tags(subject, keys)
 
 
 def read_jobs(

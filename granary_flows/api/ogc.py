@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mimetypes
 import time
@@ -9,7 +10,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
@@ -44,10 +45,11 @@ from granary_flows.api.processes import process_description, process_summary
 from granary_flows.api.protection import parse_json, served_file_headers
 from granary_flows.documents import ExecutionDocument
 from granary_flows.errors import ArgumentsInvalid, DefinitionError
+from granary_flows.keys import current_keys
 from granary_flows.layout import is_runner_document, output_path_in
 from granary_flows.loading import Definition, read_definition
 from granary_flows.masking import Masker
-from granary_flows.provenance import started_by, submitter_tag
+from granary_flows.provenance import owner_tags, started_by
 from granary_flows.registry import missing_image
 from granary_flows.submission import server_reason
 from granary_flows.validation import prepare_arguments
@@ -222,7 +224,7 @@ def _accept(request: Request, process_id: str, body: Any, ctx: Context, who: Ide
     options = set(definition.jobControlOptions)
     prefer = request.headers.get("prefer", "")
     run_async = "async-execute" in options and ("respond-async" in prefer or "sync-execute" not in options)
-    flow_run = create_job(ctx, request, who, process_id, arguments, [API_TAG, submitter_tag(who.subject)])
+    flow_run = create_job(ctx, request, who, process_id, arguments, [API_TAG])
     base = ctx.base_url(request)
     if asked.subscriber:
         request.app.state.callbacks.subscribe(str(flow_run.id), asked.subscriber, process_id, base)
@@ -243,8 +245,9 @@ def create_job(
     tags: list[str],
     name: str | None = None,
 ) -> Any:
-    """Create a job's flow run once: a client's `Idempotency-Key` (or one of this request's own) makes a retry find
-    the job already created instead of a second one, and a server that answers 503 after creating it is asked again.
+    """Create a job's flow run once, owned by `who` (`provenance`): a client's `Idempotency-Key` (or one of this
+    request's own) makes a retry find the job already created instead of a second one, and a server that answers 503
+    after creating it is asked again. A key is the client's within its user's own: two users' keys never meet.
 
     Raises:
         ApiError: 400 when the server refuses the run; 422 for a key reused with other inputs; 503 (with the key to
@@ -256,9 +259,11 @@ def create_job(
     from granary_flows.submission import KeyReused, create_run
 
     given = request.headers.get("idempotency-key", "")
-    key = f"api:{who.subject}:{given or uuid4()}"
+    key = idempotency_key(who.subject, given or str(uuid4()))
     retry = {"Idempotency-Key": given} if given else {}
     entry = ctx.entry(process_id)
+    keys = current_keys(create=True)
+    tags = [*tags, *owner_tags(who.subject, keys)] if keys else tags
     try:
         flow_run = create_run(ctx.client, UUID(str(entry.deployment_id)), arguments, key, tags=tags, name=name)
     except KeyReused as err:
@@ -280,6 +285,17 @@ def create_job(
         ) from err
     record(who, "execute", process_id, "accepted", job=str(flow_run.id))
     return flow_run
+
+
+def idempotency_key(subject: str, given: str) -> str:
+    """The key a job is created with: the client's key within a digest of its user's name, which has no `:` in it, so
+    that no user's key can be another's.
+
+    Example:
+        >>> idempotency_key("a:b", "Z") != idempotency_key("a", "b:Z")
+        True
+    """
+    return f"api:{hashlib.sha256(subject.encode(errors='surrogatepass')).hexdigest()}:{given}"
 
 
 async def _wait(ctx: Context, flow_run_id: Any, timeout: float) -> Any:
@@ -452,24 +468,32 @@ def _raw(outputs: dict[str, Any], headers: dict[str, str]) -> Response:
     return Response(body, media_type=f"multipart/related; boundary={boundary}", headers=headers)
 
 
-@router.get("/jobs/{job_id}/outputs/{path:path}", summary="a result file (local results root)", tags=["Result"])
+@router.get("/jobs/{job_id}/outputs/{path:path}", summary="a result file", tags=["Result"])
 def output_file(
     request: Request,
     job_id: str,
     path: str,
+    expires: str | None = Query(None, description="A signed link's expiry (Unix seconds)."),
     signature: str | None = Query(None, description="A signed link's signature: it opens this one file alone."),
     ctx: Context = Depends(context),
 ) -> Any:
-    from granary_flows.webhooks import signature_holds
+    """A file of a job's outputs, for whoever may see the job, or for a signed link to it until the link expires
+    (then a browser is asked to sign in, and lands here). On S3 the answer leads to a fresh presigned link."""
+    from granary_flows.webhooks import output_link_holds
 
-    if signature is not None and signature_holds(job_id, path, signature):
+    relative = output_path_in(path, None)
+    if signature is not None and expires is not None and output_link_holds(job_id, relative or "", expires, signature):
         flow_run, process_id = ctx.job_by_signed_link(job_id)
     else:
         flow_run, process_id = ctx.job(job_id, identity(request, ctx))
-    relative = output_path_in(path, None)
     if relative is None or not _served(relative, flow_run):
         raise ApiError(404, "not-found", "no such result", path)
-    uri = f"{ctx.store.execution_uri(process_id, str(flow_run.id))}/{relative}"
+    own = ctx.store.execution_uri(process_id, str(flow_run.id))
+    uri = f"{own}/{relative}"
+    if ctx.store.is_s3:
+        if not ctx.store.exists(f"{layout.execution_folder(process_id, str(flow_run.id))}/{relative}"):
+            raise ApiError(404, "not-found", "no such result", path)
+        return RedirectResponse(str(ctx.store.presign(uri, own)), status_code=303)
     try:
         chunks = ctx.store.stream(uri)
     except (OSError, ValueError) as err:

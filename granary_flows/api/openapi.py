@@ -28,11 +28,11 @@ def openapi30(document: dict[str, Any]) -> dict[str, Any]:
 
 
 # How a request says who it is (`api.identity`): a bearer token (an API token or an OIDC JWT), or the browser's
-# sign-in cookie, which stands for the token on this API's own pages.
+# session cookie (`api.sessions`), for this API's own pages.
 SECURITY_SCHEMES = {
     "bearerToken": {"type": "http", "scheme": "bearer", "description": "An API token or an OIDC access token."},
-    "signInCookie": {"type": "apiKey", "in": "cookie", "name": "granary_token",
-                     "description": "Set by /login; for this API's own pages."},
+    "signInCookie": {"type": "apiKey", "in": "cookie", "name": "granary_session",
+                     "description": "A session, set by /login and ended by /logout; for this API's own pages."},
 }  # fmt: skip
 PUBLIC = {("/", "get"), ("/conformance", "get")}
 # No identity needed where the address itself is the credential: Granary's single-use webhook, a signed file link.

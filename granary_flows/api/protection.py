@@ -21,6 +21,8 @@ from urllib.parse import quote, urlsplit
 from starlette.datastructures import Headers, MutableHeaders
 
 from granary_flows.api.context import ApiError
+from granary_flows.api.sessions import SESSION_COOKIE
+from granary_flows.loading import refuse_repeated_keys
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -28,7 +30,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-TOKEN_COOKIE = "granary_token"  # a browser's token (the HTML pages), set by /login
+SIGN_IN_PATHS = ("/login", "/logout")  # this API's own forms, posted as forms
 MAX_DEPTH = 64  # nesting of a JSON body; a task's arguments need a handful
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 # What a plain HTML form (or a `no-cors` fetch) can send without a preflight: never trusted with a cookie.
@@ -117,8 +119,8 @@ def parse_json(body: bytes) -> Any:
         {'inputs': {'name': 'Ada'}}
 
     Raises:
-        ApiError: 400 for what is not JSON, nests deeper than MAX_DEPTH, holds a lone surrogate, `NaN`, `Infinity`
-            or a number too large for a float.
+        ApiError: 400 for what is not JSON, nests deeper than MAX_DEPTH, holds a lone surrogate, `NaN`, `Infinity`,
+            a number too large for a float, or a key twice in one object (naming it).
     """
 
     def refuse_constant(name: str) -> Any:
@@ -126,7 +128,7 @@ def parse_json(body: bytes) -> Any:
 
     try:
         text = body.decode("utf-8")
-        document = json.loads(text, parse_constant=refuse_constant)
+        document = json.loads(text, parse_constant=refuse_constant, object_pairs_hook=refuse_repeated_keys)
     except RecursionError as err:
         raise ApiError(400, "invalid-parameter", "the body is not acceptable JSON", "it nests too deeply") from err
     except ValueError as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
@@ -196,11 +198,11 @@ class SecurityHeaders:
 
 
 class CookieSession:
-    """A browser's pages cannot send a bearer token: `/login` keeps it in an HTTP-only, same-site cookie, which stands
-    for the token here. SameSite does not separate the ports of one host, so a state-changing request that rides the
-    cookie must also come from this API's own pages: its `Origin` (or, without one, `Sec-Fetch-Site`) says the same
-    origin, and it is not something a plain HTML form could send. Anything else is refused (403), and so is a login
-    from another origin."""
+    """A browser's pages cannot send a bearer token: `/login` answers with an HTTP-only, same-site session cookie
+    (`sessions`), which `Context.identify` reads. SameSite does not separate the ports of one host, so a
+    state-changing request that rides the cookie must also come from this API's own pages: its `Origin` (or, without
+    one, `Sec-Fetch-Site`) says the same origin, and it is not something a plain HTML form could send. Anything else
+    is refused (403), and so is a login from another origin."""
 
     def __init__(self, app: App, public_url: Callable[[], str | None]):
         self.app = app
@@ -212,16 +214,16 @@ class CookieSession:
             return
         headers = Headers(scope=scope)
         method = scope["method"]
-        token = _cookie(headers.get("cookie", ""), TOKEN_COOKIE)
-        if scope["path"] == "/login" and method == "POST" and not self._same_origin(scope, headers):
+        session = _cookie(headers.get("cookie", ""), SESSION_COOKIE)
+        if scope["path"] in SIGN_IN_PATHS and method == "POST" and not self._same_origin(scope, headers):
             await _refuse(scope, send, 403, "cross-site sign-in refused", "sign in from this API's own /login page")
             return
-        if token and "authorization" not in headers:
-            if method in UNSAFE_METHODS and not self._from_own_page(scope, headers):
-                detail = "a request from another site (or a plain form) cannot act with the sign-in cookie"
-                await _refuse(scope, send, 403, "cross-site request refused", detail)
-                return
-            scope["headers"] = [*scope["headers"], (b"authorization", f"Bearer {token}".encode())]
+        own_form = scope["path"] in SIGN_IN_PATHS and self._same_origin(scope, headers)
+        riding_cookie = session and "authorization" not in headers and method in UNSAFE_METHODS and not own_form
+        if riding_cookie and not self._from_own_page(scope, headers):
+            detail = "a request from another site (or a plain form) cannot act with the sign-in cookie"
+            await _refuse(scope, send, 403, "cross-site request refused", detail)
+            return
         await self.app(scope, receive, send)
 
     def _from_own_page(self, scope: Scope, headers: Headers) -> bool:

@@ -4,8 +4,7 @@
 // (the Prefect UI's page in a browser that never signed in to the API).
 // Usage: node api_form.mjs API_URL PREFECT_UI TOKEN PROCESS INPUTS_JSON SCREENSHOT_DIR RESULT_PATTERN
 // (INPUTS_JSON maps each field's label to its value; prints one JSON document of what was seen)
-import { readFileSync } from "node:fs";
-import { launch, signIn, signInToPrefect, executeAndWait } from "./browser.mjs";
+import { launch, signIn, signInToPrefect, executeAndWait, downloaded, resultLink, openReport } from "./browser.mjs";
 
 const [api, ui, token, processId, inputsJson, shots, resultPattern] = process.argv.slice(2);
 
@@ -15,31 +14,6 @@ async function picture(page, selector) {
   await page.waitForFunction((s) => { const i = document.querySelector(s); return i && i.complete; }, selector,
     { timeout: 30000 });
   return image.evaluate((i) => ({ src: i.src, alt: i.alt, width: i.naturalWidth, height: i.naturalHeight }));
-}
-
-// Click what `click` clicks and give what the browser downloaded (in this tab or one the link opened).
-async function downloaded(context, click) {
-  const seen = new Promise((resolve) => {
-    const watch = (page) => page.on("download", resolve);
-    context.pages().forEach(watch);
-    context.on("page", watch);
-  });
-  await click();
-  const download = await Promise.race([seen, new Promise((_, reject) =>
-    setTimeout(() => reject(new Error("nothing was downloaded within 30 s")), 30000))]);
-  const bytes = readFileSync(await download.path());
-  return { url: download.url(), name: download.suggestedFilename(), size: bytes.length,
-    head: bytes.subarray(0, 4).toString("hex") };
-}
-
-// The first link to one of the job's outputs whose path matches RESULT_PATTERN.
-async function resultLink(page) {
-  const anchors = page.locator("a[href*='/outputs/']");
-  await anchors.first().waitFor({ timeout: 30000 });
-  const paths = await anchors.evaluateAll((all) => all.map((a) => new URL(a.href).pathname));
-  const index = paths.findIndex((path) => new RegExp(resultPattern).test(path));
-  if (index < 0) throw new Error(`no result link matches ${resultPattern}: ${paths.join(", ")}`);
-  return anchors.nth(index);
 }
 
 const browser = await launch();
@@ -58,18 +32,16 @@ try {
   const { jobId, status } = await executeAndWait(page, 180);
   const job = { status, text: await page.locator("main").innerText(), picture: await picture(page, "img.quicklook") };
   await page.screenshot({ path: `${shots}/job.png`, fullPage: true });
-  job.download = await downloaded(signedIn, async () => (await resultLink(page)).click());
+  job.download = await downloaded(signedIn, async () => (await resultLink(page, resultPattern)).click());
 
   const anonymous = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
   const run = await anonymous.newPage();
   await signInToPrefect(run, ui);
-  await run.goto(`${ui}/runs/flow-run/${jobId}`);
   let prefect;
   try {
-    await run.getByText("Artifacts", { exact: true }).first().click({ timeout: 30000 });
-    await run.getByText(`${processId}-results`, { exact: true }).click({ timeout: 30000 });  // the report's card
+    await openReport(run, ui, jobId, processId);
     prefect = { url: run.url(), picture: await picture(run, "img[alt^='quicklook of']") };
-    prefect.download = await downloaded(anonymous, async () => (await resultLink(run)).click());
+    prefect.download = await downloaded(anonymous, async () => (await resultLink(run, resultPattern)).click());
   } finally {
     await run.screenshot({ path: `${shots}/prefect-run.png`, fullPage: true });
   }

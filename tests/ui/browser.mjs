@@ -1,5 +1,6 @@
 // What the browser scripts share: Debian's Chromium started as every test starts it, signing in to granary api and to
 // Prefect's UI, and waiting on a job's page until the job has ended.
+import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -44,3 +45,36 @@ export async function signInToPrefect(page, ui, credential = process.env.PREFECT
 export function prefectAuthorization(credential = process.env.PREFECT_API_AUTH_STRING) {
   return { Authorization: `Basic ${Buffer.from(credential).toString("base64")}` };
 }
+
+// A run's report on its page in Prefect's UI: its Artifacts tab, then the report's card.
+export async function openReport(page, ui, runId, processId) {
+  await page.goto(`${ui}/runs/flow-run/${runId}`);
+  await page.getByText("Artifacts", { exact: true }).first().click({ timeout: 30000 });
+  await page.getByText(`${processId}-results`, { exact: true }).click({ timeout: 30000 });
+}
+
+// Click what `click` clicks and give what the browser downloaded (in this tab or one the link opened).
+export async function downloaded(context, click) {
+  const seen = new Promise((resolve) => {
+    const watch = (page) => page.on("download", resolve);
+    context.pages().forEach(watch);
+    context.on("page", watch);
+  });
+  await click();
+  const download = await Promise.race([seen, new Promise((_, reject) =>
+    setTimeout(() => reject(new Error("nothing was downloaded within 30 s")), 30000))]);
+  const bytes = readFileSync(await download.path());
+  return { url: download.url(), name: download.suggestedFilename(), size: bytes.length,
+    head: bytes.subarray(0, 4).toString("hex") };
+}
+
+// The first link to one of the job's outputs whose path matches RESULT_PATTERN.
+export async function resultLink(page, resultPattern) {
+  const anchors = page.locator("a[href*='/outputs/']");
+  await anchors.first().waitFor({ timeout: 30000 });
+  const paths = await anchors.evaluateAll((all) => all.map((a) => new URL(a.href).pathname));
+  const index = paths.findIndex((path) => new RegExp(resultPattern).test(path));
+  if (index < 0) throw new Error(`no result link matches ${resultPattern}: ${paths.join(", ")}`);
+  return anchors.nth(index);
+}
+
