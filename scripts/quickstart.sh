@@ -48,9 +48,13 @@ echo "\$ curl -H 'Authorization: Bearer ...' $GRANARY_API_URL/processes/ndvi/exe
 curl -sf -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" "$GRANARY_API_URL/processes/ndvi/execution" \
   -d "{\"inputs\": {\"redBand\": 3, \"nirBand\": 4, \"tiffLocation\": \"file://$CACHE/sample/scene.tif\"}}" \
   | python3 -m json.tool
+CREDENTIAL="$(granary server credentials)"
 cat <<DONE
 
-The Prefect UI is at http://127.0.0.1:4200 (Deployments > ndvi > Run shows the task's form).
+The Prefect UI is at http://127.0.0.1:4200 (Deployments > ndvi > Run shows the task's form). Its server, like
+everything granary starts, requires a credential: sign in with
+  $CREDENTIAL
+(\`granary server credentials\` prints it; granary's commands on this machine find it by themselves).
 The HTTP API is at $GRANARY_API_URL (OpenAPI: $GRANARY_API_URL/openapi.json); its admin token is in $TOKEN_FILE:
   curl -H "Authorization: Bearer \$(cat $TOKEN_FILE)" $GRANARY_API_URL/jobs
   in a browser: $GRANARY_API_URL/login, paste the token, then $GRANARY_API_URL/processes/ndvi?f=html
