@@ -8,22 +8,28 @@ to sign the links they put in Prefect's UI and the webhook URLs they give jobs.
 - `owner` marks the runs the API created for a user (`provenance`). It is never rotated: a new one would leave every
   earlier job to the admin alone.
 
-Each process reads the block at most every KEYS_TTL seconds, so that a rotation reaches every runner and API.
+Each process reads the block at most every KEYS_TTL seconds, so that a rotation reaches every runner and API. The
+block is read and written off any event loop's thread: there, Prefect's `load` and `save` hand back a coroutine.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from typing import TypeVar
 
 from pydantic import BaseModel, SecretStr
 
 KEYS_BLOCK = "granary-keys"
 KEYS_TTL = 30.0
+Result = TypeVar("Result")
 
 
 class Keys(BaseModel):
@@ -84,10 +90,20 @@ def current_keys(create: bool = False) -> Keys | None:
         cached = _cache.get("keys")
         if cached and time.monotonic() - cached[0] < KEYS_TTL:
             return cached[1]
-        keys = _read() or (_create() if create else None)
+        keys = _off_the_loop(lambda: _read() or (_create() if create else None))
         if keys is not None:
             _cache["keys"] = (time.monotonic(), keys)
         return keys
+
+
+def _off_the_loop(call: Callable[[], Result]) -> Result:
+    """`call()`, in a thread of its own when this thread runs an event loop (an async route of the API)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return call()
+    with ThreadPoolExecutor(1, thread_name_prefix="granary-keys") as pool:
+        return pool.submit(call).result()
 
 
 def rotate() -> Keys:
