@@ -40,9 +40,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 WORK = Path(tempfile.mkdtemp(prefix="granary-bench-api-"))
 
-from bench.worker import bare_docker_runs  # noqa: E402
+from bench.worker import bare_docker_runs, prefect_api  # noqa: E402  (sets the credential first)
 from granary_flows.server import free_port, local_server, wait_until  # noqa: E402
 from tests.postgres import local_postgres  # noqa: E402
+from tests.rest import prefect_http  # noqa: E402
 
 TOKENS = {"admin": "bench-admin-token", "user": "bench-user-token"}
 
@@ -119,7 +120,7 @@ def prefect_creates(prefect: str, deployment: str, count: int, clients: int) -> 
     """Seconds each of the server's own creates took, from `clients` threads at once: the floor of an execute."""
 
     def one(i: int) -> float:
-        with httpx.Client(timeout=120) as client:
+        with prefect_http(timeout=120) as client:
             begun = time.perf_counter()
             answer = client.post(f"{prefect}/deployments/{deployment}/create_flow_run",
                                  json={"parameters": {"name": f"direct {i}"}, "tags": ["granary-api"]})  # fmt: skip
@@ -137,25 +138,26 @@ def final_states(prefect: str, job_ids: list[str], timeout: float) -> dict[str, 
     while pending and time.monotonic() < deadline:
         # Only the runs that became final: reading every pending run each time loads the server it measures.
         final = {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]}}
-        runs = httpx.post(f"{prefect}/flow_runs/filter", json={"flow_runs": {"id": {"any_": sorted(pending)},
+        runs = prefect_api.post(f"{prefect}/flow_runs/filter", json={"flow_runs": {"id": {"any_": sorted(pending)},
                           "state": final}, "limit": 200}, timeout=60).json()  # fmt: skip
         pending -= {r["id"] for r in runs}
         time.sleep(1)
     finals = {}
     for job in job_ids:
-        states = httpx.get(f"{prefect}/flow_run_states/", params={"flow_run_id": job}, timeout=60).json()
+        states = prefect_api.get(f"{prefect}/flow_run_states/", params={"flow_run_id": job}, timeout=60).json()
         finals[job] = [s["type"] for s in states if s["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")]
     return finals
 
 
 def fill_jobs(prefect: str, count: int) -> None:
     """`count` runs of a registered task nobody serves: they stay accepted, and the job list holds them."""
-    deployment = httpx.get(f"{prefect}/deployments/name/idle/idle", timeout=30).json()["id"]
+    deployment = prefect_api.get(f"{prefect}/deployments/name/idle/idle", timeout=30).json()["id"]
 
     def create(i: int) -> None:
         body = {"parameters": {"name": f"idle {i}"}, "tags": ["granary-api", "submitted-by:filler"]}
         for _ in range(10):
-            if httpx.post(f"{prefect}/deployments/{deployment}/create_flow_run", json=body, timeout=60).is_success:
+            answer = prefect_api.post(f"{prefect}/deployments/{deployment}/create_flow_run", json=body, timeout=60)
+            if answer.is_success:
                 return
             time.sleep(0.5)
         raise RuntimeError("the server refused to create runs")
@@ -182,7 +184,7 @@ def prefect_list_times(prefect: str, deployments: list[str], submitter: str | No
     if submitter:
         body["flow_runs"] = {"tags": {"all_": [f"submitted-by:{submitter}"]}}
     times = []
-    with httpx.Client(timeout=60) as client:
+    with prefect_http(timeout=60) as client:
         for _ in range(requests + 1):
             begun = time.perf_counter()
             answer = client.post(f"{prefect}/flow_runs/filter", json=body)
@@ -230,7 +232,7 @@ def main() -> None:
         api = f"http://127.0.0.1:{api_port}"
         wait_until(lambda: httpx.get(f"{api}/conformance").status_code == 200, "granary api")
 
-        idle_id = httpx.get(f"{prefect}/deployments/name/idle/idle", timeout=30).json()["id"]
+        idle_id = prefect_api.get(f"{prefect}/deployments/name/idle/idle", timeout=30).json()["id"]
         if not args.only:
             sync = statistics.median(sync_executes(api, user, args.runs))
             cli = statistics.median(cli_runs(environment, args.runs))
@@ -254,7 +256,7 @@ def main() -> None:
         fill_jobs(prefect, args.jobs)
         as_admin = list_times(api, admin, 50)
         as_user = list_times(api, user, 50)
-        deployments = [idle_id, httpx.get(f"{prefect}/deployments/name/hello/hello", timeout=30).json()["id"]]
+        deployments = [idle_id, prefect_api.get(f"{prefect}/deployments/name/hello/hello", timeout=30).json()["id"]]
         direct_admin = prefect_list_times(prefect, deployments, None, 50)
         direct_user = prefect_list_times(prefect, deployments, "user", 50)
 

@@ -17,14 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from worker import create, finished, prefect_server, resident_mib, runner_process, seconds
+from worker import create, finished, prefect_api, prefect_server, resident_mib, runner_process, seconds
 
 
 def count(api: str, what: str, body: dict[str, Any]) -> int:
-    return int(httpx.post(f"{api}/{what}/count", json=body, timeout=60).json())
+    return int(prefect_api.post(f"{api}/{what}/count", json=body, timeout=60).json())
 
 
 def settled_count(api: str, what: str, body: dict[str, Any]) -> int:
@@ -64,7 +62,7 @@ def main() -> None:
             separate_seconds = max(seconds(f["state"]["timestamp"]) for f in separate.values()) - started
             separate_mib = resident_mib(process.pid)
 
-            map_deployment = httpx.get(f"{api}/deployments/name/hello-map/hello-map").json()["id"]
+            map_deployment = prefect_api.get(f"{api}/deployments/name/hello-map/hello-map").json()["id"]
             runs_before = count(api, "flow_runs", {})
             started = time.time()
             [mapped] = finished(api, [create(api, map_deployment, {"names": names})]).values()
@@ -76,7 +74,7 @@ def main() -> None:
             started = time.time()
             of_the_run = {"flow_runs": {"id": {"any_": [mapped["id"]]}}}
             task_runs_before = count(api, "task_runs", of_the_run)
-            httpx.post(
+            prefect_api.post(
                 f"{api}/flow_runs/{mapped['id']}/set_state",
                 json={"state": {"type": "SCHEDULED", "message": "bench: rerun"}, "force": True},
                 timeout=60,

@@ -55,10 +55,14 @@ sys.path.insert(0, str(ROOT))
 WORK = Path(tempfile.mkdtemp(prefix="granary-bench-"))
 TICKS = os.sysconf("SC_CLK_TCK")
 
+from tests.rest import one_credential, prefect_http, request  # noqa: E402
+
+one_credential()  # every server the benchmark starts requires it (as everything granary starts), every client sends it
 from granary_flows.runtimes.docker import docker_client  # noqa: E402
 from granary_flows.server import free_port, local_server  # noqa: E402
 from tests.postgres import local_postgres  # noqa: E402
-from tests.rest import request  # noqa: E402
+
+prefect_api = prefect_http()
 
 
 def bare_docker_run(
@@ -200,7 +204,100 @@ def depth_round(api: str, depth: int, runner_pids: list[int], deployment_id: str
     last = max(seconds(f["state"]["timestamp"]) for f in done.values())
     granary = len(ids) / (last - max(due.timestamp(), seconds(min(f["created"] for f in done.values())))) * 60
     return {"depth": depth, "bare": bare, "granary": granary, "cpu": cpu, "bare_cpu": bare_cpu, "errors": errors,
-            "late": late, "created": len(ids)}  # fmt: skip
+            "late": late, "created": len(ids), "ids": ids}  # fmt: skip
+
+
+class Hog:
+    """A plain busy loop in a process of its own: one core kept busy, as a developer's browser or IDE would."""
+
+    def __enter__(self) -> Hog:
+        self.process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+class Answers:
+    """How long the server took to answer: every call the benchmark makes (creations, reads) and a probe that asks it
+    to count runs (a read of the database) every quarter of a second, so that a server that stops answering anybody
+    shows even while the benchmark itself waits."""
+
+    def __init__(self, api: str):
+        self.api = api
+        self.times: list[float] = []
+        self.timeouts = 0
+        self._stop = threading.Event()
+        self._probe = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Answers:
+        ANSWERS.append(self)
+        self._probe.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._probe.join()
+        ANSWERS.remove(self)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            with contextlib.suppress(httpx.HTTPError):
+                timed(lambda: prefect_api.post(f"{self.api}/flow_runs/count?{BY_BENCH}", json={}, timeout=PATIENCE))
+
+    @property
+    def slowest(self) -> float:
+        return max(self.times, default=0.0)
+
+
+ANSWERS: list[Answers] = []
+PATIENCE = 30.0  # seconds a client waits for an answer, as Prefect's own client does
+
+
+def timed(call: Callable[[], Any]) -> Any:
+    """`call()`, its time recorded by every `Answers` open (a timeout counted as one)."""
+    started = time.perf_counter()
+    try:
+        return call()
+    except httpx.TimeoutException:
+        for answers in ANSWERS:
+            answers.timeouts += 1
+        raise
+    finally:
+        for answers in ANSWERS:
+            answers.times.append(time.perf_counter() - started)
+
+
+def busy_rounds(name: str, depth: int, rounds: int) -> list[dict]:
+    """`rounds` rounds of `depth` due at once beside a CPU hog, each with the slowest answer any client got, the
+    client timeouts and whether every execution ran exactly once."""
+    database, environment, _ = CONFIGS[name]
+    found = []
+    with prefect_server(database, environment, f"{name}-busy") as api, Hog():
+        port = api.rsplit(":", 1)[1].split("/")[0]
+        with runner_process(api, f"hello-{name}-busy", False) as (process, deployment_id):
+            for index in range(rounds):
+                with Answers(api) as answers:
+                    try:
+                        result = depth_round(api, depth, [process.pid], deployment_id, lambda: _server_cpu(port))
+                        result["once"] = ran_once(api, result.pop("ids"))
+                    except Exception as err:
+                        result = {"depth": depth, "failed": f"{type(err).__name__}: {str(err)[:300]}"}
+                result |= {"slowest": answers.slowest, "timeouts": answers.timeouts, "round": index + 1}
+                found.append(result)
+                print(f"measured {name} beside a CPU hog, round {index + 1}: {result}", flush=True)
+    return found
+
+
+def ran_once(api: str, flow_run_ids: list[str]) -> int:
+    """How many of the runs entered Running exactly once and are Completed."""
+    once = 0
+    for start in range(0, len(flow_run_ids), 200):
+        body = {"flow_runs": {"id": {"any_": flow_run_ids[start : start + 200]}}, "limit": 200}
+        runs = timed(lambda body=body: prefect_api.post(f"{api}/flow_runs/filter?{BY_BENCH}", json=body, timeout=60))
+        once += sum(1 for r in runs.json() if r["run_count"] == 1 and r["state"]["type"] == "COMPLETED")
+    return once
 
 
 def latency_round(api: str, deployment_id: str, runs: int) -> dict[str, float]:
@@ -223,7 +320,9 @@ def run_configuration(name: str, depths: list[int], latency: int) -> dict[str, A
         with runner_process(api, f"hello-{name}", False) as (process, deployment_id):
             for depth in depths:
                 try:
-                    rounds.append(depth_round(api, depth, [process.pid], deployment_id, lambda: _server_cpu(port)))
+                    result = depth_round(api, depth, [process.pid], deployment_id, lambda: _server_cpu(port))
+                    result.pop("ids")
+                    rounds.append(result)
                 except Exception as err:  # a server that gives up under the load is a figure too
                     rounds.append({"depth": depth, "failed": f"{type(err).__name__}: {str(err)[:300]}"})
                 print(f"measured {name} at {depth}: {rounds[-1]}", flush=True)
@@ -253,10 +352,12 @@ def topology_rounds(depths: list[int]) -> list[dict]:
         deployed = top.granary("deploy", "--pool", top.pool, "-d", str(tasks))
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         workers = [top.start_worker(0).pid, top.start_worker(1).pid]
-        deployment_id = httpx.get(f"{top.api}/deployments/name/hello-topology/hello-topology").json()["id"]
+        deployment_id = prefect_api.get(f"{top.api}/deployments/name/hello-topology/hello-topology").json()["id"]
         pids = [p.pid for p in top.processes() if p.pid not in workers]
         for depth in depths:
-            rounds.append(depth_round(top.api, depth, workers, deployment_id, lambda: _sessions_cpu(pids)))
+            result = depth_round(top.api, depth, workers, deployment_id, lambda: _sessions_cpu(pids))
+            result.pop("ids")
+            rounds.append(result)
             print(f"measured the topology at {depth}: {rounds[-1]}", flush=True)
     return rounds
 
@@ -358,7 +459,7 @@ def runner_process(
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError("".join(lines))
             time.sleep(0.2)
-        deployment = httpx.get(f"{api}/deployments/name/{name}/{name}").json()
+        deployment = prefect_api.get(f"{api}/deployments/name/{name}/{name}").json()
         yield process, deployment["id"]
     finally:
         process.send_signal(signal.SIGINT)
@@ -381,7 +482,7 @@ def create(
         body["state"] = {"type": "SCHEDULED", "state_details": {"scheduled_time": due.isoformat()}}
     url = f"{api}/deployments/{deployment_id}/create_flow_run?{BY_BENCH}"
     try:
-        return str(request("POST", url, body, timeout=60).json()["id"])
+        return str(timed(lambda: request("POST", url, body, timeout=PATIENCE)).json()["id"])
     except Exception as err:
         if errors is None:
             raise
@@ -408,10 +509,9 @@ def finished(api: str, flow_run_ids: list[str], errors: list[str] | None = None)
             raise TimeoutError(f"no run ended for {STALL} s, after {len(done)} of {len(flow_run_ids)}")
         pending = [i for i in flow_run_ids if i not in done]
         try:
-            response = httpx.post(
-                f"{api}/flow_runs/filter?{BY_BENCH}",
-                json={"flow_runs": {"id": {"any_": pending}, "state": {"type": {"any_": FINAL}}}, "limit": 200},
-                timeout=60,
+            body = {"flow_runs": {"id": {"any_": pending}, "state": {"type": {"any_": FINAL}}}, "limit": 200}
+            response = timed(
+                lambda body=body: prefect_api.post(f"{api}/flow_runs/filter?{BY_BENCH}", json=body, timeout=60)
             )
             response.raise_for_status()
         except httpx.HTTPError as err:  # a busy SQLite server answers 503, or an empty 500, now and then
@@ -421,7 +521,7 @@ def finished(api: str, flow_run_ids: list[str], errors: list[str] | None = None)
             continue
         for flow_run in response.json():
             if flow_run["state"]["type"] != "COMPLETED":
-                logs = httpx.post(
+                logs = prefect_api.post(
                     f"{api}/logs/filter",
                     json={"logs": {"flow_run_id": {"any_": [flow_run["id"]]}}, "limit": 200, "sort": "TIMESTAMP_ASC"},
                 ).json()
@@ -616,7 +716,7 @@ def _store_seconds(api: str, flow_run_id: str) -> float:
     deadline = time.monotonic() + 30
     while True:
         body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}}
-        messages = [log["message"] for log in httpx.post(f"{api}/logs/filter", json=body, timeout=60).json()]
+        messages = [log["message"] for log in prefect_api.post(f"{api}/logs/filter", json=body, timeout=60).json()]
         for message in messages:
             found = re.search(r"^outputs: .* collected in ([0-9.]+) s$", message)
             if found:
@@ -678,6 +778,24 @@ def print_rounds(title: str, rounds: list[dict], places: int = 8) -> None:
               f"| {cpu['postgres']:.3f} | {len(r['errors'])} |")  # fmt: skip
 
 
+def print_busy(name: str, rounds: list[dict]) -> None:
+    print(f"\n{CONFIGS[name][2]} ({name}), beside a CPU hog keeping one core busy\n")
+    print("| round | bare docker run | granary | ratio | slowest answer | client timeouts | ran once, Completed |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rounds:
+        if "failed" in r:
+            print(f"| {r['round']} | | failed: {r['failed']} | | {r['slowest']:.2f} s | {r['timeouts']} | |")
+            continue
+        print(f"| {r['round']} | {r['bare']:.0f} per minute | {r['granary']:.0f} per minute "
+              f"| {r['granary'] / r['bare']:.2f}x | {r['slowest']:.2f} s | {r['timeouts']} "
+              f"| {r['once']} of {r['created']} |")  # fmt: skip
+    ok = [r for r in rounds if "failed" not in r]
+    if ok:
+        ratios = [r["granary"] / r["bare"] for r in ok]
+        print(f"\nslowest answer of all rounds: {max(r['slowest'] for r in rounds):.2f} s (target: at most 5 s); "
+              f"ratio {min(ratios):.2f}x-{max(ratios):.2f}x (target: at least 0.65x)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--configs", default="sqlite-prefect,sqlite,postgres-prefect,postgres",
@@ -691,6 +809,8 @@ def main() -> None:
     parser.add_argument("--compare-prefect-runner", type=int, default=0, metavar="RUNS",
                         help="Prefect's serve() against granary's runner, on SQLite and PostgreSQL")  # fmt: skip
     parser.add_argument("--memory", type=int, default=0, help="executions while memory is watched")
+    parser.add_argument("--busy", type=int, default=0, metavar="ROUNDS",
+                        help="rounds of the first depth beside a CPU hog, each configuration (0: skip)")  # fmt: skip
     args = parser.parse_args()
 
     depths = [int(depth) for depth in args.depths.split(",") if depth]
@@ -709,6 +829,10 @@ def main() -> None:
         if len(ok) > 1:
             print(f"at {ok[-1]['depth']:,} / at {ok[0]['depth']:,}: {ok[-1]['granary'] / ok[0]['granary']:.2f}x "
                   "(target: at least 0.9x)")  # fmt: skip
+
+    if args.busy:
+        for name in [c for c in args.configs.split(",") if c]:
+            print_busy(name, busy_rounds(name, depths[0], args.busy))
 
     if args.topology:
         rounds = topology_rounds(depths)

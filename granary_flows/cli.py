@@ -19,6 +19,7 @@ from rich.text import Text
 from granary_flows.errors import GranaryError
 from granary_flows.loading import read_files
 from granary_flows.server_auth import use_for_client
+from granary_flows.server_log import server_log_path
 
 app = typer.Typer(
     help="Run containerized geospatial algorithms as Prefect flows.",
@@ -262,7 +263,7 @@ def server_start(
     except GranaryError as err:
         raise fail(str(err)) from err
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
-    os.execve(sys.executable, command + (["--no-services"] if no_services else []), environment)
+    _run_server(command + (["--no-services"] if no_services else []), environment, server_log_path(port))
 
 
 @server_app.command("credentials")
@@ -299,7 +300,15 @@ def server_services() -> None:
     from granary_flows.server import server_environment
 
     command = [sys.executable, "-m", "prefect", "server", "services", "start"]
-    os.execve(sys.executable, command, server_environment(os.environ))
+    _run_server(command, server_environment(os.environ), server_log_path("services", "prefect"))
+
+
+def _run_server(command: list[str], environment: dict[str, str], log: Path) -> None:
+    """Become the Prefect server process, its output on this terminal and in its rotating log."""
+    from granary_flows.server_log import exec_with_log
+
+    err_console.print(f"Prefect's log: {log}", highlight=False, soft_wrap=True)
+    exec_with_log(command, environment, log)
 
 
 @keys_app.command("rotate")

@@ -24,6 +24,7 @@ import httpx
 
 from granary_flows.errors import GranaryError
 from granary_flows.server_auth import SERVER_VARIABLE, server_credential, use_for_client
+from granary_flows.server_log import follow, server_log_path
 
 CREDENTIAL_HINT = (
     "it requires credentials: set PREFECT_API_AUTH_STRING (`granary server credentials` prints those of a server "
@@ -65,7 +66,8 @@ def free_port() -> int:
 def local_server(
     port: int | None = None, log_file: Path | None = None, extra_env: dict[str, str] | None = None
 ) -> Iterator[str]:
-    """Start `prefect server start` on 127.0.0.1, wait until healthy, and stop it on exit.
+    """Start `prefect server start` on 127.0.0.1, wait until healthy, and stop it on exit. Its output goes to
+    `log_file` (default `server_log.server_log_path(port)`), rotated.
 
     Yields:
         The API URL (`http://127.0.0.1:PORT/api`).
@@ -76,16 +78,20 @@ def local_server(
     port = port or free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = started_environment(api_url, extra_env or {})
-    log = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115  (closed in the finally below)
+    log = log_file or server_log_path(port)
     process = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
-        stdout=log,
+        stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    following = follow(process, log)
     try:
-        wait_healthy(api_url, process)
+        try:
+            wait_healthy(api_url, process)
+        except GranaryError as err:
+            raise GranaryError(f"{err}; its log: {log}") from err
         yield api_url
     finally:
         process.terminate()
@@ -93,8 +99,7 @@ def local_server(
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
-        if log_file:
-            log.close()  # type: ignore[union-attr]
+        following.join(timeout=5)
 
 
 def started_environment(api_url: str, extra_env: dict[str, str]) -> dict[str, str]:

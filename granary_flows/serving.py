@@ -60,6 +60,7 @@ def prefect_server(port: int | None = None) -> Iterator[ServerChoice]:
     of their own, or be refused."""
     from granary_flows.server import configured_api_url, local_port, local_server
     from granary_flows.server_auth import use_for_client
+    from granary_flows.server_log import server_log_path
 
     with ExitStack() as stack:
         api_url = configured_api_url(port)
@@ -68,8 +69,9 @@ def prefect_server(port: int | None = None) -> Iterator[ServerChoice]:
         elif api_url:
             choice = ServerChoice(api_url=api_url, how="already running on this machine")
         else:
-            started = stack.enter_context(local_server(port=port or local_port()))
-            choice = ServerChoice(api_url=started, how="started here, SQLite; stops with this command")
+            log = server_log_path(port or local_port())
+            started = stack.enter_context(local_server(port=port or local_port(), log_file=log))
+            choice = ServerChoice(api_url=started, how=f"started here, SQLite; stops with this command; its log: {log}")
         os.environ["PREFECT_API_URL"] = choice.api_url
         use_for_client(choice.api_url)
         # A long-lived runner waits out a server restart (about 8 minutes of retries) instead of losing a run.

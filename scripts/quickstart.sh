@@ -25,8 +25,9 @@ DIGEST="$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)"
 printf -- '- {token: "sha256:%s", subject: admin, roles: [admin]}\n' "$DIGEST" >"$HOME/.granary/api-tokens.yaml"
 
 if ! curl -sf "$PREFECT_API_URL/health" >/dev/null; then
-  echo "==> starting the Prefect server (log: $LOGS/prefect-server.log)"
-  nohup granary server start --host 127.0.0.1 --port 4200 >"$LOGS/prefect-server.log" 2>&1 &
+  # granary server start keeps the server's log itself, rotated: ~/.granary/logs/prefect-server-4200.log
+  echo "==> starting the Prefect server (log: $LOGS/prefect-server-4200.log)"
+  nohup granary server start --host 127.0.0.1 --port 4200 >/dev/null 2>&1 &
   for _ in $(seq 120); do curl -sf "$PREFECT_API_URL/health" >/dev/null && break; sleep 0.5; done
 fi
 if ! pgrep -f "granary serve" >/dev/null; then

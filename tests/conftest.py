@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
-import secrets
 import socket
 import sys
 import tempfile
@@ -37,7 +36,6 @@ PORT = _free_port()
 MOTO_PORT = _free_port()
 API_PORT = _free_port()
 SUBSCRIBER_PORT = _free_port()
-SERVER_CREDENTIAL = f"granary:{secrets.token_urlsafe(24)}"
 # Prefect fixes its settings when first imported; threads without a settings context of their own fall back to them.
 assert "prefect" not in sys.modules, "Prefect was imported before the test environment was set"
 os.environ |= {
@@ -52,10 +50,6 @@ os.environ |= {
     "GRANARY_ALLOW_FILE_ROOTS": os.pathsep.join(
         [str(SAMPLES), str(SESSION_DIR), str(Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}")]
     ),
-    # Closed by default, as everything granary starts: every server of the session requires this credential, and
-    # every client (this process, and the granary commands it starts) sends it.
-    "PREFECT_SERVER_API_AUTH_STRING": SERVER_CREDENTIAL,
-    "PREFECT_API_AUTH_STRING": SERVER_CREDENTIAL,
     "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
     "COLUMNS": "250",  # rich wraps at 80 columns otherwise
     # AWS is moto in server mode on this machine (started by the moto fixture); botocore honours AWS_ENDPOINT_URL.
@@ -65,6 +59,11 @@ os.environ |= {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 
+# Closed by default, as everything granary starts: every server of the session requires one credential, and every
+# client (this process, and the granary commands it starts) sends it.
+from rest import one_credential  # noqa: E402
+
+one_credential()
 from helpers import BUCKET, DEPLOYMENTS, QUEUE, TEST_TASKS, register_definitions, running_moto  # noqa: E402
 
 EXAMPLES = ROOT / "examples" / "batch"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from typing import Any
 
@@ -31,3 +32,16 @@ def prefect_auth() -> httpx.BasicAuth | None:
         return None
     user, _, password = credential.partition(":")
     return httpx.BasicAuth(user, password)
+
+
+def one_credential() -> str:
+    """One credential for a test session or a benchmark: every Prefect server it starts requires it, and every client
+    sends it (both set in the environment, which must happen before Prefect is imported)."""
+    credential = os.environ.get("PREFECT_SERVER_API_AUTH_STRING") or f"granary:{secrets.token_urlsafe(24)}"
+    os.environ["PREFECT_SERVER_API_AUTH_STRING"] = os.environ["PREFECT_API_AUTH_STRING"] = credential
+    return credential
+
+
+def prefect_http(**options: Any) -> httpx.Client:
+    """An httpx client for a Prefect server's REST API, sending the credential."""
+    return httpx.Client(auth=prefect_auth(), **options)

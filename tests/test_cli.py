@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -155,6 +156,9 @@ def test_serve_starts_its_own_server_reaps_orphans_runs_and_stops_on_sigint(dock
         try:
             output = read_until(serve, "waiting for runs", timeout=180)
             assert output.startswith(f"Prefect server: {api} (started here")  # said first
+            log = Path(os.environ["GRANARY_HOME"]) / "logs" / f"prefect-server-{port}.log"
+            assert f"its log: {log}" in output.replace("\n", ""), output
+            assert f"Check out the dashboard at http://127.0.0.1:{port}" in log.read_text()
             assert httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).status_code == 401  # closed
             assert f"UI: http://127.0.0.1:{port}" in output
             found = "found 00000000-0000-0000-0000-000000000000: the process running it died; container removed"
