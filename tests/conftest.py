@@ -228,3 +228,26 @@ def api(prefect_server: str, runner: Any, identities: SimpleNamespace) -> Iterat
         yield SimpleNamespace(url=url, process=process, subscriber_port=SUBSCRIBER_PORT, **vars(identities))
     finally:
         stop_process(process)
+
+
+@pytest.fixture
+def s3_api(api, aws, batch_runner, monkeypatch) -> Iterator[Any]:
+    """A second `granary api` whose results root is the Batch runner's (S3): an API reads the root its runners write,
+    and its webhook is the one jobs are given (GRANARY_API_URL)."""
+    from helpers import BUCKET, granary_serve, read_until, stop_process
+
+    from granary_flows.server import free_port, wait_until
+
+    port = free_port()
+    process = granary_serve(
+        "--port", str(port), command="api", GRANARY_RESULTS_URI=f"s3://{BUCKET}/runs", GRANARY_API_AUTH="tokens",
+        GRANARY_API_TOKENS_FILE=str(api.tokens_file),
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("GRANARY_API_URL", url)
+    try:
+        read_until(process, "granary api:", timeout=180)
+        wait_until(lambda: httpx.get(f"{url}/conformance", timeout=2).status_code == 200, "granary api", process)
+        yield type(api)(**(vars(api) | {"url": url}))
+    finally:
+        stop_process(process)

@@ -690,7 +690,9 @@ def test_the_cookie_is_secure_over_https_behind_a_proxy_the_operator_trusts(api,
     assert spoofed.status_code == 200 and "secure" not in spoofed.headers["set-cookie"].lower()  # not trusted there
 
 
-def test_rotating_the_signing_key_ends_old_links_and_sessions_and_spares_running_jobs_webhooks(api, restricted):
+def test_rotating_the_signing_key_ends_old_links_and_sessions_and_spares_running_jobs_webhooks(
+    api, people, restricted, runner
+):
     """`granary keys rotate`: within the keys' 30 s, a link signed before no longer opens by itself and every session
     signs in again; a job that was running keeps its webhook; links signed after open."""
     from granary_flows import keys
@@ -698,7 +700,8 @@ def test_rotating_the_signing_key_ends_old_links_and_sessions_and_spares_running
 
     before = output_link(api.url, restricted.ended, restricted.output)
     assert http.get(before).status_code == 200
-    hook = webhook_url(restricted.running)
+    running = execute(api, people["admin"], "docker-probe", {"sleep": 120}, asynchronous=True).json()["jobID"]
+    hook = webhook_url(running)
     session = sign_in(f"{api.url}/login", headers={"Origin": api.url}, data={"token": TOKENS["bob"]}).cookies
     assert http.get(f"{api.url}/jobs", cookies=session).status_code == 200
 
@@ -712,5 +715,6 @@ def test_rotating_the_signing_key_ends_old_links_and_sessions_and_spares_running
     assert http.get(before, headers={"Accept": "text/html"}, follow_redirects=False).status_code == 303  # sign in
     assert http.get(f"{api.url}/jobs", cookies=session).status_code == 401
     assert http.get(output_link(api.url, restricted.ended, restricted.output)).status_code == 200
-    assert hook is not None and webhook_url(restricted.running) != hook
+    assert hook is not None and webhook_url(running) != hook
     assert http.post(hook, json={"message": "still mine"}).status_code == 200
+    http.delete(f"{api.url}/jobs/{running}", headers=people["admin"])

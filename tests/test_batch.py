@@ -67,7 +67,7 @@ def read_s3(aws: SimpleNamespace, uri: str) -> bytes:
     return aws.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-def test_a_batch_execution_delivers_the_contract_and_collects_results_from_s3(client, aws, batch_runner):
+def test_a_batch_execution_delivers_the_contract_and_collects_results_from_s3(client, aws, batch_runner, s3_api):
     flow_run = execute(client, "batch-probe", label="ada", lines=2, write=["a.txt"], sidecar=True)
     assert flow_run.state.is_completed(), flow_run.state.message
     document = flow_run.state.result()
@@ -96,8 +96,9 @@ def test_a_batch_execution_delivers_the_contract_and_collects_results_from_s3(cl
 
     [report] = [a.data for a in artifacts_of(client, flow_run.id) if a.key == "batch-probe-results"]
     [url] = re.findall(r"\((http[^)]+/a\.txt\?[^)]+)\)", report)
-    assert "Expires=" in url  # presigned, for an hour by default
-    assert httpx.get(url, timeout=10).content == b"a.txt from attempt 1\n"  # no credentials needed
+    assert url.startswith(f"{s3_api.url}/jobs/{flow_run.id}/outputs/a.txt?expires=")  # the API's, signed for a week
+    opened = httpx.get(url, timeout=10, follow_redirects=True)  # no credentials needed
+    assert opened.content == b"a.txt from attempt 1\n" and "Expires=" in str(opened.url)  # a fresh presigned link
 
 
 def test_thousands_of_log_lines_reach_the_run_once_each_and_in_order(client, aws, batch_runner):

@@ -19,8 +19,8 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 from postgres import local_postgres
+from rest import prefect_http
 
 from granary_flows.server import free_port, is_healthy, wait_until
 
@@ -228,7 +228,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def completed(api: str, flow_run_ids: list[str]) -> int:
     """How many of the runs are Completed (through the load balancer)."""
     body = {"flow_runs": {"id": {"any_": flow_run_ids}, "state": {"type": {"any_": ["COMPLETED"]}}}}
-    return int(httpx.post(f"{api}/flow_runs/count", json=body, timeout=60).json())
+    return int(prefect_http().post(f"{api}/flow_runs/count", json=body, timeout=60).json())
 
 
 def wait_for(condition: object, what: str, timeout: float) -> None:
