@@ -254,7 +254,7 @@ def server_start(
     credential (`granary server credentials` prints it; GRANARY_SERVER_AUTH=off, on 127.0.0.1 only, does not)."""
     import sys
 
-    from granary_flows.server import server_environment
+    from granary_flows.server import SERVER_PROCESS, server_environment
     from granary_flows.server_auth import SERVER_VARIABLE, check_listening
 
     try:
@@ -262,7 +262,7 @@ def server_start(
         check_listening(host, environment.get(SERVER_VARIABLE))
     except GranaryError as err:
         raise fail(str(err)) from err
-    command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
+    command = [sys.executable, "-m", SERVER_PROCESS, "server", "start", "--host", host, "--port", str(port)]
     _run_server(command + (["--no-services"] if no_services else []), environment, server_log_path(port))
 
 
@@ -297,9 +297,9 @@ def server_services() -> None:
     with --no-services; the same lean set."""
     import sys
 
-    from granary_flows.server import server_environment
+    from granary_flows.server import SERVER_PROCESS, server_environment
 
-    command = [sys.executable, "-m", "prefect", "server", "services", "start"]
+    command = [sys.executable, "-m", SERVER_PROCESS, "server", "services", "start"]
     _run_server(command, server_environment(os.environ), server_log_path("services", "prefect"))
 
 

@@ -26,6 +26,8 @@ from granary_flows.errors import GranaryError
 from granary_flows.server_auth import SERVER_VARIABLE, server_credential, use_for_client
 from granary_flows.server_log import follow, server_log_path
 
+# What runs Prefect's server: its own command, with the garbage collector off the event loop (`server_process`).
+SERVER_PROCESS = "granary_flows.server_process"
 CREDENTIAL_HINT = (
     "it requires credentials: set PREFECT_API_AUTH_STRING (`granary server credentials` prints those of a server "
     "granary started on this machine)"
@@ -66,7 +68,8 @@ def free_port() -> int:
 def local_server(
     port: int | None = None, log_file: Path | None = None, extra_env: dict[str, str] | None = None
 ) -> Iterator[str]:
-    """Start `prefect server start` on 127.0.0.1, wait until healthy, and stop it on exit. Its output goes to
+    """Start `prefect server start` on 127.0.0.1 (as `server_process` runs it), wait until healthy, and stop it on
+    exit. Its output goes to
     `log_file` (default `server_log.server_log_path(port)`), rotated.
 
     Yields:
@@ -80,7 +83,7 @@ def local_server(
     env = started_environment(api_url, extra_env or {})
     log = log_file or server_log_path(port)
     process = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", SERVER_PROCESS, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
