@@ -6,6 +6,7 @@ What differs per runtime (staging, where outputs go, how they reach the store) i
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import os
@@ -141,6 +142,8 @@ class Execution:
             if self.last_attempt is not None:  # its outcome is stored now (or it failed): its container can go
                 self.runtime.release(self.last_attempt)
             shutil.rmtree(self.work, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the run's folder, unless another of its executions still works there
+                self.work.parent.rmdir()
 
     def _stage(self, arguments: dict[str, Any]) -> list[StagedInput]:
         """Fetch `format: uri` inputs for a runtime whose containers cannot (local Docker has no network)."""

@@ -20,6 +20,7 @@ from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterId,
     FlowRunFilter,
+    FlowRunFilterId,
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
@@ -34,6 +35,7 @@ from granary_flows.store import ResultsStore
 
 logger = logging.getLogger("granary.runner")
 CLAIM = "claimed by granary runner "
+PAGE = 200  # runs per read: the most a Prefect server at its defaults answers
 _started_here: set[str] = set()
 
 
@@ -129,17 +131,26 @@ def _results_stored(client: SyncPrefectClient, store: ResultsStore, flow_run: Fl
 
 
 def _remove_ended_work(client: SyncPrefectClient) -> None:
-    """Work folders (`$GRANARY_HOME/work/<flow run>`) of runs that ended or are gone: nothing will use them."""
+    """Work folders (`$GRANARY_HOME/work/<flow run>`) of runs that ended or are gone: nothing will use them. The runs
+    are read 200 to a call: a restart after thousands of runs must not ask about each one (it took 2 minutes)."""
     root = layout.work_root()
-    if not root.is_dir():
-        return
-    for folder in root.iterdir():
-        try:
-            UUID(folder.name)
-        except ValueError:
-            continue
-        if _is_final(client, folder.name):
-            shutil.rmtree(folder, ignore_errors=True)
+    folders = {folder.name: folder for folder in root.iterdir() if _is_uuid(folder.name)} if root.is_dir() else {}
+    names = list(folders)
+    for start in range(0, len(names), PAGE):
+        asked = names[start : start + PAGE]
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=asked)), limit=PAGE)
+        unfinished = {str(run.id) for run in runs if run.state is None or not run.state.is_final()}
+        for name in asked:
+            if name not in unfinished:
+                shutil.rmtree(folders[name], ignore_errors=True)
+
+
+def _is_uuid(name: str) -> bool:
+    try:
+        UUID(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_final(client: SyncPrefectClient, flow_run_id: str) -> bool:
@@ -179,14 +190,14 @@ def _unfinished_runs(client: SyncPrefectClient, deployment_ids: list[UUID] | Non
                 flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished))),
                 deployment_filter=deployments,
                 sort=FlowRunSort.ID_DESC,
-                limit=200,
+                limit=PAGE,
                 offset=len(runs),
             )
         except PrefectHTTPStatusError as err:  # a run the server cannot list: the runner starts all the same
             logger.warning("the unfinished runs could not be read (%s); runs of dead runners are not settled", err)
             return runs
         runs += page
-        if len(page) < 200:
+        if len(page) < PAGE:
             return runs
 
 

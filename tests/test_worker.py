@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,6 +27,7 @@ from helpers import (
 )
 from typer.testing import CliRunner
 
+from granary_flows import layout
 from granary_flows.cli import app
 from granary_flows.restarts import CLAIM
 from granary_flows.runtimes.base import LABEL_EXECUTION
@@ -238,9 +240,12 @@ def test_a_restarted_serve_re_attaches_to_its_containers_and_settles_what_its_pr
     document = results_root / "restart-sleeper" / str(stored.id) / "granary-execution.json"
     document.parent.mkdir(parents=True)
     document.write_text('{"status": "successful"}')
+    gone = layout.work_root() / str(uuid.uuid4())  # the work folder of a run this server no longer has
+    (gone / "left-behind").mkdir(parents=True)
 
     with serving_a_sleeper(client, tmp_path, "restart-sleeper") as (second, _):
         output = "".join(second.output)
+        assert not gone.exists()
         for resumed in (running, ending):
             assert f"rescheduled {resumed.id}: the process running it died; its container" in output
         assert f"rescheduled {claimed.id}: runner {DEAD_RUNNER} stopped before starting it" in output
@@ -257,6 +262,8 @@ def test_a_restarted_serve_re_attaches_to_its_containers_and_settles_what_its_pr
             document = client.read_flow_run(resumed.id).state.result()
             assert document["results"] == [] and document["exit_code"] == 0
         assert containers_for(docker_runtime, running.id) == []
+        ours = {str(flow_run.id) for flow_run in (running, ending, claimed, started, stored)}
+        assert [folder for folder in layout.work_root().iterdir() if folder.name in ours] == []  # none left behind
 
 
 def test_a_server_away_for_a_minute_is_waited_for_and_nothing_is_lost_or_run_twice(docker_runtime, tmp_path):
