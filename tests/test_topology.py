@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import BUCKET, TOKENS, read_until, stop_process, task_copy
-from rest import prefect_auth
+from rest import prefect_auth, request
 from topology import completed, running_topology, wait_for
 
 from granary_flows.runtimes.base import LABEL_FLOW_RUN, LABEL_RUNNER
@@ -73,9 +73,9 @@ def create_runs(api: str, deployment: str, count: int, due: datetime, parameters
     body = {"parameters": parameters, "state": scheduled}
 
     def create(_: int) -> str:
-        answer = prefect_api.post(f"{api}/deployments/{deployment_id}/create_flow_run", json=body, timeout=120)
-        answer.raise_for_status()
-        return str(answer.json()["id"])
+        # As Prefect's client does, a 503 (HAProxy with no replica up for a moment) is asked again.
+        created = request("POST", f"{api}/deployments/{deployment_id}/create_flow_run", body, timeout=120)
+        return str(created.json()["id"])
 
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(create, range(count)))

@@ -41,7 +41,8 @@ backend replicas
     balance roundrobin
     option httpchk GET /api/health
     http-check expect status 200
-    default-server inter 500ms fall 2 rise 1
+    timeout check 3s
+    default-server inter 1s fall 3 rise 2
 {servers}
 """
 
