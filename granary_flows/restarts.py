@@ -138,7 +138,9 @@ def _remove_ended_work(client: SyncPrefectClient) -> None:
     names = list(folders)
     for start in range(0, len(names), PAGE):
         asked = names[start : start + PAGE]
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=asked)), limit=PAGE)
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(name) for name in asked])), limit=PAGE
+        )
         unfinished = {str(run.id) for run in runs if run.state is None or not run.state.is_final()}
         for name in asked:
             if name not in unfinished:
