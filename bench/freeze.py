@@ -43,7 +43,7 @@ from rest import one_credential, prefect_http, request  # noqa: E402
 one_credential()
 import httpx  # noqa: E402
 
-from granary_flows.server import SERVER_PROCESS, free_port, server_environment  # noqa: E402
+from granary_flows.server import SERVER_PROCESS, free_port, server_environment, wait_until  # noqa: E402
 
 PYTHON = sys.executable
 PATIENCE = 30.0  # seconds a client waits, as Prefect's own client does
@@ -154,12 +154,12 @@ def run_variant(name: str, rounds: int, creations: int, hogs: int, work: Path) -
         serve = None
         hogging = []
         try:
-            _wait(lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200, "the server", 120)
+            wait_until(lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200, "the server", server, 120)
             serve = subprocess.Popen(
                 [PYTHON, *serve_command, "serve", "-d", str(folder / "tasks"), "--limit", "8"],
                 env=environment | {"PREFECT_API_URL": api}, stdout=serve_log, stderr=subprocess.STDOUT,
             )  # fmt: skip
-            _wait(lambda: b"waiting for runs" in (folder / "serve.log").read_bytes(), "granary serve", 180)
+            wait_until(lambda: b"waiting for runs" in (folder / "serve.log").read_bytes(), "granary serve", serve, 180)
             http = prefect_http(timeout=120)
             deployment = http.get(f"{api}/deployments/name/hello/hello").json()["id"]
             hogging = [subprocess.Popen([PYTHON, "-c", "while True: pass"]) for _ in range(hogs)]
@@ -209,18 +209,6 @@ def _round(api: str, http: httpx.Client, deployment: str, index: int, creations:
              "seconds": seconds, "slowest answer": round(probe.slowest(), 2)}  # fmt: skip
     print(json.dumps(found), flush=True)
     return found
-
-
-def _wait(ready: Any, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if ready():
-                return
-        except (httpx.HTTPError, OSError):
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{what} was not ready after {timeout:g} s")
 
 
 def main() -> None:

@@ -69,8 +69,7 @@ def local_server(
     port: int | None = None, log_file: Path | None = None, extra_env: dict[str, str] | None = None
 ) -> Iterator[str]:
     """Start `prefect server start` on 127.0.0.1 (as `server_process` runs it), wait until healthy, and stop it on
-    exit. Its output goes to
-    `log_file` (default `server_log.server_log_path(port)`), rotated.
+    exit. Its output goes to `log_file` (default `server_log.server_log_path(port)`), rotated.
 
     Yields:
         The API URL (`http://127.0.0.1:PORT/api`).
